@@ -1,0 +1,120 @@
+"""`sigbridge` command line: argparse front end. Each command's work lives in its own module and is
+imported only when that command runs, so `sigbridge --help` stays fast and light."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__
+
+# command -> (module, function); the function takes the parsed Namespace and returns an exit code.
+_HANDLERS: dict[str, tuple[str, str]] = {
+    "hub": ("bridge.session.hub", "main"),
+    "token": ("bridge.session.hubconfig", "token_main"),
+    "run": ("bridge.daemon", "run_main"),
+    "check": ("bridge.config", "check_main"),
+    "send": ("bridge.session.tools", "send_main"),
+    "listen": ("bridge.session.tools", "listen_main"),
+    "demo": ("bridge.demo", "demo_main"),
+}
+
+
+def _add_connection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=os.environ.get("SIGBRIDGE_URL"),
+                   help="hub base URL, e.g. ws://127.0.0.1:8765 (env SIGBRIDGE_URL)")
+    p.add_argument("--session", default=os.environ.get("SIGBRIDGE_SESSION"),
+                   help="session id (env SIGBRIDGE_SESSION)")
+    p.add_argument("--token", default=os.environ.get("SIGBRIDGE_TOKEN"),
+                   help="client token (env SIGBRIDGE_TOKEN); prefer the variable, "
+                        "command lines are visible to other users")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sigbridge",
+        description="signal-bridge: drive serial and MQTT hardware from a signaling session.",
+        epilog="Run 'sigbridge COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"sigbridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v: INFO, -vv: DEBUG); default WARNING")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("hub", help="run the session hub (WebSocket + REST + web console)",
+                       description="Run the session hub: wire protocol v1 on /v1/session/{id}, the "
+                                   "OpenTok-compatible REST API, /healthz, /metrics and the web console.")
+    p.add_argument("-c", "--config", metavar="FILE", help="hub.yaml (see config/hub.example.yaml)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8765)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where generated API credentials are kept (default ~/.local/state/sigbridge, "
+                        "or $STATE_DIRECTORY under systemd)")
+
+    p = sub.add_parser("token", help="mint a client token (JWT) for a session",
+                       description="Mint an OpenTok-compatible JWT client token with the hub's API "
+                                   "key and secret (from --config, the environment or the state dir).")
+    p.add_argument("session", metavar="SESSION", help="session id")
+    p.add_argument("--role", default="publisher",
+                   choices=["moderator", "publisher", "publisheronly", "subscriber"],
+                   help="token role (default publisher)")
+    p.add_argument("--data", default="", help="connection data visible to others (<= 1000 chars)")
+    p.add_argument("--ttl", type=int, default=86400, help="lifetime in seconds (default 86400, max 30 days)")
+    p.add_argument("-c", "--config", metavar="FILE", help="hub.yaml to take credentials from")
+    p.add_argument("--state-dir", metavar="DIR", help="state dir of the hub's generated credentials")
+
+    p = sub.add_parser("run", help="run the bridge daemon",
+                       description="Join the session and drive the devices of a bridge.yaml.")
+    p.add_argument("-c", "--config", metavar="FILE", required=True, help="bridge.yaml")
+
+    p = sub.add_parser("check", help="validate a bridge config",
+                       description="Validate a bridge.yaml; exit 0 when good, 2 with file:line errors.")
+    p.add_argument("-c", "--config", metavar="FILE", required=True, help="bridge.yaml")
+
+    p = sub.add_parser("send", help="send one signal",
+                       description="Send one signal and exit 0 when the hub accepted it, 1 with the "
+                                   "error code otherwise.")
+    p.add_argument("type", metavar="TYPE", help="signal type, e.g. robot.move")
+    p.add_argument("data", metavar="DATA", nargs="?", default="", help="signal data (a string, often JSON)")
+    p.add_argument("--to", metavar="CONNECTION", help="send to one connection id instead of everyone")
+    p.add_argument("--no-retry", action="store_true",
+                   help="fail at once instead of queueing while reconnecting")
+    _add_connection_flags(p)
+
+    p = sub.add_parser("listen", help="print signals as JSON lines",
+                       description="Print each received signal (and connection event) as one JSON "
+                                   "object per line until interrupted.")
+    p.add_argument("--type", metavar="GLOB", help="only signals whose type matches, e.g. 'robot.*'")
+    _add_connection_flags(p)
+
+    p = sub.add_parser("demo", help="hub + simulated rover + bridge, prints the console URL",
+                       description="Start a hub, the rover simulator on a pseudo-terminal and a bridge "
+                                   "with config/demo.yaml; Ctrl-C stops everything.")
+    p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8765",
+                   help="hub address (default 127.0.0.1:8765)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    module_name, func_name = _HANDLERS[args.command]
+    handler = getattr(importlib.import_module(module_name), func_name)
+    try:
+        return int(handler(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _setup_logging(verbosity: int) -> None:
+    import logging
+
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+# Sourced by scripts/demo and scripts/test: makes sure the machine has what signal-bridge needs,
+# then activates the project's virtualenv (.venv). Installs system packages with apt only when they
+# are missing and we run as root; otherwise says exactly what to install and stops.
+# Usage: source scripts/bootstrap.sh [demo|test]
+
+set -euo pipefail
+SIGBRIDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+_profile="${1:-demo}"
+
+_missing=()
+_want_cmd() { command -v "$1" >/dev/null 2>&1 || _missing+=("$2"); }
+_want_cmd python3 python3
+if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+        || { echo "signal-bridge needs Python >= 3.11 (found $(python3 --version))" >&2; exit 1; }
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || _missing+=(python3-venv)
+fi
+if [ "$_profile" = test ]; then
+    _want_cmd mosquitto mosquitto
+    _want_cmd g++ g++
+    [ -x /usr/bin/chromium ] || _missing+=(chromium)
+fi
+
+if [ "${#_missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "== installing system packages: ${_missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${_missing[@]}" >/dev/null
+    else
+        echo "signal-bridge needs these system packages: ${_missing[*]}" >&2
+        echo "install them with:  sudo apt-get install -y ${_missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+_venv="$SIGBRIDGE_ROOT/.venv"
+_extra=""
+[ "$_profile" = test ] && _extra="[test]"
+_stamp="$_venv/.installed-$(sha1sum "$SIGBRIDGE_ROOT/pyproject.toml" | cut -c1-12)-${_profile}"
+if [ ! -f "$_stamp" ]; then
+    [ -x "$_venv/bin/python" ] || python3 -m venv "$_venv"
+    echo "== installing Python packages into .venv" >&2
+    "$_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$SIGBRIDGE_ROOT$_extra" 2>&1 \
+        | grep -v '^WARNING: Location' >&2 || true
+    "$_venv/bin/python" -c 'import bridge, aiohttp, websockets, jwt, yaml, aiomqtt' \
+        || { echo "Python packages failed to install into .venv" >&2; exit 1; }
+    touch "$_stamp"
+fi
+# shellcheck disable=SC1091
+source "$_venv/bin/activate"
