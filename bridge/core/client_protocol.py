@@ -1,0 +1,197 @@
+"""Wire protocol v1, client side: build client frames, parse hub frames (see DESIGN.md).
+
+Pure: text in, typed values out, and the reverse. The I/O client (`bridge.session.client`) only moves
+these strings over a WebSocket. Per signal the cost is one ``json.dumps`` to send and one
+``json.loads`` plus a few type checks to receive.
+
+Parsing never trusts the hub: a frame that is not a JSON object with a known ``op`` and well-typed
+fields raises :class:`ProtocolError`, which the client logs and skips (it never crashes the link).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
+from bridge.core.signal import Connection
+
+
+class ProtocolError(ValueError):
+    """A hub frame that does not follow wire protocol v1."""
+
+
+# ---- client -> hub -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """What a client presents to take its connection back after a dropped link."""
+
+    connection_id: str
+    secret: str
+    last_seq: int
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def connect_frame(token: str, resume: Resume | None = None) -> str:
+    frame: dict[str, Any] = {"op": "connect", "token": token}
+    if resume is not None:
+        frame["resume"] = {"connection_id": resume.connection_id, "secret": resume.secret,
+                           "last_seq": resume.last_seq}
+    return _dumps(frame)
+
+
+def signal_frame(id_: int, type_: str, data: str, to: str | None, retry: bool) -> str:
+    """The one encode on the send path. ``to`` is left out for a broadcast."""
+    if to is None:
+        return _dumps({"op": "signal", "id": id_, "type": type_, "data": data, "retry": retry})
+    return _dumps({"op": "signal", "id": id_, "type": type_, "data": data, "to": to, "retry": retry})
+
+
+def ping_frame(id_: int) -> str:
+    return _dumps({"op": "ping", "id": id_})
+
+
+def disconnect_frame() -> str:
+    return '{"op":"disconnect"}'
+
+
+def force_disconnect_frame(id_: int, connection_id: str) -> str:
+    return _dumps({"op": "force_disconnect", "id": id_, "connection_id": connection_id})
+
+
+# ---- hub -> client -------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    connection: Connection
+    connections: tuple[Connection, ...]
+    resume_secret: str
+    resumed: bool
+    server_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    id: int
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    id: int
+    server_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class HubError:
+    """The hub refused the connect (401/403, or a resume it no longer knows) and will close."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class HubDisconnected:
+    """The hub is closing this connection itself (forced out, ...)."""
+
+    reason: str
+
+
+HubFrame = (Connected | Ack | Nack | Pong | HubError | HubDisconnected
+            | Signal | ConnectionCreated | ConnectionDestroyed)
+
+
+def _int(obj: dict[str, Any], key: str) -> int:
+    value = obj.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{obj.get('op')}: {key!r} must be an integer")
+    return value
+
+
+def _str(obj: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = obj.get(key, default)
+    if not isinstance(value, str):
+        raise ProtocolError(f"{obj.get('op')}: {key!r} must be a string")
+    return value
+
+
+def _conn(obj: Any) -> Connection:
+    try:
+        return Connection.from_wire(obj)
+    except ValueError as exc:
+        raise ProtocolError(str(exc)) from None
+
+
+def _connected(f: dict[str, Any]) -> Connected:
+    others = f.get("connections", [])
+    if not isinstance(others, list):
+        raise ProtocolError("connected: 'connections' must be a list")
+    return Connected(_conn(f.get("connection")), tuple(_conn(c) for c in others),
+                     _str(f, "resume_secret", ""), f.get("resumed") is True, _int(f, "server_time"))
+
+
+def _signal(f: dict[str, Any]) -> Signal:
+    sender = f.get("from")
+    if sender is not None and not isinstance(sender, str):
+        raise ProtocolError("signal: 'from' must be a string or null")
+    return Signal(_str(f, "type", ""), _str(f, "data", ""), sender, _int(f, "seq"), _int(f, "ts"))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], HubFrame]] = {
+    "signal": _signal,
+    "ack": lambda f: Ack(_int(f, "id")),
+    "nack": lambda f: Nack(_int(f, "id"), _int(f, "code"), _str(f, "message", "")),
+    "pong": lambda f: Pong(_int(f, "id"), _int(f, "server_time")),
+    "connected": _connected,
+    "connection_created": lambda f: ConnectionCreated(_conn(f.get("connection"))),
+    "connection_destroyed": lambda f: ConnectionDestroyed(_conn(f.get("connection")),
+                                                          _str(f, "reason", "")),
+    "error": lambda f: HubError(_int(f, "code"), _str(f, "message", "")),
+    "disconnected": lambda f: HubDisconnected(_str(f, "reason", "")),
+}
+
+
+def parse_hub_frame(text: str | bytes) -> HubFrame:
+    """Decode one hub frame. Raises ProtocolError when it is not valid wire protocol v1."""
+    try:
+        frame = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError("frame is not a JSON object")
+    op = frame.get("op")
+    parser = _PARSERS.get(op) if isinstance(op, str) else None
+    if parser is None:
+        raise ProtocolError(f"unknown op {op!r}")
+    return parser(frame)
+
+
+class SeqFilter:
+    """Duplicate suppression by the hub's per-receiver ``seq``.
+
+    The hub numbers the signals it delivers to one connection 1, 2, 3, ...; after a resume it replays
+    those with ``seq > last_seq``. A signal whose seq is not above the last one accepted was already
+    delivered (a replay overlapping what arrived before the drop) and is dropped.
+    """
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self.duplicates = 0
+
+    def accept(self, seq: int) -> bool:
+        if seq <= self.last_seq:
+            self.duplicates += 1
+            return False
+        self.last_seq = seq
+        return True

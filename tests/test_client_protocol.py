@@ -1,0 +1,88 @@
+"""Client side of wire protocol v1, fed literal frames (no event loop)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.core.client_protocol import (
+    Ack,
+    Connected,
+    HubDisconnected,
+    HubError,
+    Nack,
+    Pong,
+    ProtocolError,
+    Resume,
+    SeqFilter,
+    connect_frame,
+    disconnect_frame,
+    force_disconnect_frame,
+    parse_hub_frame,
+    ping_frame,
+    signal_frame,
+)
+from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
+from bridge.core.signal import Connection
+
+CONN = {"id": "c1", "data": "name=op", "role": "publisher", "creation_time": 1700000000000}
+
+
+def test_client_frames() -> None:
+    assert json.loads(connect_frame("T")) == {"op": "connect", "token": "T"}
+    assert json.loads(connect_frame("T", Resume("c1", "s", 7))) == {
+        "op": "connect", "token": "T", "resume": {"connection_id": "c1", "secret": "s", "last_seq": 7}}
+    assert json.loads(signal_frame(3, "robot.move", '{"x":0.5}', None, True)) == {
+        "op": "signal", "id": 3, "type": "robot.move", "data": '{"x":0.5}', "retry": True}
+    assert json.loads(signal_frame(4, "a", "é", "c2", False)) == {
+        "op": "signal", "id": 4, "type": "a", "data": "é", "to": "c2", "retry": False}
+    assert json.loads(ping_frame(9)) == {"op": "ping", "id": 9}
+    assert json.loads(disconnect_frame()) == {"op": "disconnect"}
+    assert json.loads(force_disconnect_frame(5, "c2")) == {
+        "op": "force_disconnect", "id": 5, "connection_id": "c2"}
+
+
+def test_parse_each_hub_frame() -> None:
+    connected = parse_hub_frame(json.dumps({
+        "op": "connected", "connection": CONN, "connections": [dict(CONN, id="c2")],
+        "resume_secret": "S", "resumed": False, "server_time": 5, "limits": {"max_type": 128}}))
+    assert connected == Connected(Connection.from_wire(CONN), (Connection.from_wire(dict(CONN, id="c2")),),
+                                  "S", False, 5)
+    assert parse_hub_frame('{"op":"ack","id":1}') == Ack(1)
+    assert parse_hub_frame('{"op":"nack","id":2,"code":404,"message":"no such"}') == Nack(2, 404, "no such")
+    assert parse_hub_frame('{"op":"pong","id":3,"server_time":42}') == Pong(3, 42)
+    assert parse_hub_frame('{"op":"error","code":401,"message":"bad token"}') == HubError(401, "bad token")
+    assert parse_hub_frame('{"op":"disconnected","reason":"forceDisconnected"}') == HubDisconnected(
+        "forceDisconnected")
+    assert parse_hub_frame(
+        '{"op":"signal","seq":1,"type":"t","data":"d","from":null,"ts":9}') == Signal("t", "d", None, 1, 9)
+    assert parse_hub_frame(json.dumps({"op": "connection_created", "connection": CONN})) == \
+        ConnectionCreated(Connection.from_wire(CONN))
+    assert parse_hub_frame(json.dumps({"op": "connection_destroyed", "connection": CONN,
+                                       "reason": "clientDisconnected"})) == \
+        ConnectionDestroyed(Connection.from_wire(CONN), "clientDisconnected")
+
+
+@pytest.mark.parametrize("frame, message", [
+    ("not json", "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    ("[1]", "not a JSON object"),
+    ('{"op":"bogus"}', "unknown op"),
+    ('{"id":1}', "unknown op"),
+    ('{"op":"ack","id":"1"}', "'id' must be an integer"),
+    ('{"op":"ack","id":true}', "'id' must be an integer"),
+    ('{"op":"signal","seq":1,"type":"t","data":5,"from":null,"ts":1}', "'data' must be a string"),
+    ('{"op":"signal","seq":1,"type":"t","data":"d","from":3,"ts":1}', "'from' must be"),
+    ('{"op":"connected","connection":{"id":1},"server_time":1}', "must be strings"),
+    ('{"op":"connected","connection":{},"connections":{},"server_time":1}', "must be a list"),
+])
+def test_malformed_frames_raise_protocol_error(frame: str | bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_hub_frame(frame)
+
+
+def test_seq_filter_drops_replays() -> None:
+    f = SeqFilter()
+    assert [f.accept(s) for s in (1, 2, 3, 2, 3, 4, 1)] == [True, True, True, False, False, True, False]
+    assert f.last_seq == 4 and f.duplicates == 3
