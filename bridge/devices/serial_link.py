@@ -1,0 +1,264 @@
+"""Serial device link: a line-oriented pump between a serial port and the engine.
+
+The port is anything pyserial's ``serial_for_url`` opens (/dev/tty*, /dev/serial/by-id/..., socket://,
+rfc2217://), driven as an asyncio transport by ``pyserial-asyncio-fast`` (no thread, no byte-wise
+``readline``). The link owns three things and nothing else:
+
+* framing: ``LineFramer`` cuts incoming bytes into lines with ``bytes.find`` on a ``bytearray``, never
+  buffers more than ``max_line`` bytes, and counts what it throws away;
+* writing: ``write_line`` appends the configured newline and hands the bytes to the transport (which
+  never blocks; it buffers what the port cannot take yet, up to a bound);
+* staying open: ``run`` opens the port, waits for it to be lost, and reopens it with a capped exponential
+  backoff, logging the loss once (warning) and the recovery once (info), however long the outage.
+
+Incoming lines end at ``\\n`` (a trailing ``\\r`` is stripped, so ``\\r\\n`` devices work too) unless the
+configured newline is exactly ``\\r``, in which case they end at ``\\r``. Empty lines are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import serial
+import serial_asyncio_fast
+
+from bridge.core.model import SerialDeviceConfig
+
+__all__ = ["LineFramer", "SerialLink"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes allowed to wait in the transport's write buffer (a device that stopped reading). Past this,
+#: new lines are dropped and counted: a stuck device must not get a burst of stale commands later.
+MAX_WRITE_BUFFER = 64 * 1024
+
+
+class LineFramer:
+    """Cut a byte stream into lines. Pure: bytes in, decoded lines out through ``on_line``.
+
+    A line longer than ``max_line`` bytes (terminator excluded) is discarded up to and including its
+    terminator, and ``overlong`` is incremented once for it; the buffer never holds more than
+    ``max_line + len(terminator)`` bytes. Bytes that are not UTF-8 are replaced by U+FFFD and the line is
+    counted in ``decode_errors``; they never raise.
+    """
+
+    __slots__ = ("_buf", "_discarding", "_scan", "_term", "decode_errors", "lines", "max_line",
+                 "on_line", "overlong")
+
+    def __init__(self, on_line: Callable[[str], None], max_line: int, terminator: bytes = b"\n") -> None:
+        self.on_line = on_line
+        self.max_line = max_line
+        self._term = terminator
+        self._buf = bytearray()
+        self._scan = 0             # bytes of _buf already searched for the terminator
+        self._discarding = False   # inside an overlong line: drop until the next terminator
+        self.lines = 0
+        self.overlong = 0
+        self.decode_errors = 0
+
+    def reset(self) -> None:
+        """Forget any partial line (called when the port is reopened: its tail belongs to nobody)."""
+        self._buf.clear()
+        self._scan = 0
+        self._discarding = False
+
+    def feed(self, data: bytes) -> None:
+        """Add received bytes; calls ``on_line`` for each complete line, in order."""
+        buf, term = self._buf, self._term
+        buf += data
+        start = 0
+        while True:
+            i = buf.find(term, max(start, self._scan))
+            if i < 0:
+                break
+            self._scan = 0
+            if self._discarding:
+                self._discarding = False
+            elif i - start > self.max_line:
+                self.overlong += 1
+            else:
+                self._emit(bytes(buf[start:i]))
+            start = i + len(term)
+        if start:
+            del buf[:start]
+        # Keep the last len(term)-1 bytes unsearched: a multi-byte terminator may be split across reads.
+        self._scan = max(0, len(buf) - len(term) + 1)
+        if len(buf) > self.max_line + len(term) - 1:
+            if not self._discarding:
+                self.overlong += 1
+                self._discarding = True
+            keep = len(term) - 1
+            del buf[: len(buf) - keep]
+            self._scan = 0
+
+    def _emit(self, raw: bytes) -> None:
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if not raw:
+            return
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.decode_errors += 1
+            line = raw.decode("utf-8", errors="replace")
+        self.lines += 1
+        self.on_line(line)
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """asyncio protocol for one open period of the port: feeds the framer, signals the loss."""
+
+    def __init__(self, framer: LineFramer) -> None:
+        self.framer = framer
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.framer.feed(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class SerialLink:
+    """One serial device. Construct, then run ``run()`` as a task for as long as the device is needed.
+
+    ``on_line(line)`` receives every incoming line, decoded, without terminator, on the event loop; it
+    must not block. ``on_state(name, up)`` is called on every change of ``up``. Exceptions raised by
+    either callback are logged and swallowed: a faulty consumer must not take the port down.
+
+    ``stats``: lines_in, lines_out, overlong_dropped, decode_errors, writes_while_down, write_overflow,
+    bad_lines_refused, open_failures, reopens (successful opens after the first).
+    """
+
+    def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
+                 on_state: Callable[[str, bool], None] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._on_line = on_line
+        self._on_state = on_state
+        self._newline = config.newline.encode()
+        terminator = b"\r" if config.newline == "\r" else b"\n"
+        self._framer = LineFramer(self._deliver, config.max_line, terminator)
+        self._transport: asyncio.Transport | None = None
+        self._write: Callable[[bytes], None] | None = None
+        self._buffered: Callable[[], int] | None = None
+        self._up = False
+        self._opened_before = False
+        self._counts: dict[str, int] = dict.fromkeys(
+            ("lines_out", "writes_while_down", "write_overflow", "bad_lines_refused", "open_failures",
+             "reopens"), 0)
+
+    @property
+    def up(self) -> bool:
+        """True while the port is open and writable."""
+        return self._up
+
+    def write_line(self, line: str) -> bool:
+        """Send ``line`` + the configured newline without blocking. Returns False (and counts it) when the
+        port is down, when the line itself contains CR or LF (it would be two commands), or when the device
+        has stopped reading and MAX_WRITE_BUFFER bytes are already waiting."""
+        write = self._write
+        if write is None or not self._up:
+            self._counts["writes_while_down"] += 1
+            return False
+        if "\n" in line or "\r" in line:
+            self._counts["bad_lines_refused"] += 1
+            log.warning("serial %s: refused a line containing CR/LF: %r", self.name, line[:80])
+            return False
+        if self._buffered is not None and self._buffered() > MAX_WRITE_BUFFER:
+            self._counts["write_overflow"] += 1
+            return False
+        write(line.encode() + self._newline)
+        self._counts["lines_out"] += 1
+        return True
+
+    async def run(self) -> None:
+        """Open the port and keep it open: reopen with backoff (``reopen_min_s`` doubling up to
+        ``reopen_max_s``) whenever it is lost or cannot be opened. Runs until cancelled; on cancellation the
+        port is closed and ``up`` goes False before the CancelledError propagates."""
+        delay = self.config.reopen_min_s
+        outage_logged = False
+        try:
+            while True:
+                try:
+                    protocol = await self._open()
+                except (serial.SerialException, OSError, ValueError) as exc:
+                    self._counts["open_failures"] += 1
+                    if not outage_logged:
+                        log.warning("serial %s: cannot open %s (%s); retrying every <=%.1fs",
+                                    self.name, self.config.port, exc, self.config.reopen_max_s)
+                        outage_logged = True
+                    else:
+                        log.debug("serial %s: reopen failed: %s", self.name, exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.config.reopen_max_s)
+                    continue
+                delay = self.config.reopen_min_s
+                if self._opened_before:
+                    self._counts["reopens"] += 1
+                if outage_logged:
+                    log.info("serial %s: %s open again", self.name, self.config.port)
+                    outage_logged = False
+                else:
+                    log.debug("serial %s: %s open", self.name, self.config.port)
+                self._opened_before = True
+                self._set_up(True)
+                reason = await protocol.lost
+                self._set_up(False)
+                self._drop_transport()
+                log.warning("serial %s: %s lost (%s); reopening", self.name, self.config.port,
+                            reason or "closed")
+                outage_logged = True
+        finally:
+            self._set_up(False)
+            self._drop_transport()
+
+    async def _open(self) -> _LinkProtocol:
+        self._framer.reset()
+        loop = asyncio.get_running_loop()
+        transport, protocol = await serial_asyncio_fast.create_serial_connection(
+            loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate)
+        assert isinstance(protocol, _LinkProtocol)
+        if self.config.low_latency:
+            port: Any = getattr(transport, "serial", None)
+            # Only real USB adapters support it; ptys and sockets refuse (or lack the method): fine.
+            with contextlib.suppress(AttributeError, OSError, ValueError, NotImplementedError):
+                port.set_low_latency_mode(True)
+        self._transport = transport
+        self._write = transport.write
+        self._buffered = transport.get_write_buffer_size
+        return protocol
+
+    def _drop_transport(self) -> None:
+        transport, self._transport = self._transport, None
+        self._write = self._buffered = None
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    def _set_up(self, up: bool) -> None:
+        if up == self._up:
+            return
+        self._up = up
+        if self._on_state is not None:
+            try:
+                self._on_state(self.name, up)
+            except Exception:
+                log.exception("serial %s: on_state callback failed", self.name)
+
+    def _deliver(self, line: str) -> None:
+        try:
+            self._on_line(line)
+        except Exception:
+            log.exception("serial %s: on_line callback failed", self.name)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """A fresh copy of the counters (the framer's included)."""
+        f = self._framer
+        return {**self._counts, "lines_in": f.lines, "overlong_dropped": f.overlong,
+                "decode_errors": f.decode_errors}

@@ -1,0 +1,232 @@
+"""SerialLink against real pseudo-terminals and a real TCP socket (pyserial's socket:// handler)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bridge.core.model import SerialDeviceConfig
+from bridge.devices.serial_link import LineFramer, SerialLink
+from tests.conftest import scaled
+from tests.helpers.pty import PtyPair
+
+LOGGER = "bridge.devices.serial_link"
+
+
+@dataclass
+class Harness:
+    link: SerialLink
+    lines: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    states: asyncio.Queue[bool] = field(default_factory=asyncio.Queue)
+
+    async def line(self) -> str:
+        return await asyncio.wait_for(self.lines.get(), scaled(10))
+
+    async def state(self) -> bool:
+        return await asyncio.wait_for(self.states.get(), scaled(10))
+
+
+async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait for a condition that has no event of its own (counters); fails loudly on timeout."""
+    async with asyncio.timeout(scaled(timeout)):
+        while not pred():
+            await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def running(port: str, **cfg: object) -> AsyncIterator[Harness]:
+    config = SerialDeviceConfig(port=port, **{"reopen_min_s": 0.02, "reopen_max_s": 0.1, **cfg})  # type: ignore[arg-type]
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    states: asyncio.Queue[bool] = asyncio.Queue()
+    link = SerialLink("base", config, lines.put_nowait, lambda name, up: states.put_nowait(up))
+    h = Harness(link, lines, states)
+    task = asyncio.create_task(link.run())
+    try:
+        yield h
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert not link.up
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> PtyPair:
+    pair = PtyPair(link=tmp_path / "ttyROVER")
+    yield pair  # type: ignore[misc]
+    pair.close()
+
+
+# ---------------------------------------------------------------- the framer alone (pure)
+
+
+def frame(chunks: list[bytes], max_line: int = 8, term: bytes = b"\n") -> tuple[list[str], LineFramer]:
+    out: list[str] = []
+    f = LineFramer(out.append, max_line, term)
+    for c in chunks:
+        f.feed(c)
+    return out, f
+
+
+def test_framer_splits_and_joins_chunks() -> None:
+    out, f = frame([b"ab", b"c\nde\r", b"\n\n", b"f"])
+    assert out == ["abc", "de"]          # CR stripped, empty line ignored, "f" still partial
+    assert f.lines == 2
+
+
+def test_framer_overlong_lines_are_dropped_counted_and_bounded() -> None:
+    out, f = frame([b"12345678\n", b"123456789\n", b"x" * 5, b"y" * 50, b"z" * 50, b"\nok\n"])
+    assert out == ["12345678", "ok"]     # exactly max_line is fine; max_line+1 is not
+    assert f.overlong == 2               # one per overlong line, however many chunks it spans
+    assert len(f._buf) <= 8 + 1
+
+
+def test_framer_multibyte_terminator_split_across_reads() -> None:
+    out, _ = frame([b"A\r", b"\nB", b"\r", b"\n"], term=b"\r\n")
+    assert out == ["A", "B"]
+
+
+def test_framer_undecodable_bytes_are_replaced_and_counted() -> None:
+    out, f = frame([b"T \xff\xfe 1\n", "é\n".encode()])
+    assert out == ["T \ufffd\ufffd 1", "é"]
+    assert f.decode_errors == 1
+
+
+# ---------------------------------------------------------------- on a real pty
+
+
+async def test_lines_both_ways_exact_bytes(dev: PtyPair) -> None:
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        assert h.link.write_line("M 0.50 -0.25")
+        assert await dev.read_until(b"\n", scaled(10)) == b"M 0.50 -0.25\n"
+        dev.write(b"T 87 0.5")            # split across writes, CRLF from the device
+        dev.write(b"0\r\nOK\n")
+        assert await h.line() == "T 87 0.50"
+        assert await h.line() == "OK"
+        assert h.link.stats["lines_in"] == 2 and h.link.stats["lines_out"] == 1
+
+
+async def test_configured_newline_is_what_goes_on_the_wire(dev: PtyPair) -> None:
+    async with running(dev.path, newline="\r\n") as h:
+        assert await h.state() is True
+        h.link.write_line("S")
+        h.link.write_line("K")
+        assert await dev.read_until(b"K\r\n", scaled(10)) == b"S\r\nK\r\n"
+
+
+async def test_overlong_lines_dropped_counted_and_next_line_delivered(dev: PtyPair) -> None:
+    async with running(dev.path, max_line=32) as h:
+        assert await h.state() is True
+        dev.write(b"A" * 5000 + b"\n")
+        dev.write_line("T 50 0.00")
+        assert await h.line() == "T 50 0.00"
+        assert h.link.stats["overlong_dropped"] == 1
+        assert h.lines.empty()
+
+
+async def test_line_with_cr_or_lf_is_refused_not_written(dev: PtyPair) -> None:
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        assert not h.link.write_line("M 1 0\nFIRE")
+        assert not h.link.write_line("M 1 0\r")
+        assert h.link.write_line("S")
+        assert await dev.read_until(b"\n", scaled(10)) == b"S\n"   # nothing before it
+        assert h.link.stats["bad_lines_refused"] == 2
+
+
+async def test_write_while_down_returns_false_and_counts(tmp_path: Path) -> None:
+    link = SerialLink("base", SerialDeviceConfig(port=str(tmp_path / "none")), lambda _: None)
+    assert not link.up
+    assert not link.write_line("M 0 0")
+    assert link.stats["writes_while_down"] == 1
+
+
+async def test_missing_port_retries_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, LOGGER)
+    async with running(str(tmp_path / "ttyNOPE")) as h:
+        await until(lambda: h.link.stats["open_failures"] >= 5)
+        assert not h.link.up
+    warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "cannot open" in warnings[0].getMessage()
+
+
+async def test_port_vanishes_and_comes_back(dev: PtyPair, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, LOGGER)
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        dev.vanish()                                   # USB unplugged
+        assert await h.state() is False
+        assert not h.link.write_line("M 0 0")
+        failures = h.link.stats["open_failures"]
+        await until(lambda: h.link.stats["open_failures"] >= failures + 4)   # several quiet retries
+        dev.recreate()                                 # plugged back in, same path
+        assert await h.state() is True
+        assert h.link.stats["reopens"] == 1
+        assert h.link.write_line("K")
+        assert await dev.read_until(b"\n", scaled(10)) == b"K\n"
+        dev.write_line("T 10 0.00")
+        assert await h.line() == "T 10 0.00"
+    records = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.INFO]
+    levels = [(r.levelname, r.getMessage().split(":")[1].split("(")[0].strip()) for r in records]
+    assert [lv for lv, _ in levels] == ["WARNING", "INFO"], levels   # logged once each, not in a loop
+
+
+async def test_callback_errors_do_not_take_the_port_down(dev: PtyPair) -> None:
+    got: list[str] = []
+
+    def on_line(line: str) -> None:
+        got.append(line)
+        if line == "boom":
+            raise RuntimeError("consumer bug")
+
+    states: asyncio.Queue[bool] = asyncio.Queue()
+    link = SerialLink("base", SerialDeviceConfig(port=dev.path), on_line,
+                      lambda _n, up: states.put_nowait(up))
+    task = asyncio.create_task(link.run())
+    try:
+        assert await asyncio.wait_for(states.get(), scaled(10)) is True
+        dev.write(b"boom\nafter\n")
+        await until(lambda: len(got) == 2)
+        assert got == ["boom", "after"] and link.up
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# ---------------------------------------------------------------- socket:// (pyserial's URL handler)
+
+
+async def test_socket_url_lines_both_ways_and_reconnect(port: int) -> None:
+    conns: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        conns.put_nowait((r, w))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", port)
+    try:
+        async with running(f"socket://127.0.0.1:{port}") as h:
+            assert await h.state() is True
+            reader, writer = await asyncio.wait_for(conns.get(), scaled(10))
+            h.link.write_line("M 0.10 0.20")
+            assert await asyncio.wait_for(reader.readuntil(b"\n"), scaled(10)) == b"M 0.10 0.20\n"
+            writer.write(b"T 99 1.25\n")
+            assert await h.line() == "T 99 1.25"
+            writer.close()                                  # the remote end drops us
+            assert await h.state() is False
+            assert await h.state() is True                  # and the link reconnects by itself
+            reader, writer = await asyncio.wait_for(conns.get(), scaled(10))
+            h.link.write_line("S")
+            assert await asyncio.wait_for(reader.readuntil(b"\n"), scaled(10)) == b"S\n"
+            writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
