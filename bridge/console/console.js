@@ -1,0 +1,241 @@
+// The operator console served by the hub at GET /: join a session, see who is there, drive the
+// robot, use the controls it announces, watch its telemetry and the signal log.
+// Everything goes through sigbridge.js; this file only wires the page to it.
+
+import { connect } from './sigbridge.js';
+import { Drive } from './drive.js';
+import { parseCapabilities, renderControls } from './controls.js';
+import { Telemetry } from './telemetry.js';
+
+const $ = (id) => document.getElementById(id);
+const MOVE = 'robot.move';
+const DESCRIBE = 'bridge.describe';
+const CAPABILITIES = 'bridge.capabilities';
+const LOG_MAX = 300;
+
+const ui = {
+  session: null,          // the sigbridge Session while joined
+  leaving: false,
+  estop: 'robot.estop',
+  telemetryTypes: new Set(['robot.telemetry']),
+  moveFailures: 0,
+};
+// For tests and for poking around from the devtools console.
+window.sigbridgeConsole = ui;
+
+const telemetry = new Telemetry($('telemetry-list'), $('telemetry-empty'));
+
+// ---- join ------------------------------------------------------------------------------------
+
+function defaultHubUrl() {
+  return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
+}
+
+async function join(url, sessionId, token) {
+  const button = $('join-button');
+  button.disabled = true;
+  $('join-error').textContent = '';
+  setLinkState('connecting');
+  try {
+    const s = await connect(url, sessionId, token);
+    ui.session = s;
+    ui.leaving = false;
+    wire(s);
+    $('join').hidden = true;
+    $('app').hidden = false;
+    $('leave').hidden = false;
+    $('whoami').textContent = `${sessionId} · ${s.connection.role}`;
+    setLinkState('connected');
+    renderMembers();
+    drive.setEnabled(true);
+    describe();
+  } catch (err) {
+    setLinkState('disconnected');
+    $('join-error').textContent = `Could not join: ${err.code ? `${err.code} ` : ''}${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wire(s) {
+  s.on('signal', onSignal);
+  s.on('connectionCreated', (ev) => { renderMembers(); log('sys', 'joined', ev.connection, ev.connection.data); });
+  s.on('connectionDestroyed', (ev) => {
+    renderMembers();
+    log('sys', 'left', ev.connection, ev.reason);
+  });
+  s.on('sessionReconnecting', () => { setLinkState('reconnecting'); drive.release(); });
+  s.on('sessionReconnected', () => { setLinkState('connected'); renderMembers(); });
+  s.on('sessionDisconnected', (ev) => {
+    drive.setEnabled(false);
+    setLinkState('disconnected');
+    ui.session = null;
+    $('app').hidden = true;
+    $('leave').hidden = true;
+    $('join').hidden = false;
+    if (!ui.leaving) $('join-error').textContent = `Disconnected: ${ev.reason}`;
+  });
+}
+
+function setLinkState(state) {
+  const el = $('link-state');
+  el.textContent = state;
+  el.className = `state state-${state}`;
+  el.dataset.state = state;
+}
+
+setInterval(() => {
+  const s = ui.session;
+  $('rtt').textContent = s && s.rttMs !== null ? `RTT ${Math.round(s.rttMs)} ms` : 'RTT –';
+}, 1000);
+
+// ---- sending ---------------------------------------------------------------------------------
+
+function target() {
+  const id = $('target').value;
+  return id && ui.session && ui.session.connections.has(id) ? id : null;
+}
+
+/** Send a signal the operator asked for; the outcome goes into the log. */
+function send(type, data, retryAfterReconnect = true) {
+  if (!ui.session) return Promise.resolve();
+  return ui.session.signal({ type, data, to: target(), retryAfterReconnect })
+    .then(() => log('out', type, ui.session && ui.session.connection, data))
+    .catch((err) => log('err', type, null, `${err.code} ${err.message}`));
+}
+
+function describe() { send(DESCRIBE, '{}'); }
+
+const drive = new Drive({
+  pad: $('pad'),
+  knob: $('knob'),
+  scale: () => Number($('speed').value),
+  onChange: (x, y) => { $('drive-out').textContent = `x ${x.toFixed(2)} · y ${y.toFixed(2)}`; },
+  move: (x, y, final) => {
+    const data = JSON.stringify({ x, y });
+    if (final) { send(MOVE, data, true); return; }       // the one stop: worth delivering late
+    if (!ui.session) return;
+    // Held-input moves are perishable: never queued, failures only counted (10 per second).
+    ui.session.signal({ type: MOVE, data, to: target(), retryAfterReconnect: false })
+      .catch(() => { ui.moveFailures += 1; });
+  },
+});
+
+$('speed').addEventListener('input', () => { $('speed-out').textContent = Number($('speed').value).toFixed(2); });
+$('estop').addEventListener('click', () => { drive.release(); send(ui.estop, '{}'); });
+$('estop-reset').addEventListener('click', () => send($('estop-reset').dataset.signal, '{}'));
+$('describe').addEventListener('click', describe);
+$('lease-acquire').addEventListener('click', () => send($('lease-acquire').dataset.signal, '{}'));
+$('lease-release').addEventListener('click', () => send($('lease-release').dataset.signal, '{}'));
+$('leave').addEventListener('click', () => {
+  ui.leaving = true;
+  if (ui.session) ui.session.disconnect();
+});
+
+// ---- receiving -------------------------------------------------------------------------------
+
+function onSignal(ev) {
+  const own = ev.from && ui.session && ui.session.connection && ev.from.id === ui.session.connection.id;
+  if (ev.type === CAPABILITIES) applyCapabilities(ev);
+  if (ui.telemetryTypes.has(ev.type)) telemetry.update(ev.type, ev.data, ev.ts);
+  if (own) return;                     // our own broadcasts come back; they are logged on ack
+  log('in', ev.type, ev.from, ev.data);
+}
+
+function applyCapabilities(ev) {
+  let caps;
+  try { caps = parseCapabilities(ev.data); } catch (err) { log('err', ev.type, ev.from, err.message); return; }
+  renderControls($('controls-list'), caps, (type, data) => send(type, data));
+  $('controls-empty').hidden = true;
+  ui.estop = caps.estop ? caps.estop.signal : 'robot.estop';
+  $('estop-type').textContent = caps.estop ? ui.estop : `${ui.estop} (robot declares no e-stop)`;
+  const reset = $('estop-reset');
+  reset.hidden = !(caps.estop && caps.estop.reset);
+  if (caps.estop && caps.estop.reset) reset.dataset.signal = caps.estop.reset;
+  for (const t of caps.telemetry) ui.telemetryTypes.add(t);
+  const lease = caps.control && caps.control.lease;
+  $('lease').hidden = !lease;
+  if (lease) {
+    $('lease-acquire').dataset.signal = caps.control.acquire || 'control.acquire';
+    $('lease-release').dataset.signal = caps.control.release || 'control.release';
+  }
+  // Commands go to the robot that described itself, not to every operator in the session.
+  if (ev.from && ui.session && ui.session.connections.has(ev.from.id)) {
+    renderMembers();
+    $('target').value = ev.from.id;
+  }
+}
+
+// ---- connections -----------------------------------------------------------------------------
+
+function short(id) { return id ? id.slice(0, 8) : 'server'; }
+
+function renderMembers() {
+  const s = ui.session;
+  if (!s) return;
+  const list = $('members-list');
+  list.replaceChildren();
+  const all = [s.connection, ...s.connections.values()];
+  for (const c of all) {
+    const li = document.createElement('li');
+    li.dataset.connectionId = c.id;
+    const who = document.createElement('span');
+    who.className = 'mono';
+    who.textContent = `${short(c.id)}${c === s.connection ? ' (you)' : ''}`;
+    const role = document.createElement('span');
+    role.className = 'role';
+    role.textContent = c.role;
+    const data = document.createElement('span');
+    data.className = 'conn-data';
+    data.textContent = c.data || '—';
+    li.append(who, role, data);
+    list.append(li);
+  }
+  $('members-count').textContent = `(${all.length})`;
+  // Keep the target list in step with the session; fall back to everyone when the target left.
+  const select = $('target');
+  const chosen = select.value;
+  select.replaceChildren(new Option('everyone', ''));
+  for (const c of s.connections.values()) {
+    select.add(new Option(`${short(c.id)} ${c.data}`.trim().slice(0, 40), c.id));
+  }
+  select.value = s.connections.has(chosen) ? chosen : '';
+}
+
+// ---- log -------------------------------------------------------------------------------------
+
+function log(kind, type, from, text) {
+  const chatty = type === MOVE || ui.telemetryTypes.has(type);
+  if (chatty && kind !== 'err' && !$('log-chatty').checked) return;
+  const list = $('log-list');
+  const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
+  const li = document.createElement('li');
+  li.className = `log-${kind}`;
+  li.dataset.type = type;
+  const arrow = { in: '←', out: '→', err: '✕', sys: '•' }[kind];
+  const who = from ? `${short(from.id)}${from.data ? ` ${from.data}` : ''}` : (kind === 'in' ? 'server' : '');
+  const body = String(text ?? '');
+  li.textContent = `${new Date().toLocaleTimeString()} ${arrow} ${type || '(no type)'} ${who ? `[${who}] ` : ''}`
+    + (body.length > 300 ? `${body.slice(0, 300)}…` : body);
+  list.append(li);
+  while (list.children.length > LOG_MAX) list.firstElementChild.remove();
+  if (stick) list.scrollTop = list.scrollHeight;
+}
+$('log-clear').addEventListener('click', () => $('log-list').replaceChildren());
+
+// ---- start -----------------------------------------------------------------------------------
+
+$('hub-url').value = defaultHubUrl();
+$('join-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  join($('hub-url').value, $('session-id').value.trim(), $('token').value.trim());
+});
+
+// #session=...&token=...[&url=...] joins directly; the fragment never reaches the server.
+const fragment = new URLSearchParams(location.hash.slice(1));
+if (fragment.get('url')) $('hub-url').value = fragment.get('url');
+if (fragment.get('session')) $('session-id').value = fragment.get('session');
+if (fragment.get('token')) $('token').value = fragment.get('token');
+if (fragment.get('session') && fragment.get('token')) {
+  join($('hub-url').value, fragment.get('session'), fragment.get('token'));
+}
