@@ -1,0 +1,221 @@
+"""Wire protocol v1, hub side: client frames in (parsed and checked), hub frames out (JSON text).
+
+Contract (see shared/DESIGN.md and docs/protocol.md): one JSON object per text frame with an ``op``.
+:func:`parse_client_frame` turns the text of a frame into one of the frozen dataclasses below or raises
+:class:`WireError` with the code and message to answer. A frame it returns is well-formed; whether it
+is *allowed* (role, rate, ``to`` in the session, type/data limits) is the hub's business.
+
+Hub frames are built as strings. A signal is encoded once per send: :class:`SignalBody` holds the
+JSON of everything after ``seq``, and :meth:`SignalBody.frame` splices a receiver's ``seq`` in front,
+so a broadcast to N receivers costs one ``json.dumps`` and N string concatenations.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.core.signal import (
+    BAD_REQUEST,
+    MAX_DATA_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_TYPE_CHARS,
+    TOO_LARGE,
+    Connection,
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_loads = json.loads
+
+
+class WireError(Exception):
+    """A client frame that cannot be acted on. ``frame_id`` is the frame's ``id`` when it had a usable
+    one (answer with a ``nack``), else None (answer with an ``error`` frame)."""
+
+    def __init__(self, code: int, message: str, frame_id: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    connection_id: str
+    secret: str
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFrame:
+    token: str
+    resume: Resume | None
+
+
+@dataclass(frozen=True, slots=True)
+class SignalFrame:
+    """``type``/``data`` are as received (strings, not yet checked against the limits)."""
+
+    id: int
+    type: str
+    data: str
+    to: str | None
+    retry: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ForceDisconnectFrame:
+    """Moderator-only extension: force ``connection_id`` out of the session."""
+
+    id: int
+    connection_id: str
+
+
+ClientFrame = ConnectFrame | SignalFrame | PingFrame | DisconnectFrame | ForceDisconnectFrame
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def parse_client_frame(text: str) -> ClientFrame:
+    """Parse the text of one client frame. Raises :class:`WireError` for anything unusable.
+
+    Frames longer than MAX_FRAME_BYTES are refused (413) before JSON parsing.
+    """
+    if len(text) > MAX_FRAME_BYTES or (len(text) * 4 > MAX_FRAME_BYTES
+                                       and len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES):
+        raise WireError(TOO_LARGE, f"frame larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        obj = _loads(text)
+    except ValueError as e:
+        raise WireError(BAD_REQUEST, f"frame is not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise WireError(BAD_REQUEST, "frame must be a JSON object")
+    op = obj.get("op")
+    if op == "signal":
+        return _signal(obj)
+    if op == "ping":
+        fid = _int(obj.get("id"))
+        if fid is None:
+            raise WireError(BAD_REQUEST, "ping needs an integer 'id'")
+        return PingFrame(fid)
+    if op == "connect":
+        return _connect(obj)
+    if op == "disconnect":
+        return DisconnectFrame()
+    if op == "force_disconnect":
+        fid = _int(obj.get("id"))
+        if fid is None:
+            raise WireError(BAD_REQUEST, "force_disconnect needs an integer 'id'")
+        cid = obj.get("connection_id")
+        if not isinstance(cid, str) or not cid:
+            raise WireError(BAD_REQUEST, "force_disconnect needs a 'connection_id' string", fid)
+        return ForceDisconnectFrame(fid, cid)
+    if not isinstance(op, str):
+        raise WireError(BAD_REQUEST, "frame has no 'op' string")
+    raise WireError(BAD_REQUEST, f"unknown op {op[:40]!r}", _int(obj.get("id")))
+
+
+def _signal(obj: dict[str, Any]) -> SignalFrame:
+    fid = _int(obj.get("id"))
+    if fid is None:
+        raise WireError(BAD_REQUEST, "signal needs an integer 'id'")
+    type_ = obj.get("type", "")
+    data = obj.get("data", "")
+    to = obj.get("to")
+    retry = obj.get("retry", True)
+    # Type and size checks live in check_signal (the hub calls it); only shapes are checked here.
+    if type_ is None:
+        type_ = ""
+    if data is None:
+        data = ""
+    if not isinstance(type_, str):
+        raise WireError(BAD_REQUEST, "signal 'type' must be a string", fid)
+    if not isinstance(data, str):
+        raise WireError(BAD_REQUEST, "signal 'data' must be a string", fid)
+    if to is not None and (not isinstance(to, str) or not to):
+        raise WireError(BAD_REQUEST, "signal 'to' must be a connection id string or null", fid)
+    if not isinstance(retry, bool):
+        raise WireError(BAD_REQUEST, "signal 'retry' must be true or false", fid)
+    return SignalFrame(fid, type_, data, to, retry)
+
+
+def _connect(obj: dict[str, Any]) -> ConnectFrame:
+    token = obj.get("token")
+    if not isinstance(token, str) or not token:
+        raise WireError(BAD_REQUEST, "connect needs a 'token' string")
+    res = obj.get("resume")
+    if res is None:
+        return ConnectFrame(token, None)
+    if not isinstance(res, dict):
+        raise WireError(BAD_REQUEST, "connect 'resume' must be an object")
+    cid, secret, last = res.get("connection_id"), res.get("secret"), _int(res.get("last_seq"))
+    if not isinstance(cid, str) or not isinstance(secret, str) or last is None or last < 0:
+        raise WireError(BAD_REQUEST, "resume needs 'connection_id', 'secret' strings and 'last_seq' >= 0")
+    return ConnectFrame(token, Resume(cid, secret, last))
+
+
+# ---- hub frames ---------------------------------------------------------------------------------
+
+LIMITS = {"max_type": MAX_TYPE_CHARS, "max_data": MAX_DATA_BYTES}
+
+
+def connected(me: Connection, others: list[Connection], resume_secret: str, resumed: bool,
+              server_time: int) -> str:
+    return _dumps({"op": "connected", "connection": me.to_wire(),
+                   "connections": [c.to_wire() for c in others], "resume_secret": resume_secret,
+                   "resumed": resumed, "server_time": server_time, "limits": LIMITS})
+
+
+def error(code: int, message: str) -> str:
+    return _dumps({"op": "error", "code": code, "message": message})
+
+
+def ack(frame_id: int) -> str:
+    return f'{{"op":"ack","id":{frame_id:d}}}'
+
+
+def nack(frame_id: int, code: int, message: str) -> str:
+    return _dumps({"op": "nack", "id": frame_id, "code": code, "message": message})
+
+
+def pong(frame_id: int, server_time: int) -> str:
+    return f'{{"op":"pong","id":{frame_id:d},"server_time":{server_time:d}}}'
+
+
+def connection_created(c: Connection) -> str:
+    return _dumps({"op": "connection_created", "connection": c.to_wire()})
+
+
+def connection_destroyed(c: Connection, reason: str) -> str:
+    return _dumps({"op": "connection_destroyed", "connection": c.to_wire(), "reason": reason})
+
+
+def disconnected(reason: str) -> str:
+    return _dumps({"op": "disconnected", "reason": reason})
+
+
+class SignalBody:
+    """One signal encoded once; :meth:`frame` gives the frame for a receiver's ``seq``."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self, type_: str, data: str, from_id: str | None, ts: int) -> None:
+        # '{"op":"signal","seq":' + seq + this tail; key order is that of DESIGN.md.
+        sender = "null" if from_id is None else _dumps(from_id)
+        self._tail = f',"type":{_dumps(type_)},"data":{_dumps(data)},"from":{sender},"ts":{ts:d}}}'
+
+    def frame(self, seq: int) -> str:
+        return '{"op":"signal","seq":' + str(seq) + self._tail

@@ -1,0 +1,407 @@
+"""The session hub: an aiohttp server speaking wire protocol v1 on ``/v1/session/{session_id}``, the
+OpenTok-compatible REST API, ``/healthz``, ``/metrics`` and the web console's static files.
+
+This module only moves data: frames are parsed by :mod:`bridge.core.wire`, tokens checked by
+:mod:`bridge.core.tokens`, and every session decision is taken by :class:`bridge.core.hubstate.HubState`.
+Each WebSocket gets a :class:`_WsLink`: an outbox drained by its own writer task, so that a slow
+receiver never holds up the sender's read loop (and so per-sender order is the order of the outboxes).
+
+Start it with ``await start_hub(config)`` (tests, demo) or ``sigbridge hub`` (:func:`main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import ssl
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+import bridge.session.hubrest as hubrest
+from bridge.core import wire
+from bridge.core.hubstate import HubState, Member
+from bridge.core.signal import (
+    BAD_REQUEST,
+    CLIENT_DISCONNECTED,
+    FORBIDDEN,
+    FORCE_DISCONNECTED,
+    MAX_FRAME_BYTES,
+    MODERATOR,
+    NOT_FOUND,
+    SIGNALLING_ROLES,
+    TOO_MANY,
+    UNAUTHORIZED,
+    check_signal,
+)
+from bridge.core.tokens import TokenError, verify_client_token
+from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
+
+log = logging.getLogger(__name__)
+
+CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
+#: Seconds a new WebSocket has to send its ``connect`` frame.
+CONNECT_TIMEOUT_S = 10.0
+#: Frames up to this size are read and answered with a 413 error; beyond it aiohttp closes the link.
+HARD_FRAME_LIMIT = 16 * MAX_FRAME_BYTES
+#: A receiver with this many frames not yet written is too slow to keep: its link is closed.
+MAX_OUTBOX = 50_000
+MAX_SESSION_ID_CHARS = 256
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class _WsLink:
+    """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket."""
+
+    __slots__ = ("_closing", "_outbox", "_wake", "task", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self._outbox: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.task = asyncio.get_running_loop().create_task(self._writer())
+
+    def send(self, text: str) -> None:
+        if self._closing:
+            return
+        if len(self._outbox) >= MAX_OUTBOX:
+            log.warning("closing a link whose receiver is too slow (%d frames queued)", MAX_OUTBOX)
+            self._outbox.clear()
+            self.close()
+            return
+        self._outbox.append(text)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Close after the frames already queued are written."""
+        self._closing = True
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        outbox, ws = self._outbox, self.ws
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while outbox:
+                    await ws.send_str(outbox.popleft())
+                if self._closing:
+                    break
+        except (ConnectionError, RuntimeError):
+            pass  # the link died under us; the read loop sees it and starts the grace window
+        finally:
+            self._closing = True
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+@dataclass(slots=True)
+class RunningHub:
+    """A hub bound and serving. ``url`` is the WebSocket base URL clients append ``/v1/session/ID`` to."""
+
+    config: HubConfig
+    state: HubState
+    runner: web.AppRunner
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"{'wss' if self.config.tls_cert else 'ws'}://{self._host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{'https' if self.config.tls_cert else 'http'}://{self._host}:{self.port}"
+
+    @property
+    def _host(self) -> str:
+        h = self.config.host
+        return "127.0.0.1" if h in ("", "0.0.0.0") else f"[{h}]" if ":" in h else h
+
+    async def close(self) -> None:
+        """Close every link (code 1001, clients will try to resume elsewhere) and stop serving."""
+        hub: _Hub = self.runner.app[_HUB_KEY]
+        await hub.shutdown()
+        await self.runner.cleanup()
+
+
+class _Hub:
+    """The request handlers; one per running hub."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.state = HubState(grace_s=config.reconnect_grace_s, replay_size=config.resume_buffer,
+                              rate=config.rate_limit, burst=config.rate_burst)
+        self.links: set[_WsLink] = set()
+        self.expiry: set[asyncio.TimerHandle] = set()
+
+    async def shutdown(self) -> None:
+        for h in self.expiry:
+            h.cancel()
+        for link in list(self.links):
+            with contextlib.suppress(Exception):
+                await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"hub shutting down")
+            link.task.cancel()
+
+    # ---- WebSocket -------------------------------------------------------------------------------
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["session_id"]
+        if len(session_id) > MAX_SESSION_ID_CHARS:
+            raise web.HTTPBadRequest(text=f"session id longer than {MAX_SESSION_ID_CHARS} characters")
+        origin = request.headers.get("Origin")
+        if self.config.allowed_origins and origin is not None and origin not in self.config.allowed_origins:
+            raise web.HTTPForbidden(text="origin not allowed (hub.yaml allowed_origins)")
+        ws = web.WebSocketResponse(heartbeat=self.config.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT)
+        await ws.prepare(request)
+        link = _WsLink(ws)
+        self.links.add(link)
+        try:
+            member = await self._connect(ws, link, session_id)
+            if member is not None:
+                await self._serve(ws, link, member)
+        finally:
+            self.links.discard(link)
+            link.close()
+            await link.task
+        return ws
+
+    async def _connect(self, ws: web.WebSocketResponse, link: _WsLink, session_id: str) -> Member | None:
+        """Read and act on the ``connect`` frame; None (after an error frame) when refused."""
+        try:
+            msg = await ws.receive(timeout=CONNECT_TIMEOUT_S)
+        except TimeoutError:
+            return self._refuse(link, UNAUTHORIZED, f"no connect frame within {CONNECT_TIMEOUT_S:g} s")
+        if msg.type != WSMsgType.TEXT:
+            return self._refuse(link, BAD_REQUEST, "expected a connect text frame")
+        try:
+            frame = wire.parse_client_frame(msg.data)
+        except wire.WireError as e:
+            return self._refuse(link, e.code, e.message)
+        if not isinstance(frame, wire.ConnectFrame):
+            return self._refuse(link, BAD_REQUEST, "the first frame must be {\"op\":\"connect\",...}")
+        cfg, state = self.config, self.state
+        try:
+            grant = verify_client_token(frame.token, api_key=cfg.api_key, api_secret=cfg.api_secret,
+                                        session_id=session_id, now=time.time())
+        except TokenError as e:
+            state.metrics.auth_failures += 1
+            return self._refuse(link, e.code, e.message)
+        loop = asyncio.get_running_loop()
+        replay: list[str] = []
+        resumed = False
+        member = state.find(session_id, frame.resume.connection_id) if frame.resume else None
+        if frame.resume is not None and member is not None:
+            if not hmac.compare_digest(member.secret, frame.resume.secret):
+                return self._refuse(link, FORBIDDEN, "resume secret does not match that connection")
+            replay = state.resume(member, link, frame.resume.last_seq)
+            resumed = True
+        else:
+            # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
+            member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms())
+        link.send(wire.connected(member.connection, state.others(member), member.secret, resumed, _now_ms()))
+        for f in replay:
+            link.send(f)
+        return member
+
+    @staticmethod
+    def _refuse(link: _WsLink, code: int, message: str) -> None:
+        link.send(wire.error(code, message))
+        link.close()
+        return None
+
+    async def _serve(self, ws: web.WebSocketResponse, link: _WsLink, member: Member) -> None:
+        """The read loop of a connected member: one frame at a time, in order."""
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    link.send(wire.error(BAD_REQUEST, "binary frames are not part of the protocol"))
+                    continue
+                try:
+                    frame = wire.parse_client_frame(msg.data)
+                except wire.WireError as e:
+                    link.send(wire.error(e.code, e.message) if e.frame_id is None
+                              else wire.nack(e.frame_id, e.code, e.message))
+                    continue
+                if isinstance(frame, wire.SignalFrame):
+                    self._signal(link, member, frame)
+                elif isinstance(frame, wire.PingFrame):
+                    link.send(wire.pong(frame.id, _now_ms()))
+                elif isinstance(frame, wire.DisconnectFrame):
+                    self.state.leave(member, CLIENT_DISCONNECTED)
+                    link.send(wire.disconnected(CLIENT_DISCONNECTED))
+                    return
+                elif isinstance(frame, wire.ForceDisconnectFrame):
+                    self._ws_force(link, member, frame)
+                else:
+                    link.send(wire.error(BAD_REQUEST, "already connected"))
+                if member.link is not link:
+                    return  # forced out, or resumed on another link
+        finally:
+            if member.link is link:
+                loop = asyncio.get_running_loop()
+                self.state.link_lost(member, link, loop.time())
+                handle = loop.call_later(self.config.reconnect_grace_s, self._expire)
+                self.expiry.add(handle)
+
+    def _expire(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self.expiry = {h for h in self.expiry if h.when() > now}
+        for m in self.state.expire(now):
+            log.info("connection %s left after its grace window", m.connection.id)
+
+    def _signal(self, link: _WsLink, member: Member, f: wire.SignalFrame) -> None:
+        """The hot path: checks, one encode, delivery to each receiver's outbox, ack."""
+        state = self.state
+        state.metrics.signals_in += 1
+        if member.connection.role not in SIGNALLING_ROLES:
+            self._nack(link, f.id, FORBIDDEN, f"role {member.connection.role} may not send signals")
+            return
+        refusal = check_signal(f.type, f.data)
+        if refusal is not None:
+            self._nack(link, f.id, refusal.code, refusal.message)
+            return
+        members = state.sessions[member.session_id]
+        target = None
+        if f.to is not None:
+            target = members.get(f.to)
+            if target is None:
+                self._nack(link, f.id, NOT_FOUND, "no connection with that id in this session")
+                return
+        if not member.bucket.take(asyncio.get_running_loop().time()):
+            self._nack(link, f.id, TOO_MANY, "rate limit exceeded, slow down")
+            return
+        link.send(wire.ack(f.id))
+        body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
+        if target is not None:
+            target.deliver_signal(body, f.retry)
+        else:
+            for m in list(members.values()):
+                m.deliver_signal(body, f.retry)
+
+    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> None:
+        self.state.metrics.nack(code)
+        link.send(wire.nack(frame_id, code, message))
+
+    def _ws_force(self, link: _WsLink, member: Member, f: wire.ForceDisconnectFrame) -> None:
+        if member.connection.role != MODERATOR:
+            self._nack(link, f.id, FORBIDDEN, "only a moderator may force a disconnect")
+            return
+        if not self.force_disconnect(member.session_id, f.connection_id):
+            self._nack(link, f.id, NOT_FOUND, "no connection with that id in this session")
+            return
+        link.send(wire.ack(f.id))
+
+    def force_disconnect(self, session_id: str, connection_id: str) -> bool:
+        """Force a connection out (WebSocket or REST). False when it is not in the session."""
+        target = self.state.find(session_id, connection_id)
+        if target is None:
+            return False
+        out = target.link
+        self.state.leave(target, FORCE_DISCONNECTED)
+        if out is not None:
+            out.send(wire.disconnected(FORCE_DISCONNECTED))
+            out.close()
+        return True
+
+    # ---- plain HTTP ------------------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        m, s = self.state.metrics, self.state
+        values = [
+            ("connections", "gauge", s.connection_count), ("links", "gauge", len(self.links)),
+            ("sessions", "gauge", len(s.sessions)), ("signals_received_total", "counter", m.signals_in),
+            ("signals_rest_total", "counter", m.rest_signals),
+            ("signals_delivered_total", "counter", m.signals_delivered),
+            ("signals_buffered_total", "counter", m.buffered),
+            ("signals_dropped_total", "counter", m.dropped),
+            ("resumes_total", "counter", m.resumes), ("auth_failures_total", "counter", m.auth_failures),
+        ]
+        lines: list[str] = []
+        for name, kind, value in values:
+            lines += [f"# TYPE sigbridge_{name} {kind}", f"sigbridge_{name} {value}"]
+        lines.append("# TYPE sigbridge_nacks_total counter")
+        lines += [f'sigbridge_nacks_total{{code="{code}"}} {n}' for code, n in sorted(m.nacks.items())]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info.get("name") or "index.html"
+        path = CONSOLE_DIR / name
+        if name.startswith(".") or not path.is_file():
+            raise web.HTTPNotFound(text=f"no such file: /{name}\n")
+        return web.FileResponse(path)
+
+
+_HUB_KEY = web.AppKey("hub", _Hub)
+
+
+def build_app(config: HubConfig) -> web.Application:
+    app = web.Application(client_max_size=MAX_FRAME_BYTES)
+    hub = _Hub(config)
+    app[_HUB_KEY] = hub
+    app.router.add_get("/v1/session/{session_id}", hub.websocket)
+    app.router.add_get("/healthz", hub.healthz)
+    app.router.add_get("/metrics", hub.metrics)
+    hubrest.add_routes(app.router, config, hub.state, hub.force_disconnect)
+    app.router.add_get("/", hub.static)
+    app.router.add_get("/{name}", hub.static)
+    return app
+
+
+async def start_hub(config: HubConfig) -> RunningHub:
+    """Bind and serve; ``config.port`` 0 picks a free port (see ``RunningHub.port``)."""
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    ssl_ctx = None
+    if config.tls_cert and config.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    return RunningHub(config=config, state=app[_HUB_KEY].state, runner=runner, port=port)
+
+
+def main(args: argparse.Namespace) -> int:
+    """``sigbridge hub``: serve until SIGINT/SIGTERM. Exit 2 on a configuration error."""
+    try:
+        config = load_hub_config(args.config, listen=args.listen, state_dir=args.state_dir)
+    except HubConfigError as e:
+        print(f"sigbridge hub: {e}", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve_forever(config))
+
+
+async def _serve_forever(config: HubConfig) -> int:
+    try:
+        hub = await start_hub(config)
+    except OSError as e:
+        print(f"sigbridge hub: cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
+        return 1
+    print(f"sigbridge hub: listening on {hub.url} (console {hub.http_url}/); "
+          f"API credentials from {config.credentials_source}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await hub.close()
+    return 0
+
+
+__all__ = ["RunningHub", "build_app", "main", "start_hub"]

@@ -1,0 +1,181 @@
+"""hub.yaml -> :class:`HubConfig`, API credentials, and the ``sigbridge token`` command.
+
+Where the credentials come from, first match wins:
+1. ``SIGBRIDGE_API_KEY`` / ``SIGBRIDGE_API_SECRET`` in the environment (both or neither);
+2. ``api_key`` / ``api_secret`` in hub.yaml;
+3. ``credentials.json`` in the state directory (``--state-dir``, else ``$STATE_DIRECTORY``, else
+   ``~/.local/state/sigbridge``), generated there once (mode 0600) when it does not exist.
+``sigbridge hub`` and ``sigbridge token`` resolve them the same way, so a token minted with the same
+state dir is accepted by the hub. Secrets are never logged; only the path they live in is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bridge.core.tokens import mint_client_token
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+_KEYS = {"listen", "api_key", "api_secret", "tls", "reconnect_grace_s", "resume_buffer", "rate_limit",
+         "allowed_origins", "heartbeat_s"}
+
+
+class HubConfigError(ValueError):
+    """A hub.yaml or flag problem, worded for the person who wrote it (names the file and key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Everything the hub needs. ``port`` 0 binds a free port (tests)."""
+
+    api_key: str
+    api_secret: str
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    reconnect_grace_s: float = 60.0
+    #: Retry signals kept per connection for replay after a resume (oldest dropped beyond).
+    resume_buffer: int = 1000
+    #: Signals per second per connection, and burst; rate 0 = no limit.
+    rate_limit: float = 1000.0
+    rate_burst: float = 2000.0
+    #: Browser origins allowed to open a WebSocket; empty = any (tokens are required anyway).
+    allowed_origins: tuple[str, ...] = ()
+    #: WebSocket ping interval; a link with no pong within half of it more is taken as dropped.
+    heartbeat_s: float = 2.0
+    #: Where the credentials came from (for the startup message), never the secret itself.
+    credentials_source: str = "config"
+
+
+def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
+    host, sep, port_s = str(value).rpartition(":")
+    if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise HubConfigError(f"{where}: expected HOST:PORT, e.g. 127.0.0.1:8765, got {value!r}")
+    return (host.strip("[]") or DEFAULT_HOST), int(port_s)
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    if env.get("STATE_DIRECTORY"):
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(env["STATE_DIRECTORY"].split(":")[0])
+    return Path.home() / ".local" / "state" / "sigbridge"
+
+
+def load_or_create_credentials(state_dir: Path) -> tuple[str, str, Path]:
+    """The (key, secret, path) stored in ``state_dir``; generated and stored 0600 on first use."""
+    path = state_dir / "credentials.json"
+    if path.exists():
+        try:
+            obj = json.loads(path.read_text())
+            return str(obj["api_key"]), str(obj["api_secret"]), path
+        except (ValueError, KeyError, TypeError) as e:
+            raise HubConfigError(f"{path}: not a credentials file ({type(e).__name__}); "
+                                 "delete it to generate new credentials") from None
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = str(secrets.randbelow(9 * 10**7) + 10**7)  # 8 digits, like OpenTok API keys
+    secret = secrets.token_hex(20)
+    # O_EXCL + 0600 from the start: the secret is never readable by others, even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"api_key": key, "api_secret": secret}, f)
+    log.warning("generated new API credentials in %s", path)
+    return key, secret, path
+
+
+def load_hub_config(path: str | None = None, *, listen: str | None = None, state_dir: str | None = None,
+                    env: Mapping[str, str] | None = None) -> HubConfig:
+    """Read hub.yaml (optional), apply ``--listen`` and the environment, resolve the credentials."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    where = path or "hub config"
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as e:
+            raise HubConfigError(f"{path}: cannot read ({e.strerror})") from None
+        except yaml.YAMLError as e:
+            raise HubConfigError(f"{path}: not valid YAML: {e}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise HubConfigError(f"{path}: the top level must be a mapping of keys")
+        raw = loaded or {}
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise HubConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(_KEYS))}")
+    cfg = HubConfig(api_key="", api_secret="")
+    host, port = parse_listen(raw["listen"], f"{where}: listen") if "listen" in raw else (cfg.host, cfg.port)
+    if listen:
+        host, port = parse_listen(listen)
+    tls = raw.get("tls") or {}
+    if not isinstance(tls, dict) or set(tls) - {"cert", "key"}:
+        raise HubConfigError(f"{where}: tls must be a mapping with 'cert' and 'key' file paths")
+    if bool(tls.get("cert")) != bool(tls.get("key")):
+        raise HubConfigError(f"{where}: tls needs both 'cert' and 'key'")
+    rl = raw.get("rate_limit", {})
+    if not isinstance(rl, dict) or set(rl) - {"per_second", "burst"}:
+        raise HubConfigError(f"{where}: rate_limit must be a mapping with 'per_second' and 'burst'")
+    origins = raw.get("allowed_origins") or []
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise HubConfigError(f"{where}: allowed_origins must be a list of origins like https://ops.example")
+    cfg = replace(
+        cfg, host=host, port=port, tls_cert=tls.get("cert"), tls_key=tls.get("key"),
+        reconnect_grace_s=_number(raw, "reconnect_grace_s", cfg.reconnect_grace_s, where),
+        resume_buffer=int(_number(raw, "resume_buffer", cfg.resume_buffer, where)),
+        rate_limit=_number(rl, "per_second", cfg.rate_limit, f"{where}: rate_limit"),
+        rate_burst=_number(rl, "burst", cfg.rate_burst, f"{where}: rate_limit"),
+        allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
+    )
+    return _with_credentials(cfg, raw, where, env, state_dir)
+
+
+def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    v = raw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+        raise HubConfigError(f"{where}: {key} must be a number >= 0, got {v!r}")
+    return float(v)
+
+
+def _with_credentials(cfg: HubConfig, raw: Mapping[str, Any], where: str, env: Mapping[str, str],
+                      state_dir: str | None) -> HubConfig:
+    env_key, env_secret = env.get("SIGBRIDGE_API_KEY"), env.get("SIGBRIDGE_API_SECRET")
+    if bool(env_key) != bool(env_secret):
+        raise HubConfigError("set both SIGBRIDGE_API_KEY and SIGBRIDGE_API_SECRET, or neither")
+    if env_key and env_secret:
+        return replace(cfg, api_key=env_key, api_secret=env_secret, credentials_source="environment")
+    key, secret = raw.get("api_key"), raw.get("api_secret")
+    if key or secret:
+        if not key or not secret:
+            raise HubConfigError(f"{where}: set both api_key and api_secret, or neither")
+        return replace(cfg, api_key=str(key), api_secret=str(secret), credentials_source=where)
+    sdir = Path(state_dir) if state_dir else default_state_dir(env)
+    key, secret, path = load_or_create_credentials(sdir)
+    return replace(cfg, api_key=key, api_secret=secret, credentials_source=str(path))
+
+
+def token_main(args: argparse.Namespace) -> int:
+    """``sigbridge token SESSION``: print only the token on stdout (errors on stderr, exit 2)."""
+    try:
+        cfg = load_hub_config(args.config, state_dir=args.state_dir)
+        token = mint_client_token(api_key=cfg.api_key, api_secret=cfg.api_secret, session_id=args.session,
+                                  role=args.role, data=args.data, ttl_s=args.ttl, now=time.time())
+    except (HubConfigError, ValueError) as e:
+        print(f"sigbridge token: {e}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0

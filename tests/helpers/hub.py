@@ -1,0 +1,101 @@
+"""A real session hub for tests: in-process (``running_hub``) or as a ``sigbridge hub`` process
+(``hub_process``), on a free 127.0.0.1 port with generated test credentials.
+
+    async with running_hub(reconnect_grace_s=2.0) as h:
+        token = h.token("lab-1", role="moderator")
+        async with websockets.connect(f"{h.url}/v1/session/lab-1") as ws: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from bridge.core.tokens import mint_client_token, mint_rest_jwt
+from bridge.session.hub import RunningHub, start_hub
+from bridge.session.hubconfig import HubConfig
+from tests.helpers.mosquitto import free_port
+
+
+def test_credentials() -> tuple[str, str]:
+    return str(secrets.randbelow(9 * 10**7) + 10**7), secrets.token_hex(20)
+
+
+test_credentials.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+@dataclass
+class HubHandle:
+    """What a test needs to talk to a hub."""
+
+    url: str  # ws://127.0.0.1:PORT (clients append /v1/session/ID)
+    http_url: str  # http://127.0.0.1:PORT
+    port: int
+    api_key: str
+    api_secret: str
+    hub: RunningHub | None = None  # None for a hub running as a separate process
+
+    def token(self, session_id: str, role: str = "publisher", data: str = "", ttl: int = 3600) -> str:
+        return mint_client_token(api_key=self.api_key, api_secret=self.api_secret, session_id=session_id,
+                                 role=role, data=data, ttl_s=ttl, now=time.time())
+
+    def rest_jwt(self) -> str:
+        """An X-OPENTOK-AUTH header value for this hub's REST API."""
+        return mint_rest_jwt(api_key=self.api_key, api_secret=self.api_secret, now=time.time())
+
+    def session_url(self, session_id: str) -> str:
+        return f"{self.url}/v1/session/{session_id}"
+
+
+@contextlib.asynccontextmanager
+async def running_hub(**overrides: Any) -> AsyncIterator[HubHandle]:
+    """An in-process hub; ``overrides`` are HubConfig fields (reconnect_grace_s=2.0, rate_limit=0, ...)."""
+    key, secret = test_credentials()
+    config = replace(HubConfig(api_key=key, api_secret=secret, host="127.0.0.1", port=0), **overrides)
+    hub = await start_hub(config)
+    try:
+        yield HubHandle(hub.url, hub.http_url, hub.port, config.api_key, config.api_secret, hub)
+    finally:
+        await hub.close()
+
+
+@contextlib.contextmanager
+def hub_process(*extra_args: str, timeout: float = 20.0) -> Iterator[HubHandle]:
+    """``sigbridge hub`` as a child process (credentials from the environment), ready when /healthz
+    answers 200. Stopped with SIGTERM (then SIGKILL) on exit."""
+    key, secret = test_credentials()
+    port = free_port()
+    env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"127.0.0.1:{port}",
+                             *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode() if proc.stderr else ""
+                raise RuntimeError(f"sigbridge hub exited with {proc.returncode}: {err}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError("sigbridge hub did not answer /healthz in time")
+            time.sleep(0.05)
+        yield HubHandle(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}", port, key, secret)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
