@@ -1,0 +1,49 @@
+"""The ``bridge.capabilities`` signal data: what an operator may send to this bridge and what comes back.
+
+Sent by the engine on connect (broadcast) and, targeted, in answer to ``bridge.describe``. The console
+renders its form from it. Format (version 1)::
+
+    {"version": 1,
+     "rules": [{"signal": "robot.move", "ack": false,
+                "params": {"x": {"type": "float", "min": -1, "max": 1, "default": null, "required": true},
+                           "mode": {"type": "string", "enum": ["eco", "fast"], ...}}}],
+     "estop": {"signal": "robot.estop", "reset": "robot.estop_reset"} | null,
+     "telemetry": ["robot.telemetry"],
+     "control": {"lease": false, "acquire": "control.acquire", "release": "control.release"}}
+
+``min``/``max`` appear for numeric params, ``enum``/``pattern`` for strings when set; ``default`` and
+``required`` always.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.core.model import BridgeConfig, ParamSpec
+
+
+def capabilities(config: BridgeConfig) -> dict[str, Any]:
+    """The ``bridge.capabilities`` data: what an operator may send and what comes back."""
+    estop = config.safety.estop
+    return {
+        "version": 1,
+        "rules": [{"signal": r.signal, "params": {p.name: _param_caps(p) for p in r.params}, "ack": r.ack}
+                  for r in config.rules],
+        "estop": {"signal": estop.signal, "reset": estop.reset} if estop is not None else None,
+        "telemetry": list(dict.fromkeys(t.signal for t in config.telemetry)),
+        "control": {"lease": config.control.lease, "acquire": config.control.acquire,
+                    "release": config.control.release},
+    }
+
+
+def _param_caps(p: ParamSpec) -> dict[str, Any]:
+    caps: dict[str, Any] = {"type": p.type}
+    if p.type in ("int", "float"):
+        caps["min"], caps["max"] = p.min, p.max
+    if p.enum is not None:
+        caps["enum"] = list(p.enum)
+    if p.pattern is not None:
+        caps["pattern"] = p.pattern
+    caps["default"] = p.default
+    caps["required"] = p.required
+    return caps

@@ -1,0 +1,429 @@
+"""The sans-I/O bridge engine: session and device events in, device commands and signals out.
+
+Contract
+--------
+``Engine(config)`` compiles everything once (rules, templates, regexes, constant safe actions; raises
+``TemplateError`` on a template that cannot compile). Then the daemon feeds it events, each through one
+method that returns the commands to carry out, *in order*:
+
+- ``signal(sig, sender, now, hub_now_ms)``: a received Signal; ``sender`` is the sender's Connection,
+  or None for a REST signal (``from`` null) or an unknown sender;
+- ``connection_destroyed(conn, now)``; ``link_up(own_connection_id, now)``; ``link_down(now)``;
+- ``device_line(device, line, now)``; ``mqtt_message(device, topic, payload, now)``;
+- ``tick(now)``: call it at ``next_deadline()`` (watchdogs, throttled telemetry, expect timeouts);
+- ``shutdown()``: the on_shutdown actions.
+
+``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (local wall clock plus the
+measured offset), used only by the stale guard. Commands are ``WriteLine`` (the link adds the device's
+newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
+
+The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:
+estop latch -> authorise -> stale -> lease -> rate -> params (+slew) -> templates -> outputs. A
+refusal writes nothing. Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.core.authz import Authorizer
+from bridge.core.capabilities import capabilities
+from bridge.core.decisions import Decision, Verdict
+from bridge.core.events import Signal
+from bridge.core.lease import ControlLease, OutcomeKind
+from bridge.core.model import Action, BridgeConfig, MqttAction, ParamSpec, Rule, Scalar
+from bridge.core.params import ID_KEY, Checked, ParamChecker, decode_data
+from bridge.core.ratelimit import RateLimiter
+from bridge.core.rules import RuleTable
+from bridge.core.safety import SafetyState, is_stale
+from bridge.core.signal import Connection
+from bridge.core.slew import SlewLimiter
+from bridge.core.telemetry import Outgoing, TelemetryShaper
+from bridge.core.templates import FillError, LineTemplate, PayloadTemplate, TopicTemplate
+
+DESCRIBE = "bridge.describe"
+CAPABILITIES = "bridge.capabilities"
+ACK = "bridge.ack"
+STATUS = "bridge.status"
+#: Pending ``expect:`` replies kept per device; beyond this the oldest is dropped (never a growing queue).
+MAX_PENDING_EXPECTS = 16
+
+
+# ---------------------------------------------------------------- commands (outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLine:
+    """Write ``line`` plus the device's newline to a serial device."""
+
+    device: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    device: str
+    topic: str
+    payload: bytes
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendSignal:
+    """Send a signal into the session; ``to`` None broadcasts."""
+
+    type: str
+    data: str
+    to: str | None = None
+    retry: bool = False
+
+
+Command = WriteLine | Publish | SendSignal
+
+
+# ---------------------------------------------------------------- compiled config
+
+
+class _CompiledAction:
+    __slots__ = ("action", "expect", "line", "payload", "topic")
+
+    def __init__(self, action: Action, params: frozenset[str], newlines: dict[str, str]) -> None:
+        self.action = action
+        self.line: LineTemplate | None = None
+        self.topic: TopicTemplate | None = None
+        self.payload: PayloadTemplate | None = None
+        self.expect: re.Pattern[str] | None = None
+        if isinstance(action, MqttAction):
+            self.topic = TopicTemplate(action.topic, params)
+            self.payload = PayloadTemplate(action.payload, params)
+        else:
+            self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"))
+            if action.expect is not None:
+                self.expect = re.compile(action.expect.pattern)
+
+    def fill(self, values: dict[str, Scalar]) -> Command:
+        """One command; raises FillError."""
+        if self.line is not None:
+            return WriteLine(self.action.device, self.line.fill(values))
+        assert self.topic is not None and self.payload is not None
+        qos = self.action.qos if isinstance(self.action, MqttAction) else 0
+        return Publish(self.action.device, self.topic.fill(values), self.payload.fill(values), qos)
+
+
+class _CompiledRule:
+    __slots__ = ("actions", "authz", "checker", "rate", "rule", "slews")
+
+    def __init__(self, rule: Rule, newlines: dict[str, str]) -> None:
+        self.rule = rule
+        self.checker = ParamChecker(rule.params)
+        self.actions = tuple(_CompiledAction(a, self.checker.names, newlines) for a in rule.send)
+        self.authz = Authorizer.for_rule(rule)
+        self.rate = RateLimiter.for_rule(rule.rate_limit) if rule.rate_limit is not None else None
+        self.slews = {p.name: s for p in rule.params if (s := SlewLimiter.for_param(p)) is not None}
+
+
+def _constant(actions: tuple[Action, ...], newlines: dict[str, str]) -> tuple[Command, ...]:
+    """Safe actions name no params: fill them once, at load (raises FillError on a bad constant)."""
+    return tuple(_CompiledAction(a, frozenset(), newlines).fill({}) for a in actions)
+
+
+@dataclass(slots=True)
+class _Expect:
+    pattern: re.Pattern[str]
+    deadline: float
+    reply: str | None
+    to: str | None
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class Engine:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        newlines = {name: d.serial.newline for name, d in config.devices.items() if d.serial is not None}
+        self._rules = {r.index: _CompiledRule(r, newlines) for r in config.rules}
+        self._table = RuleTable(config.rules)
+        self._telemetry = TelemetryShaper(config.telemetry)
+        self._safety = SafetyState(config.safety)
+        estop = config.safety.estop
+        self._estop_type = estop.signal if estop is not None else None
+        self._reset_type = estop.reset if estop is not None else None
+        self._estop_cmds = _constant(estop.send, newlines) if estop is not None else ()
+        self._on_disconnect = _constant(config.safety.on_disconnect, newlines)
+        self._on_controller_lost = _constant(config.safety.on_controller_lost, newlines)
+        self._on_shutdown = _constant(config.safety.on_shutdown, newlines)
+        self._watchdog_cmds = {r.index: _constant(r.watchdog.send, newlines)
+                               for r in config.rules if r.watchdog is not None}
+        self._lease = ControlLease() if config.control.lease else None
+        self._expects: dict[str, deque[_Expect]] = {}
+        self._own_id: str | None = None
+        self.linked = False
+        self.decisions: Counter[Decision] = Counter()
+        self.counters: Counter[str] = Counter()
+        self.capabilities = json.dumps(capabilities(config), separators=(",", ":"))
+
+    # ------------------------------------------------------------ session events
+
+    def signal(self, sig: Signal, sender: Connection | None, now: float,
+               hub_now_ms: int) -> list[Command]:
+        if sig.from_id is not None and sig.from_id == self._own_id:
+            return []   # our own broadcasts (capabilities, telemetry) come back to us
+        self.counters["signals"] += 1
+        type_ = sig.type
+        if type_ == self._estop_type:
+            return self._estop(now)
+        if type_ == self._reset_type:
+            return self._reset(sender)
+        if type_ == DESCRIBE:
+            return [SendSignal(CAPABILITIES, self.capabilities, sig.from_id)] if sig.from_id else []
+        lease = self._lease
+        if lease is not None and type_ in (self.config.control.acquire, self.config.control.release):
+            return self._control(sig, sender)
+        rule = self._table.match(type_)
+        if rule is None:
+            self.counters["unmatched"] += 1
+            return []
+        return self._command(self._rules[rule.index], sig, sender, now, hub_now_ms)
+
+    def connection_destroyed(self, conn: Connection, now: float) -> list[Command]:
+        for compiled in self._rules.values():
+            if compiled.rate is not None:
+                compiled.rate.forget(conn.id)
+        if self._lease is None:
+            return []
+        outcome = self._lease.connection_destroyed(conn.id)
+        if outcome.kind is not OutcomeKind.CONTROLLER_LOST:
+            return []
+        self._reset_slews(now)
+        return [*self._on_controller_lost, self._status()]
+
+    def link_up(self, own_connection_id: str, now: float) -> list[Command]:
+        """The session link is (back) up under ``own_connection_id``: announce what we do."""
+        self._own_id = own_connection_id
+        self.linked = True
+        return [SendSignal(CAPABILITIES, self.capabilities), self._status()]
+
+    def link_down(self, now: float) -> list[Command]:
+        """The session link is lost or reconnecting: the safe actions, before anything else."""
+        self.linked = False
+        self._reset_slews(now)
+        return list(self._on_disconnect)
+
+    def shutdown(self) -> list[Command]:
+        return list(self._on_shutdown)
+
+    # ------------------------------------------------------------ device events
+
+    def device_line(self, device: str, line: str, now: float) -> list[Command]:
+        pending = self._expects.get(device)
+        if pending:
+            for i, expect in enumerate(pending):
+                m = expect.pattern.fullmatch(line)
+                if m is not None:
+                    del pending[i]
+                    return self._expect_reply(expect, m)
+        return self._telemetry_out(self._telemetry.serial_line(device, line, now))
+
+    def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Command]:
+        return self._telemetry_out(self._telemetry.mqtt_message(device, topic, payload, now))
+
+    def tick(self, now: float) -> list[Command]:
+        out: list[Command] = []
+        for index in self._safety.expired(now):
+            self.counters["watchdog_fired"] += 1
+            out.extend(self._watchdog_cmds[index])
+        if out:
+            self._reset_slews(now)
+        for pending in self._expects.values():
+            while pending and pending[0].deadline <= now:
+                pending.popleft()
+                self.counters["expect_timeouts"] += 1
+        out.extend(self._telemetry_out(self._telemetry.due(now)))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` must next be called (monotonic seconds), or None when nothing is pending."""
+        candidates = [self._safety.next_deadline(), self._telemetry.next_deadline()]
+        candidates.extend(p[0].deadline for p in self._expects.values() if p)
+        return min((c for c in candidates if c is not None), default=None)
+
+    @property
+    def estopped(self) -> bool:
+        return self._safety.latched
+
+    @property
+    def telemetry(self) -> TelemetryShaper:
+        return self._telemetry
+
+    @property
+    def unmatched(self) -> int:
+        return self._table.unmatched
+
+    # ------------------------------------------------------------ the command path
+
+    def _command(self, compiled: _CompiledRule, sig: Signal, sender: Connection | None,
+                 now: float, hub_now_ms: int) -> list[Command]:
+        rule = compiled.rule
+        try:
+            data: Any = decode_data(sig.data)
+        except ValueError as e:
+            data = _BadJson(f"signal data is not JSON: {e}")
+        verdict = (self._check_estop()
+                   or compiled.authz.allows(sender)
+                   or self._check_stale(rule, sig, hub_now_ms)
+                   or self._check_lease(sig)
+                   or self._check_rate(compiled, sig, now))
+        if verdict is not None:
+            return self._decide(rule, sig, data, verdict.decision, verdict.reason, [])
+        if isinstance(data, _BadJson):
+            return self._decide(rule, sig, data, Decision.REJECTED, data.reason, [])
+        checked = compiled.checker.check(data)
+        if not isinstance(checked, Checked):
+            return self._decide(rule, sig, data, Decision.REJECTED, checked.reason, [])
+        clamped = checked.clamped
+        values = checked.values
+        if compiled.slews:
+            for name, slew in compiled.slews.items():
+                if name in values:
+                    result = slew.limit(float(values[name]), now)
+                    values[name], clamped = result.value, clamped or result.clamped
+        try:
+            out: list[Command] = [a.fill(values) for a in compiled.actions]
+        except FillError as e:
+            return self._decide(rule, sig, data, Decision.REJECTED, str(e), [])
+        self._safety.refresh(rule, now)
+        for action in compiled.actions:
+            if action.expect is not None:
+                self._add_expect(action, sig, now)
+        decision = Decision.CLAMPED if clamped else Decision.APPLIED
+        return self._decide(rule, sig, data, decision, "", out)
+
+    def _check_estop(self) -> Verdict | None:
+        return None if self._safety.admit() else _ESTOPPED
+
+    def _check_stale(self, rule: Rule, sig: Signal, hub_now_ms: int) -> Verdict | None:
+        if is_stale(rule.max_age_ms, sig.ts, hub_now_ms):
+            return Verdict(Decision.STALE, f"{hub_now_ms - sig.ts} ms old, max_age_ms {rule.max_age_ms}")
+        return None
+
+    def _check_lease(self, sig: Signal) -> Verdict | None:
+        if self._lease is None:
+            return None
+        outcome = self._lease.check_command(sig.from_id)
+        return None if outcome.kind is OutcomeKind.ALLOWED else Verdict(Decision.NO_LEASE, outcome.reason)
+
+    def _check_rate(self, compiled: _CompiledRule, sig: Signal, now: float) -> Verdict | None:
+        return compiled.rate.check(sig.from_id, now) if compiled.rate is not None else None
+
+    def _decide(self, rule: Rule, sig: Signal, data: Any, decision: Decision, reason: str,
+                out: list[Command]) -> list[Command]:
+        self.decisions[decision] += 1
+        if rule.ack and sig.from_id is not None:
+            ack = {"id": _ack_id(data, sig.seq), "status": decision.value, "reason": reason or None}
+            out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
+        return out
+
+    # ------------------------------------------------------------ e-stop, lease, expect
+
+    def _estop(self, now: float) -> list[Command]:
+        was = self._safety.latched
+        self._safety.estop()   # latches; its actions were filled once at load: self._estop_cmds
+        out: list[Command] = list(self._estop_cmds)
+        self.counters["estops"] += 1
+        self._reset_slews(now)
+        if not was:
+            out.append(self._status())
+        return out
+
+    def _reset(self, sender: Connection | None) -> list[Command]:
+        result = self._safety.reset(sender.role if sender is not None else None)
+        self.counters[f"estop_reset_{result}"] += 1
+        return [self._status()] if result == "unlatched" else []
+
+    def _control(self, sig: Signal, sender: Connection | None) -> list[Command]:
+        assert self._lease is not None
+        sender_id = sender.id if sender is not None else None
+        if sig.type == self.config.control.acquire:
+            outcome = self._lease.acquire(sender_id)
+        else:
+            outcome = self._lease.release(sender_id)
+        out: list[Command] = []
+        if sig.from_id is not None:
+            try:
+                data: Any = decode_data(sig.data)
+            except ValueError:
+                data = None
+            reason = "" if outcome.kind in (OutcomeKind.GRANTED, OutcomeKind.RELEASED,
+                                            OutcomeKind.ALREADY_HELD) else outcome.reason
+            ack = {"id": _ack_id(data, sig.seq), "status": outcome.kind.value, "reason": reason or None}
+            out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
+        if outcome.changed:
+            out.append(self._status())
+        return out
+
+    def _add_expect(self, action: _CompiledAction, sig: Signal, now: float) -> None:
+        expect = action.action.expect if not isinstance(action.action, MqttAction) else None
+        assert expect is not None and action.expect is not None
+        pending = self._expects.setdefault(action.action.device, deque(maxlen=MAX_PENDING_EXPECTS))
+        pending.append(_Expect(action.expect, now + expect.timeout_ms / 1000.0, expect.reply, sig.from_id))
+
+    def _expect_reply(self, expect: _Expect, m: re.Match[str]) -> list[Command]:
+        self.counters["expect_matched"] += 1
+        if expect.reply is None or expect.to is None or not self.linked:
+            return []
+        groups = m.groupdict()
+        data = json.dumps(groups if groups else {"line": m.group(0)}, separators=(",", ":"),
+                          ensure_ascii=False)
+        return [SendSignal(expect.reply, data, expect.to)]
+
+    # ------------------------------------------------------------ helpers
+
+    def _telemetry_out(self, items: list[Outgoing]) -> list[Command]:
+        if not items:
+            return []
+        if not self.linked:
+            self.counters["telemetry_dropped_link_down"] += len(items)
+            return []
+        return [SendSignal(o.type, o.data) for o in items]
+
+    def _reset_slews(self, now: float) -> None:
+        """After a safe action the hardware is stopped: slew again from zero (when in range)."""
+        for compiled in self._rules.values():
+            for spec in compiled.rule.params:
+                slew = compiled.slews.get(spec.name)
+                if slew is not None:
+                    slew.reset(0.0 if _zero_in_range(spec) else None, now)
+
+    def status(self) -> dict[str, Any]:
+        return {"estopped": self._safety.latched,
+                "lease": self._lease.holder if self._lease is not None else None}
+
+    def _status(self) -> SendSignal:
+        return SendSignal(STATUS, json.dumps(self.status(), separators=(",", ":")))
+
+
+_ESTOPPED = Verdict(Decision.ESTOPPED, "e-stop latched")
+
+
+@dataclass(frozen=True, slots=True)
+class _BadJson:
+    reason: str
+
+
+def _ack_id(data: Any, seq: int) -> Any:
+    """The client's correlation id (``"id"`` in the data: a string or an int) or else the seq."""
+    if isinstance(data, dict):
+        value = data.get(ID_KEY)
+        if (isinstance(value, str) and len(value) <= 128) or (
+                isinstance(value, int) and not isinstance(value, bool)):
+            return value
+    return seq
+
+
+def _zero_in_range(spec: ParamSpec) -> bool:
+    return (spec.min is None or spec.min <= 0) and (spec.max is None or spec.max >= 0)

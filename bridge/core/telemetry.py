@@ -1,0 +1,229 @@
+"""Telemetry shaping: device lines and MQTT messages -> signal data, throttled latest-wins.
+
+Contract: ``TelemetryShaper(streams)`` compiles every ``match`` regex and topic filter once. Feed it
+``serial_line(device, line, now)`` and ``mqtt_message(device, topic, payload, now)``; each returns the
+``Outgoing`` signals to send right away. A stream with ``max_rate_hz`` sends at most one value per
+``1/max_rate_hz`` seconds; a value arriving sooner is held as the stream's single pending value (a newer
+one replaces it: latest wins, never a queue) and comes out of ``due(now)`` once the interval has passed;
+``next_deadline()`` says when to call ``due``. ``now`` is any monotonic clock in seconds.
+
+Shaping:
+- serial: a line fully matching the stream's ``match`` becomes a JSON object of its named groups, each
+  a number when it reads as one (``"87"`` -> 87, ``"0.50"`` -> 0.5), else a string; ``types`` overrides
+  (int | float | bool | string); a value that does not convert is counted in ``bad`` and the line dropped.
+- MQTT: ``{"topic": T, "payload": P}`` where P is the payload's JSON value, or its text when it is not
+  JSON. Throttling is per stream and topic, so ``arm/state/#`` keeps the latest of each topic.
+- data larger than the signal limit (8192 bytes) is dropped and counted in ``dropped_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.core.model import MqttTelemetry, ParamType, SerialTelemetry, TelemetryStream
+from bridge.core.signal import MAX_DATA_BYTES
+
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_TRUE = frozenset({"1", "true", "on", "yes"})
+_FALSE = frozenset({"0", "false", "off", "no"})
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A telemetry signal to broadcast (always with retry disabled)."""
+
+    type: str
+    data: str
+
+
+def convert(text: str) -> int | float | str:
+    """``"87"`` -> 87, ``"0.50"`` -> 0.5, anything else (including overflow to inf) -> the text."""
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    return text
+
+
+def convert_as(text: str, type_: ParamType) -> int | float | bool | str:
+    """Convert to a declared type; raises ValueError when the text is not of that type."""
+    if type_ == "string":
+        return text
+    if type_ == "bool":
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(text)
+    if type_ == "int":
+        if _INT.fullmatch(text):
+            return int(text)
+        raise ValueError(text)
+    if _INT.fullmatch(text) or _FLOAT.fullmatch(text):
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    raise ValueError(text)
+
+
+def topic_matches(filter_levels: tuple[str, ...], topic_levels: list[str]) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest; ``$`` topics need an explicit first
+    level)."""
+    if topic_levels and topic_levels[0].startswith("$") and filter_levels and filter_levels[0] in ("+", "#"):
+        return False
+    for i, f in enumerate(filter_levels):
+        if f == "#":
+            return True
+        if i >= len(topic_levels):
+            return False
+        if f != "+" and f != topic_levels[i]:
+            return False
+    return len(filter_levels) == len(topic_levels)
+
+
+class _Throttle:
+    """Latest-wins rate limit of one stream (or one stream and topic)."""
+
+    __slots__ = ("interval", "last", "pending")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last: float | None = None
+        self.pending: str | None = None
+
+
+class TelemetryShaper:
+    def __init__(self, streams: Iterable[TelemetryStream]) -> None:
+        self._serial: dict[str, list[tuple[int, SerialTelemetry, re.Pattern[str]]]] = {}
+        self._mqtt: dict[str, list[tuple[int, MqttTelemetry, tuple[str, ...]]]] = {}
+        self._types: dict[int, str] = {}
+        self._intervals: dict[int, float] = {}
+        for index, stream in enumerate(streams):
+            self._types[index] = stream.signal
+            if stream.max_rate_hz:
+                self._intervals[index] = 1.0 / stream.max_rate_hz
+            if isinstance(stream, SerialTelemetry):
+                entry = (index, stream, re.compile(stream.match))
+                self._serial.setdefault(stream.device, []).append(entry)
+            else:
+                levels = tuple(stream.topic.split("/"))
+                self._mqtt.setdefault(stream.device, []).append((index, stream, levels))
+        self._throttles: dict[tuple[int, str], _Throttle] = {}
+        self.sent = 0
+        self.replaced = 0        # held values replaced by a newer one (latest wins)
+        self.dropped_size = 0    # over the 8 KB signal limit
+        self.bad = 0             # a `types:` conversion failed
+        self.unmatched = 0       # device lines/messages that no stream took
+
+    # ------------------------------------------------------------ inputs
+
+    def serial_line(self, device: str, line: str, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        matched = False
+        for index, stream, pattern in self._serial.get(device, ()):
+            m = pattern.fullmatch(line)
+            if m is None:
+                continue
+            matched = True
+            fields: dict[str, Any] = {}
+            try:
+                for name, text in m.groupdict().items():
+                    if text is None:
+                        fields[name] = None
+                    elif name in stream.types:
+                        fields[name] = convert_as(text, stream.types[name])
+                    else:
+                        fields[name] = convert(text)
+            except ValueError:
+                self.bad += 1
+                continue
+            self._offer(index, "", _dumps(fields), now, out)
+        if not matched:
+            self.unmatched += 1
+        return out
+
+    def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Outgoing]:
+        streams = self._mqtt.get(device)
+        out: list[Outgoing] = []
+        if not streams:
+            self.unmatched += 1
+            return out
+        levels = topic.split("/")
+        data: str | None = None
+        for index, _stream, filter_levels in streams:
+            if not topic_matches(filter_levels, levels):
+                continue
+            if data is None:
+                data = _dumps({"topic": topic, "payload": _payload_value(payload)})
+            self._offer(index, topic, data, now, out)
+        if data is None:
+            self.unmatched += 1
+        return out
+
+    def due(self, now: float) -> list[Outgoing]:
+        """The held values whose interval has passed (call at ``next_deadline()``)."""
+        out: list[Outgoing] = []
+        for (index, _topic), t in self._throttles.items():
+            if t.pending is not None and t.last is not None and now >= t.last + t.interval:
+                data, t.pending, t.last = t.pending, None, now
+                self._emit(index, data, out)
+        return out
+
+    def next_deadline(self) -> float | None:
+        deadlines = [t.last + t.interval for t in self._throttles.values()
+                     if t.pending is not None and t.last is not None]
+        return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------ internals
+
+    def _offer(self, index: int, topic: str, data: str, now: float, out: list[Outgoing]) -> None:
+        if len(data) * 4 > MAX_DATA_BYTES and len(data.encode("utf-8")) > MAX_DATA_BYTES:
+            self.dropped_size += 1
+            return
+        interval = self._intervals.get(index)
+        if interval is None:
+            self._emit(index, data, out)
+            return
+        key = (index, topic)
+        t = self._throttles.get(key)
+        if t is None:
+            t = self._throttles[key] = _Throttle(interval)
+        if t.last is None or now >= t.last + interval:
+            t.last, t.pending = now, None
+            self._emit(index, data, out)
+        else:
+            if t.pending is not None:
+                self.replaced += 1
+            t.pending = data
+
+    def _emit(self, index: int, data: str, out: list[Outgoing]) -> None:
+        self.sent += 1
+        out.append(Outgoing(self._types[index], data))
+
+
+def _payload_value(payload: bytes) -> Any:
+    text = payload.decode("utf-8", "replace")
+    try:
+        return _DECODER.decode(text)
+    except ValueError:
+        return text
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -1,0 +1,258 @@
+"""bridge.core.engine, pure: events in, commands out, no event loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bridge.core.decisions import Decision
+from bridge.core.engine import ACK, CAPABILITIES, STATUS, Engine, Publish, SendSignal, WriteLine
+from bridge.core.events import Signal
+from bridge.core.model import (
+    BridgeConfig,
+    Control,
+    Device,
+    Estop,
+    Expect,
+    MqttAction,
+    MqttDeviceConfig,
+    MqttTelemetry,
+    ParamSpec,
+    RateLimit,
+    Rule,
+    Safety,
+    SerialAction,
+    SerialDeviceConfig,
+    SerialTelemetry,
+    SessionSettings,
+    Watchdog,
+)
+from bridge.core.signal import Connection
+
+STOP = SerialAction("base", "M 0 0")
+XY = (ParamSpec("x", "float", min=-1, max=1), ParamSpec("y", "float", min=-1, max=1))
+
+
+def make_config(**over: Any) -> BridgeConfig:
+    rules = (
+        Rule(0, "robot.move", params=XY, send=(SerialAction("base", "M {x:.2f} {y:.2f}"),),
+             max_age_ms=300, watchdog=Watchdog(500, (STOP,)), ack=True),
+        Rule(1, "arm.grip", params=(ParamSpec("force", "int", min=0, max=100, on_range="clamp"),),
+             send=(MqttAction("arm", "arm/grip/set", {"force": "{force}"}, qos=1),)),
+        Rule(2, "robot.ping",
+             send=(SerialAction("base", "P", expect=Expect(r"PONG (?P<n>\d+)", 200, "robot.pong")),)),
+        Rule(3, "mod.*", send=(SerialAction("base", "X"),), from_roles=frozenset({"moderator"}), ack=True),
+        Rule(4, "rest.ok", send=(SerialAction("base", "R"),), allow_rest=True),
+    )
+    base: dict[str, Any] = dict(
+        source="test.yaml",
+        session=SessionSettings("ws://127.0.0.1:1", "s", "t"),
+        devices={"base": Device("base", serial=SerialDeviceConfig("/dev/null")),
+                 "arm": Device("arm", mqtt=MqttDeviceConfig())},
+        rules=rules,
+        telemetry=(SerialTelemetry("base", r"T (?P<battery>\d+) (?P<speed>-?[\d.]+)", "robot.telemetry",
+                                   max_rate_hz=10),
+                   MqttTelemetry("arm", "arm/state/#", "arm.state")),
+        safety=Safety(on_disconnect=(STOP,), on_shutdown=(SerialAction("base", "BYE"),),
+                      on_controller_lost=(STOP,),
+                      estop=Estop("robot.estop", "robot.estop_reset", send=(SerialAction("base", "S"),))),
+    )
+    base.update(over)
+    return BridgeConfig(**base)
+
+
+OP = Connection("op1", "", "publisher", 0)
+MOD = Connection("mod1", "", "moderator", 0)
+NOW_MS = 1_000_000
+
+
+def sig(type_: str, data: object = "", sender: Connection | None = OP, seq: int = 1,
+        ts: int = NOW_MS) -> Signal:
+    text = data if isinstance(data, str) else json.dumps(data)
+    return Signal(type_, text, sender.id if sender else None, seq, ts)
+
+
+def send(e: Engine, type_: str, data: object = "", sender: Connection | None = OP, now: float = 0.0,
+         ts: int = NOW_MS, seq: int = 1) -> list[Any]:
+    return e.signal(sig(type_, data, sender, seq, ts), sender, now, NOW_MS)
+
+
+def engine() -> Engine:
+    e = Engine(make_config())
+    e.link_up("bridge1", 0.0)
+    return e
+
+
+def acks(out: list[Any]) -> list[dict[str, Any]]:
+    return [json.loads(c.data) for c in out if isinstance(c, SendSignal) and c.type == ACK]
+
+
+def writes(out: list[Any]) -> list[Any]:
+    return [c for c in out if not isinstance(c, SendSignal)]
+
+
+def test_move_becomes_line_and_ack() -> None:
+    e = engine()
+    out = send(e, "robot.move", {"x": 0.5, "y": 0, "id": "a1"})
+    assert writes(out) == [WriteLine("base", "M 0.50 0.00")]
+    assert acks(out) == [{"id": "a1", "status": "applied", "reason": None}]
+    assert [c.to for c in out if isinstance(c, SendSignal)] == ["op1"]
+    assert all(not c.retry for c in out if isinstance(c, SendSignal))
+
+
+@pytest.mark.parametrize("data,word", [
+    ({"x": 2, "y": 0}, "above max"),
+    ({"x": "0.5", "y": 0}, "must be a float"),
+    ({"x": 0, "y": 0, "fire": 1}, "undeclared"),
+    ({"x": "1\nFIRE", "y": 0}, "must be a float"),
+    ('{"x": NaN, "y": 0}', "not JSON"),
+    ("not json", "not JSON"),
+    ({"x": 0}, "missing"),
+])
+def test_bad_params_write_nothing(data: object, word: str) -> None:
+    e = engine()
+    out = send(e, "robot.move", data, seq=7)
+    assert writes(out) == []
+    [ack] = acks(out)
+    assert ack["status"] == "rejected" and ack["id"] == 7 and word in ack["reason"]
+    assert e.decisions[Decision.REJECTED] == 1
+
+
+def test_mqtt_json_payload_types_kept_and_clamped() -> None:
+    e = engine()
+    assert send(e, "arm.grip", {"force": 150}) == [Publish("arm", "arm/grip/set", b'{"force":100}', 1)]
+    assert e.decisions[Decision.CLAMPED] == 1
+
+
+def test_stale_dropped() -> None:
+    e = engine()
+    out = send(e, "robot.move", {"x": 0, "y": 0}, ts=NOW_MS - 301)
+    assert writes(out) == [] and acks(out)[0]["status"] == "stale"
+    assert writes(send(e, "robot.move", {"x": 0, "y": 0}, ts=NOW_MS - 300)) != []
+
+
+def test_estop_latch_and_reset() -> None:
+    e = engine()
+    out = send(e, "robot.estop", sender=OP)
+    assert writes(out) == [WriteLine("base", "S")]
+    assert any(isinstance(c, SendSignal) and c.type == STATUS for c in out)
+    out = send(e, "robot.move", {"x": 0, "y": 0})
+    assert writes(out) == [] and acks(out)[0]["status"] == "estopped"
+    assert send(e, "robot.estop_reset", sender=OP) == []        # publisher may not reset
+    assert send(e, "robot.estop_reset", sender=None) == []      # nor REST
+    assert e.estopped
+    send(e, "robot.estop_reset", sender=MOD)
+    assert not e.estopped
+    assert writes(send(e, "robot.move", {"x": 0, "y": 0})) == [WriteLine("base", "M 0.00 0.00")]
+
+
+def test_watchdog_fires_once() -> None:
+    e = engine()
+    send(e, "robot.move", {"x": 0.3, "y": 0}, now=1.0)
+    send(e, "robot.move", {"x": 0.3, "y": 0}, now=1.2)
+    assert e.next_deadline() == pytest.approx(1.7)
+    assert e.tick(1.6) == []
+    assert e.tick(1.7) == [STOP_LINE]
+    assert e.tick(5.0) == [] and e.next_deadline() is None
+
+
+STOP_LINE = WriteLine("base", "M 0 0")
+
+
+def test_link_down_runs_on_disconnect_and_drops_telemetry() -> None:
+    e = engine()
+    assert e.link_down(1.0) == [STOP_LINE]
+    assert e.device_line("base", "T 87 0.50", 1.0) == []
+    assert e.counters["telemetry_dropped_link_down"] == 1
+    out = e.link_up("bridge2", 2.0)
+    assert out[0] == SendSignal(CAPABILITIES, e.capabilities)
+    assert e.device_line("base", "T 86 0.25", 2.0) == [
+        SendSignal("robot.telemetry", '{"battery":86,"speed":0.25}')]
+
+
+def test_telemetry_throttled_through_tick() -> None:
+    e = engine()
+    assert len(e.device_line("base", "T 1 0", 0.0)) == 1
+    assert e.device_line("base", "T 2 0", 0.01) == []
+    assert e.device_line("base", "T 3 0", 0.02) == []
+    assert e.next_deadline() == pytest.approx(0.1)
+    assert e.tick(0.1) == [SendSignal("robot.telemetry", '{"battery":3,"speed":0}')]
+    assert e.mqtt_message("arm", "arm/state/grip", b'{"f":1}', 0.2) == [
+        SendSignal("arm.state", '{"topic":"arm/state/grip","payload":{"f":1}}')]
+
+
+def test_authorisation_and_rest() -> None:
+    e = engine()
+    out = send(e, "mod.x")
+    assert writes(out) == [] and acks(out)[0]["status"] == "unauthorised"
+    assert writes(send(e, "mod.x", sender=MOD)) == [WriteLine("base", "X")]
+    assert send(e, "robot.move", {"x": 0, "y": 0}, sender=None) == []    # REST refused, no ack target
+    assert e.decisions[Decision.UNAUTHORISED] == 2
+    assert send(e, "rest.ok", sender=None) == [WriteLine("base", "R")]
+
+
+def test_unmatched_counted_and_own_signals_ignored() -> None:
+    e = engine()
+    assert send(e, "nothing.here") == []
+    assert e.unmatched == 1
+    me = Connection("bridge1", "", "publisher", 0)
+    assert send(e, "robot.move", {"x": 0, "y": 0}, sender=me) == []
+
+
+def test_describe_answers_capabilities_targeted() -> None:
+    e = engine()
+    [out] = send(e, "bridge.describe")
+    assert out.type == CAPABILITIES and out.to == "op1" and not out.retry
+    caps = json.loads(out.data)
+    assert caps["version"] == 1
+    assert caps["rules"][0] == {"signal": "robot.move", "ack": True, "params": {
+        "x": {"type": "float", "min": -1, "max": 1, "default": None, "required": True},
+        "y": {"type": "float", "min": -1, "max": 1, "default": None, "required": True}}}
+    assert caps["estop"] == {"signal": "robot.estop", "reset": "robot.estop_reset"}
+    assert caps["telemetry"] == ["robot.telemetry", "arm.state"]
+    assert caps["control"] == {"lease": False, "acquire": "control.acquire", "release": "control.release"}
+
+
+def test_expect_reply_to_sender() -> None:
+    e = engine()
+    assert send(e, "robot.ping", now=1.0) == [WriteLine("base", "P")]
+    assert e.device_line("base", "PONG 42", 1.1) == [SendSignal("robot.pong", '{"n":"42"}', "op1")]
+    send(e, "robot.ping", now=2.0)
+    assert e.next_deadline() == pytest.approx(2.2)
+    e.tick(2.3)
+    assert e.counters["expect_timeouts"] == 1
+    # After the timeout the line is ordinary telemetry again (unmatched here).
+    assert e.device_line("base", "PONG 1", 2.4) == []
+
+
+def test_lease_rate_and_controller_lost() -> None:
+    rules = (Rule(0, "robot.move", params=XY, send=(SerialAction("base", "M {x:.1f} {y:.1f}"),),
+                  rate_limit=RateLimit(1, burst=1), ack=True),)
+    e = Engine(make_config(rules=rules, control=Control(lease=True)))
+    e.link_up("bridge1", 0.0)
+    assert acks(send(e, "robot.move", {"x": 0, "y": 0}))[0]["status"] == "no_lease"
+    out = send(e, "control.acquire")
+    assert acks(out)[0]["status"] == "granted"
+    assert json.loads(next(c for c in out if c.type == STATUS).data)["lease"] == "op1"
+    assert writes(send(e, "robot.move", {"x": 0, "y": 0}, now=10.0)) == [WriteLine("base", "M 0.0 0.0")]
+    assert acks(send(e, "robot.move", {"x": 0, "y": 0}, now=10.1))[0]["status"] == "rate_limited"
+    assert acks(send(e, "robot.move", {"x": 0, "y": 0}, sender=MOD, now=11))[0]["status"] == "no_lease"
+    out = e.connection_destroyed(OP, 12.0)
+    assert out[0] == STOP_LINE and out[-1].type == STATUS
+
+
+def test_shutdown_actions() -> None:
+    assert engine().shutdown() == [WriteLine("base", "BYE")]
+
+
+def test_slew_clamps_and_resets_after_safe_action() -> None:
+    slewed = (ParamSpec("x", "float", min=-1, max=1, slew_per_s=1.0),)
+    rules = (Rule(0, "m", params=slewed, send=(SerialAction("base", "{x:.2f}"),)),)
+    e = Engine(make_config(rules=rules))
+    e.link_up("b", 0.0)
+    assert writes(send(e, "m", {"x": 0.1}, now=0.0)) == [WriteLine("base", "0.10")]
+    assert writes(send(e, "m", {"x": 1.0}, now=0.5)) == [WriteLine("base", "0.60")]
+    e.link_down(0.6)
+    assert writes(send(e, "m", {"x": 1.0}, now=0.7)) == [WriteLine("base", "0.10")]

@@ -1,0 +1,88 @@
+"""bridge.core.telemetry: regex shaping, number conversion, types, MQTT payloads, throttle, size limit."""
+
+from __future__ import annotations
+
+import json
+
+from bridge.core.model import MqttTelemetry, SerialTelemetry
+from bridge.core.telemetry import Outgoing, TelemetryShaper, convert, topic_matches
+
+SER = SerialTelemetry("base", r"T (?P<battery>\d+) (?P<speed>-?[\d.]+) (?P<mode>\w+)", "robot.telemetry")
+
+
+def data(out: list[Outgoing]) -> list[object]:
+    return [json.loads(o.data) for o in out]
+
+
+def test_convert() -> None:
+    assert convert("87") == 87 and convert("-3") == -3
+    assert convert("0.50") == 0.5 and convert("1e3") == 1000.0 and convert(".5") == 0.5
+    assert convert("eco") == "eco" and convert("1_000") == "1_000" and convert("1e999") == "1e999"
+    assert convert("nan") == "nan" and convert(" 1") == " 1"
+
+
+def test_serial_line_fullmatch_to_json() -> None:
+    s = TelemetryShaper([SER])
+    out = s.serial_line("base", "T 87 0.50 eco", 0.0)
+    assert [o.type for o in out] == ["robot.telemetry"]
+    assert data(out) == [{"battery": 87, "speed": 0.5, "mode": "eco"}]
+    assert s.serial_line("base", "T 87 0.50 eco extra", 0.0) == []
+    assert s.serial_line("other", "T 87 0.50 eco", 0.0) == []
+    assert s.unmatched == 2
+
+
+def test_types_override_and_bad_conversion() -> None:
+    st = SerialTelemetry("base", r"S (?P<id>\d+) (?P<ok>\w+) (?P<v>\S+)", "s",
+                         types={"id": "string", "ok": "bool", "v": "float"})
+    s = TelemetryShaper([st])
+    assert data(s.serial_line("base", "S 007 on 3", 0.0)) == [{"id": "007", "ok": True, "v": 3.0}]
+    assert s.serial_line("base", "S 1 maybe 3", 0.0) == []
+    assert s.serial_line("base", "S 1 off x", 0.0) == []
+    assert s.bad == 2
+
+
+def test_mqtt_payload_json_or_text() -> None:
+    s = TelemetryShaper([MqttTelemetry("arm", "arm/state/#", "arm.state")])
+    assert data(s.mqtt_message("arm", "arm/state/grip", b'{"force": 3}', 0.0)) == [
+        {"topic": "arm/state/grip", "payload": {"force": 3}}]
+    assert data(s.mqtt_message("arm", "arm/state", b"open", 0.0)) == [
+        {"topic": "arm/state", "payload": "open"}]
+    assert data(s.mqtt_message("arm", "arm/state/x", b"NaN", 0.0)) == [
+        {"topic": "arm/state/x", "payload": "NaN"}]
+    assert s.mqtt_message("arm", "arm/other", b"1", 0.0) == []
+
+
+def test_topic_matching() -> None:
+    def m(f: str, t: str) -> bool:
+        return topic_matches(tuple(f.split("/")), t.split("/"))
+    assert m("a/+/c", "a/b/c") and not m("a/+/c", "a/b/d") and not m("a/+", "a/b/c")
+    assert m("a/#", "a") and m("a/#", "a/b/c") and m("#", "x/y")
+    assert not m("#", "$SYS/x") and m("$SYS/#", "$SYS/x") and not m("+/x", "$SYS/x")
+
+
+def test_throttle_latest_wins_never_queues() -> None:
+    st = SerialTelemetry("base", r"V (?P<v>\d+)", "v", max_rate_hz=10)
+    s = TelemetryShaper([st])
+    assert data(s.serial_line("base", "V 1", 0.0)) == [{"v": 1}]
+    for i in range(2, 1000):
+        assert s.serial_line("base", f"V {i}", 0.01) == []
+    assert s.replaced == 997
+    assert s.next_deadline() == 0.1
+    assert s.due(0.05) == []
+    assert data(s.due(0.1)) == [{"v": 999}]
+    assert s.next_deadline() is None and s.due(1.0) == []
+    assert data(s.serial_line("base", "V 5", 0.25)) == [{"v": 5}]
+
+
+def test_mqtt_throttle_is_per_topic() -> None:
+    s = TelemetryShaper([MqttTelemetry("arm", "arm/#", "arm.state", max_rate_hz=1)])
+    assert len(s.mqtt_message("arm", "arm/a", b"1", 0.0)) == 1
+    assert len(s.mqtt_message("arm", "arm/b", b"1", 0.0)) == 1
+    assert s.mqtt_message("arm", "arm/a", b"2", 0.5) == []
+
+
+def test_oversize_dropped_and_counted() -> None:
+    s = TelemetryShaper([MqttTelemetry("arm", "big", "big")])
+    assert s.mqtt_message("arm", "big", b"x" * 9000, 0.0) == []
+    assert s.dropped_size == 1
+    assert len(s.mqtt_message("arm", "big", b"x" * 8000, 0.0)) == 1
