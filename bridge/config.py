@@ -1,10 +1,343 @@
 """Bridge configuration: YAML -> the frozen dataclasses of `bridge.core.model`.
 
-(Skeleton: the loader, validation with file:line errors and `sigbridge check` are being written.)
+Contract: ``load_config(path, environ)`` reads the file once and returns a `BridgeConfig` in which
+everything the engine relies on has been checked (devices exist and are of the right kind, templates
+name only declared params with specs that fit, regexes compile, ranges are sane, safety signal types are
+distinct), or raises `ConfigError` listing *every* problem as ``file:line: key.path: message``.
+``check_main(args)`` is ``sigbridge check -c FILE``: exit 0 with a summary, or 2 with the errors on stderr.
+
+The keys are the dataclass field names; docs/config.md is the reference and config/bridge.example.yaml
+shows every key. Reading is in `bridge.configtree` (line numbers, typed values, ``${ENV}``); this module
+builds session, devices, control and audit; `bridge.configrules` the rules, telemetry and safety sections
+and the cross-section checks; `bridge.configcheck` actions, templates, topics and signal types.
 """
 
 from __future__ import annotations
 
-from bridge.core.model import MqttDeviceConfig, SerialDeviceConfig
+import argparse
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["MqttDeviceConfig", "SerialDeviceConfig"]
+import yaml
+
+from bridge.configrules import Sections
+from bridge.configtree import ConfigError, ConfigIssue, Reader, join
+from bridge.core.model import (
+    Audit,
+    BridgeConfig,
+    Control,
+    Device,
+    Heartbeat,
+    MqttDeviceConfig,
+    SerialDeviceConfig,
+    SessionSettings,
+)
+
+__all__ = ["ConfigError", "ConfigIssue", "MqttDeviceConfig", "SerialDeviceConfig", "check_main",
+           "load_config", "summary"]
+
+_TOP_KEYS = ("session", "devices", "rules", "telemetry", "safety", "control", "audit")
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Load and validate a bridge config. ``environ`` (default ``os.environ``) feeds ``${NAME}``.
+    ``token_file`` and ``ca_file`` are read relative to the config file's folder. Raises ConfigError."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(file, None, "", f"cannot read the config: {reason}")]) from None
+    reader = Reader(file, os.environ if environ is None else environ)
+    root = reader.compose(text)
+    config = None if root is None else _Builder(reader, Path(path).parent).build(root)
+    if reader.issues or config is None:
+        raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
+    return config
+
+
+def check_main(args: argparse.Namespace) -> int:
+    """``sigbridge check -c FILE``: 0 and a short summary on stdout, or 2 and every error on stderr."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            print(issue, file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 2
+    print(summary(config))
+    return 0
+
+
+def summary(config: BridgeConfig) -> str:
+    """A few lines describing a loaded config (what `sigbridge check` prints)."""
+    devices = ", ".join(f"{d.name} ({d.kind}: {d.serial.port if d.serial else _mqtt_where(d)})"
+                        for d in config.devices.values())
+    safety = config.safety
+    lines = [
+        f"{config.source}: OK",
+        f"  session: {config.session.url} session {config.session.session_id}",
+        f"  devices: {devices}",
+        f"  rules: {len(config.rules)} ({', '.join(r.signal for r in config.rules) or 'none'})",
+        f"  telemetry: {len(config.telemetry)} stream(s) "
+        f"({', '.join(t.signal for t in config.telemetry) or 'none'})",
+        f"  safety: on_disconnect {len(safety.on_disconnect)}, on_controller_lost "
+        f"{len(safety.on_controller_lost)}, on_shutdown {len(safety.on_shutdown)} action(s); "
+        f"estop {safety.estop.signal + '/' + safety.estop.reset if safety.estop else 'off'}; "
+        f"lease {'on' if config.control.lease else 'off'}; "
+        f"audit {config.audit.path if config.audit else 'off'}",
+    ]
+    return "\n".join(lines)
+
+
+def _mqtt_where(device: Device) -> str:
+    assert device.mqtt is not None
+    return f"{device.mqtt.host}:{device.mqtt.port}"
+
+
+class _Builder:
+    """Builds one BridgeConfig from the root node; every problem goes to ``reader.issues``."""
+
+    def __init__(self, reader: Reader, base: Path) -> None:
+        self.r = reader
+        self.base = base
+        self.checks = Sections(reader)
+
+    def build(self, root: yaml.Node) -> BridgeConfig | None:
+        top = self.r.mapping(root, "", _TOP_KEYS, required=("session", "devices"))
+        if top is None:
+            return None
+        session = self._session(top["session"]) if "session" in top else None
+        devices = self._devices(top["devices"]) if "devices" in top else {}
+        self.checks.devices = devices
+        rules = self.checks.rules(top["rules"]) if "rules" in top else ()
+        telemetry = self.checks.telemetry(top["telemetry"]) if "telemetry" in top else ()
+        control = self._control(top["control"]) if "control" in top else Control()
+        safety = self.checks.safety(top["safety"], control) if "safety" in top else None
+        audit = self._audit(top["audit"]) if "audit" in top else None
+        self.checks.cross_check(control, top.get("control"))
+        if session is None or self.r.issues:
+            return None
+        kw: dict[str, Any] = {"rules": rules, "telemetry": telemetry, "control": control, "audit": audit}
+        if safety is not None:
+            kw["safety"] = safety
+        return BridgeConfig(source=self.r.file, session=session, devices=devices, **kw)
+
+    # ------------------------------------------------------------ session
+
+    def _session(self, node: yaml.Node) -> SessionSettings | None:
+        path = "session"
+        m = self.r.mapping(node, path, ("url", "session_id", "token", "token_file"),
+                           required=("url", "session_id"))
+        if m is None:
+            return None
+        url = self.r.string(m["url"], "session.url") if "url" in m else None
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                self.r.error(m["url"], "session.url",
+                             f"expected a ws:// or wss:// URL with a host, got {url!r}")
+                url = None
+        session_id = self.r.string(m["session_id"], "session.session_id") if "session_id" in m else None
+        token = self._token(m, node)
+        if url is None or session_id is None or token is None:
+            return None
+        return SessionSettings(url=url, session_id=session_id, token=token)
+
+    def _token(self, m: dict[str, yaml.Node], node: yaml.Node) -> str | None:
+        if ("token" in m) == ("token_file" in m):
+            where = m.get("token_file", node)
+            self.r.error(where, "session", "give exactly one of token or token_file (token_file keeps "
+                                           "the secret out of the config)")
+            return None
+        if "token" in m:
+            return self.r.string(m["token"], "session.token")
+        name = self.r.string(m["token_file"], "session.token_file")
+        if name is None:
+            return None
+        file = self.base / Path(name).expanduser()
+        try:
+            token = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.r.error(m["token_file"], "session.token_file", f"cannot read {str(file)!r}: {reason}")
+            return None
+        if not token:
+            self.r.error(m["token_file"], "session.token_file", f"{str(file)!r} is empty")
+            return None
+        return token
+
+    # ------------------------------------------------------------ devices
+
+    def _devices(self, node: yaml.Node) -> dict[str, Device]:
+        m = self.r.mapping(node, "devices", None)
+        if m is None:
+            return {}
+        if not m:
+            self.r.error(node, "devices", "declare at least one device")
+        devices: dict[str, Device] = {}
+        for name, value in m.items():
+            path = join("devices", name)
+            if not _DEVICE_NAME.fullmatch(name):
+                self.r.error(value, path, "a device name may only hold A-Z a-z 0-9 _ -")
+                continue
+            device = self._device(name, value, path)
+            if device is not None:
+                devices[name] = device
+        self._unique_endpoints(devices, m)
+        return devices
+
+    def _device(self, name: str, node: yaml.Node, path: str) -> Device | None:
+        m = self.r.mapping(node, path, ("serial", "mqtt", "heartbeat"))
+        if m is None:
+            return None
+        if ("serial" in m) == ("mqtt" in m):
+            self.r.error(node, path, "give exactly one of serial: or mqtt:")
+            return None
+        kind = "serial" if "serial" in m else "mqtt"
+        self.checks.kinds[name] = kind
+        serial = self._serial(m["serial"], join(path, "serial")) if kind == "serial" else None
+        mqtt = self._mqtt(name, m["mqtt"], join(path, "mqtt")) if kind == "mqtt" else None
+        newline = serial.newline if serial is not None else "\n"
+        heartbeat = (self._heartbeat(m["heartbeat"], join(path, "heartbeat"), kind, newline)
+                     if "heartbeat" in m else None)
+        if serial is None and mqtt is None:
+            return None
+        self.checks.newlines[name] = newline
+        return Device(name=name, serial=serial, mqtt=mqtt, heartbeat=heartbeat)
+
+    def _serial(self, node: yaml.Node, path: str) -> SerialDeviceConfig | None:
+        r = self.r
+        m = r.mapping(node, path, ("port", "baudrate", "newline", "max_line", "low_latency",
+                                   "reopen_min_s", "reopen_max_s"), required=("port",))
+        if m is None:
+            return None
+        kw = self._fields(m, path, {
+            "port": r.string,
+            "baudrate": lambda n, p: r.integer(n, p, positive=True),
+            "newline": r.string,
+            "max_line": lambda n, p: r.integer(n, p, positive=True),
+            "low_latency": r.boolean,
+            "reopen_min_s": lambda n, p: r.number(n, p, positive=True),
+            "reopen_max_s": lambda n, p: r.number(n, p, positive=True),
+        })
+        self._ordered(kw, m, path, "reopen_min_s", "reopen_max_s")
+        if "port" not in kw or len(kw) < len(m):
+            return None
+        return SerialDeviceConfig(**kw)
+
+    def _mqtt(self, name: str, node: yaml.Node, path: str) -> MqttDeviceConfig | None:
+        r = self.r
+        m = r.mapping(node, path, ("host", "port", "client_id", "username", "password", "tls", "ca_file",
+                                   "keepalive", "availability_topic", "reconnect_min_s",
+                                   "reconnect_max_s"))
+        if m is None:
+            return None
+        kw = self._fields(m, path, {
+            "host": r.string,
+            "port": lambda n, p: r.integer(n, p, minimum=1, maximum=65535),
+            "client_id": r.string,
+            "username": r.string,
+            "password": lambda n, p: r.string(n, p, allow_empty=True),
+            "tls": r.boolean,
+            "ca_file": r.string,
+            "keepalive": lambda n, p: r.integer(n, p, positive=True, maximum=65535),
+            "availability_topic": self.checks.publish_topic,
+            "reconnect_min_s": lambda n, p: r.number(n, p, positive=True),
+            "reconnect_max_s": lambda n, p: r.number(n, p, positive=True),
+        })
+        if "password" in kw and "username" not in m:
+            r.error(m["password"], join(path, "password"), "a password needs a username")
+        if "ca_file" in kw:
+            if not kw.get("tls", False):
+                r.error(m["ca_file"], join(path, "ca_file"), "ca_file is only used with tls: true")
+            ca = self.base / Path(str(kw["ca_file"])).expanduser()
+            if not ca.is_file():
+                r.error(m["ca_file"], join(path, "ca_file"), f"no such file: {str(ca)!r}")
+            kw["ca_file"] = str(ca)
+        self._ordered(kw, m, path, "reconnect_min_s", "reconnect_max_s")
+        kw.setdefault("client_id", f"sigbridge-{name}")
+        if len(kw) - ("client_id" not in m) < len(m):
+            return None
+        return MqttDeviceConfig(**kw)
+
+    def _heartbeat(self, node: yaml.Node, path: str, kind: str, newline: str) -> Heartbeat | None:
+        r = self.r
+        keys = ("hz", "line") if kind == "serial" else ("hz", "topic", "payload")
+        m = r.mapping(node, path, keys, required=keys[:2])
+        if m is None:
+            return None
+        kw = self._fields(m, path, {
+            "hz": lambda n, p: r.number(n, p, positive=True),
+            "line": lambda n, p: self.checks.literal_line(n, p, newline),
+            "topic": self.checks.publish_topic,
+            "payload": lambda n, p: r.string(n, p, allow_empty=True),
+        })
+        if len(kw) < len(m) or not set(keys[:2]) <= kw.keys():
+            return None
+        return Heartbeat(**kw)
+
+    def _unique_endpoints(self, devices: dict[str, Device], nodes: dict[str, yaml.Node]) -> None:
+        """Two devices on one serial port, or with one MQTT client id on one broker, would fight."""
+        seen: dict[object, str] = {}
+        for name, device in devices.items():
+            key: object = (("serial", device.serial.port) if device.serial is not None else
+                           ("mqtt", device.mqtt.host, device.mqtt.port, device.mqtt.client_id)
+                           if device.mqtt is not None else None)
+            if key in seen:
+                what = "serial port" if device.serial is not None else "MQTT client_id on the same broker"
+                self.r.error(nodes[name], join("devices", name), f"same {what} as device {seen[key]!r}")
+            seen[key] = name
+
+    # ------------------------------------------------------------ control, audit
+
+    def _control(self, node: yaml.Node) -> Control:
+        r = self.r
+        m = r.mapping(node, "control", ("lease", "acquire", "release"))
+        if m is None:
+            return Control()
+        kw = self._fields(m, "control", {
+            "lease": r.boolean,
+            "acquire": self.checks.exact_type,
+            "release": self.checks.exact_type,
+        })
+        return Control(**kw)
+
+    def _audit(self, node: yaml.Node) -> Audit | None:
+        r = self.r
+        m = r.mapping(node, "audit", ("path", "max_bytes", "backups"), required=("path",))
+        if m is None:
+            return None
+        kw = self._fields(m, "audit", {
+            "path": r.string,
+            "max_bytes": lambda n, p: r.integer(n, p, positive=True),
+            "backups": lambda n, p: r.integer(n, p, minimum=0),
+        })
+        if "path" not in kw:
+            return None
+        kw["path"] = str(self.base / Path(str(kw["path"])).expanduser())
+        return Audit(**kw)
+
+    # ------------------------------------------------------------ helpers
+
+    def _fields(self, m: dict[str, yaml.Node], path: str, readers: dict[str, Any]) -> dict[str, Any]:
+        """Read each present key with its reader; keys whose value was bad are left out."""
+        out: dict[str, Any] = {}
+        for key, read in readers.items():
+            if key in m:
+                value = read(m[key], join(path, key))
+                if value is not None:
+                    out[key] = value
+        return out
+
+    def _ordered(self, kw: dict[str, Any], m: dict[str, yaml.Node], path: str, low: str, high: str) -> None:
+        if low in kw and high in kw and kw[low] > kw[high]:
+            self.r.error(m[low], join(path, low), f"must not exceed {high} ({kw[low]} > {kw[high]})")
+            del kw[low]

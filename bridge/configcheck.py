@@ -1,0 +1,283 @@
+"""The checks of the bridge config that go beyond one value's type: rules and their params, device
+actions and their templates, telemetry streams, safety, and the cross-references between them.
+
+Templates follow `bridge.core.templates` (str.format fields that name declared params, no conversions,
+no attribute or index access, no nested specs); here each field's format spec is also tried on a sample
+value of the param's type, so ``{x:d}`` on a float param is a config error, not a refused command.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from bridge.configtree import Reader, join, suggest
+from bridge.core.model import Action, Expect, MqttAction, ParamSpec, SerialAction
+from bridge.core.signal import ROLES, SIGNALLING_ROLES, check_signal
+
+#: As bridge.core.params.CONTROL_CHARS: never in a line or a topic (tab is allowed in literal text).
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GLOB_CHARS = re.compile(r"[*?\[\]!]")
+_SERIAL_ACTION_KEYS = ("device", "line", "expect")
+_MQTT_ACTION_KEYS = ("device", "topic", "payload", "qos")
+_FORMATTER = string.Formatter()
+
+
+class Checks:
+    """Builds rules, telemetry and safety once ``devices``/``kinds``/``newlines`` are known."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.r = reader
+        self.devices: Mapping[str, object] = {}
+        self.kinds: dict[str, str] = {}        # device name -> "serial" | "mqtt", even if it had errors
+        self.newlines: dict[str, str] = {}
+
+    # ------------------------------------------------------------ signal types, topics, lines
+
+    def exact_type(self, node: yaml.Node, path: str) -> str | None:
+        return self._signal_type(node, path, glob=False)
+
+    def _signal_type(self, node: yaml.Node, path: str, *, glob: bool) -> str | None:
+        text = self.r.string(node, path)
+        if text is None:
+            return None
+        probe = _GLOB_CHARS.sub("x", text) if glob else text
+        refusal = check_signal(probe, "")
+        if refusal is not None:
+            extra = " (globs may use * ? [ ])" if glob else ""
+            self.r.error(node, path, f"invalid signal type {text!r}: {refusal.message}{extra}")
+            return None
+        return text
+
+    def publish_topic(self, node: yaml.Node, path: str) -> str | None:
+        topic = self.r.string(node, path)
+        if topic is not None and not self._topic_text_ok(node, path, topic):
+            return None
+        return topic
+
+    def _topic_text_ok(self, node: yaml.Node, path: str, text: str) -> bool:
+        if "+" in text or "#" in text:
+            self.r.error(node, path, f"a topic to publish to cannot hold the wildcards + or #: {text!r}")
+            return False
+        if _CONTROL.search(text):
+            self.r.error(node, path, "a topic cannot hold control characters")
+            return False
+        return True
+
+    def literal_line(self, node: yaml.Node, path: str, newline: str) -> str | None:
+        """A fixed serial line (a heartbeat): no control character, no terminator inside."""
+        line = self.r.string(node, path)
+        if line is not None and not self._line_text_ok(node, path, line, newline):
+            return None
+        return line
+
+    def _line_text_ok(self, node: yaml.Node, path: str, text: str, newline: str) -> bool:
+        if (newline and newline in text) or _CONTROL.search(text):
+            self.r.error(node, path, f"a line cannot hold the device's newline or control characters "
+                                     f"(the newline {newline!r} is added when it is written): {text!r}")
+            return False
+        return True
+
+    # ------------------------------------------------------------ templates
+
+    def template(self, node: yaml.Node, path: str, text: str,
+                 params: Mapping[str, ParamSpec] | None) -> bool:
+        """Check a str.format template against the params in scope (None: an action outside a rule,
+        which can name no param). Returns False when a problem was recorded."""
+        try:
+            parts = list(_FORMATTER.parse(text))
+        except ValueError as exc:
+            self.r.error(node, path, f"bad template {text!r}: {exc} (write {{{{ and }}}} for literal braces)")
+            return False
+        ok = True
+        for _literal, name, spec, conversion in parts:
+            if name is None:
+                continue
+            problem = self._field_problem(name, spec or "", conversion, params)
+            if problem is not None:
+                self.r.error(node, path, f"template {text!r}: {problem}")
+                ok = False
+        return ok
+
+    def _field_problem(self, name: str, spec: str, conversion: str | None,
+                       params: Mapping[str, ParamSpec] | None) -> str | None:
+        if not name:
+            return "{} needs a param name, e.g. {x}"
+        if not _PARAM_NAME.fullmatch(name):
+            return f"{{{name}}} must be a plain param name (no attribute or index access)"
+        if params is None:
+            return f"{{{name}}}: actions outside a rule have no params (write {{{{ }}}} for a literal brace)"
+        if name not in params:
+            declared = ", ".join(params) or "none"
+            return f"{{{name}}} is not a declared param{suggest(name, params)} (declared: {declared})"
+        if conversion is not None:
+            return f"conversions like !{conversion} are not allowed"
+        if "{" in spec or "}" in spec:
+            return "nested fields in format specs are not allowed"
+        sample = _sample(params[name])
+        try:
+            out = format(sample, spec)
+        except (ValueError, TypeError) as exc:
+            return f"format spec {{{name}:{spec}}} does not fit {params[name].type} param {name!r}: {exc}"
+        if _CONTROL.search(out):
+            return f"format spec {{{name}:{spec}}} would write a control character"
+        return None
+
+    # ------------------------------------------------------------ actions
+
+    def actions(self, node: yaml.Node, path: str,
+                params: Mapping[str, ParamSpec] | None) -> tuple[Action, ...] | None:
+        """An action or a list of actions; None when any is bad."""
+        items = self.r.one_or_many(node, path)
+        if not items and isinstance(node, yaml.SequenceNode):
+            self.r.error(node, path, "list at least one action")
+        built = [self.action(n, p, params) for n, p in items]
+        good = [a for a in built if a is not None]
+        return tuple(good) if len(good) == len(built) and good else None
+
+    def action(self, node: yaml.Node, path: str, params: Mapping[str, ParamSpec] | None) -> Action | None:
+        r = self.r
+        if isinstance(node, yaml.MappingNode):
+            for key, _value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == "retain":
+                    r.error(key, join(path, "retain"), "commands are never retained (a retained command "
+                                                       "would be replayed to the device by the broker)")
+            node = _without(node, "retain")
+        m = r.mapping(node, path, _SERIAL_ACTION_KEYS + _MQTT_ACTION_KEYS[1:], required=("device",))
+        if m is None:
+            return None
+        device = r.string(m["device"], join(path, "device")) if "device" in m else None
+        if device is not None and device not in self.kinds:
+            r.error(m["device"], join(path, "device"), f"unknown device {device!r}"
+                    f"{suggest(device, self.kinds)} (known: {', '.join(self.kinds) or 'none'})")
+        # For an unknown device, guess the kind from the keys so that the rest is still checked.
+        kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m or "payload" in m else "serial")
+        keys = _SERIAL_ACTION_KEYS if kind == "serial" else _MQTT_ACTION_KEYS
+        for key in m:
+            if key not in keys:
+                r.error(m[key], join(path, key), f"{key!r} is for {'mqtt' if kind == 'serial' else 'serial'} "
+                                                 f"devices; {device!r} is a {kind} device")
+        if keys[1] not in m:
+            r.error(node, path, f"missing required key {keys[1]!r} (for the {kind} device {device!r})")
+        if kind == "serial":
+            return self._serial_action(m, path, device, params)
+        return self._mqtt_action(m, path, device, params)
+
+    def _serial_action(self, m: dict[str, yaml.Node], path: str, device: str | None,
+                       params: Mapping[str, ParamSpec] | None) -> SerialAction | None:
+        r = self.r
+        newline = self.newlines.get(device or "", "\n")
+        line = r.string(m["line"], join(path, "line")) if "line" in m else None
+        if line is not None and not (self._line_text_ok(m["line"], join(path, "line"), line, newline)
+                                     and self.template(m["line"], join(path, "line"), line, params)):
+            line = None
+        expect = self._expect(m["expect"], join(path, "expect")) if "expect" in m else None
+        if device is None or device not in self.kinds or line is None or ("expect" in m and expect is None):
+            return None
+        return SerialAction(device=device, line=line, expect=expect)
+
+    def _expect(self, node: yaml.Node, path: str) -> Expect | None:
+        r = self.r
+        m = r.mapping(node, path, ("pattern", "timeout_ms", "reply"), required=("pattern",))
+        if m is None:
+            return None
+        kw: dict[str, Any] = {}
+        if "pattern" in m:
+            kw["pattern"] = self.regex(m["pattern"], join(path, "pattern"))
+        if "timeout_ms" in m:
+            kw["timeout_ms"] = r.integer(m["timeout_ms"], join(path, "timeout_ms"), positive=True)
+        if "reply" in m:
+            kw["reply"] = self.exact_type(m["reply"], join(path, "reply"))
+        if None in kw.values() or "pattern" not in kw:
+            return None
+        return Expect(**kw)
+
+    def _mqtt_action(self, m: dict[str, yaml.Node], path: str, device: str | None,
+                     params: Mapping[str, ParamSpec] | None) -> MqttAction | None:
+        r = self.r
+        ok = True
+        topic = r.string(m["topic"], join(path, "topic")) if "topic" in m else None
+        if topic is not None and not (self._topic_text_ok(m["topic"], join(path, "topic"), topic)
+                                      and self.template(m["topic"], join(path, "topic"), topic, params)):
+            topic = None
+        payload: str | dict[str, object] = ""
+        if "payload" in m:
+            pnode, ppath = m["payload"], join(path, "payload")
+            if isinstance(pnode, yaml.MappingNode):
+                before = len(r.issues)
+                value = r.freeform(pnode, ppath, lambda n, p, t: self.template(n, p, t, params))
+                ok = len(r.issues) == before and isinstance(value, dict)
+                payload = value if isinstance(value, dict) else {}
+            else:
+                text = r.string(pnode, ppath, allow_empty=True)
+                ok = text is not None and self.template(pnode, ppath, text, params)
+                payload = text or ""
+        qos = r.integer(m["qos"], join(path, "qos"), minimum=0, maximum=2) if "qos" in m else 0
+        if device is None or device not in self.kinds or topic is None or not ok or qos is None:
+            return None
+        return MqttAction(device=device, topic=topic, payload=payload, qos=qos)
+
+    # ------------------------------------------------------------ regexes
+
+    def regex(self, node: yaml.Node, path: str, *, named_groups: bool = False) -> str | None:
+        text = self.r.string(node, path)
+        if text is None:
+            return None
+        try:
+            compiled = re.compile(text)
+        except re.error as exc:
+            self.r.error(node, path, f"invalid regular expression {text!r}: {exc}")
+            return None
+        if named_groups and not compiled.groupindex:
+            self.r.error(node, path, f"{text!r} has no named group; name each field, e.g. (?P<battery>\\d+)")
+            return None
+        return text
+
+
+def _sample(spec: ParamSpec) -> object:
+    """A value of the param's type to try format specs on."""
+    if spec.default is not None:
+        return spec.default
+    if spec.type == "string":
+        return spec.enum[0] if spec.enum else "a"
+    return {"int": 1, "float": 1.5, "bool": True}[spec.type]
+
+
+def _without(node: yaml.Node, key: str) -> yaml.Node:
+    """The mapping node minus one key (already reported), so it is not reported again as unknown."""
+    if not isinstance(node, yaml.MappingNode):
+        return node
+    kept = [(k, v) for k, v in node.value if not (isinstance(k, yaml.ScalarNode) and k.value == key)]
+    return yaml.MappingNode(node.tag, kept, node.start_mark, node.end_mark)
+
+
+def roles(reader: Reader, node: yaml.Node, path: str) -> frozenset[str] | None:
+    """A non-empty list of roles that may send signals."""
+    items = reader.sequence(node, path)
+    if items is None:
+        return None
+    if not items:
+        reader.error(node, path, "list at least one role")
+        return None
+    found: set[str] = set()
+    bad = False
+    for i, item in enumerate(items):
+        role = reader.string(item, join(path, i))
+        if role is None:
+            bad = True
+        elif role not in ROLES:
+            reader.error(item, join(path, i), f"unknown role {role!r}{suggest(role, ROLES)} "
+                                              f"(roles: {', '.join(sorted(ROLES))})")
+            bad = True
+        elif role not in SIGNALLING_ROLES:
+            reader.error(item, join(path, i), f"role {role!r} cannot send signals "
+                                              f"(signalling roles: {', '.join(sorted(SIGNALLING_ROLES))})")
+            bad = True
+        else:
+            found.add(role)
+    return None if bad else frozenset(found)
