@@ -298,10 +298,11 @@ class _Hub:
         if member.connection.role != MODERATOR:
             self._nack(link, f.id, FORBIDDEN, "only a moderator may force a disconnect")
             return
-        if not self.force_disconnect(member.session_id, f.connection_id):
+        if self.state.find(member.session_id, f.connection_id) is None:
             self._nack(link, f.id, NOT_FOUND, "no connection with that id in this session")
             return
-        link.send(wire.ack(f.id))
+        link.send(wire.ack(f.id))  # before the connection_destroyed it causes, as for signals
+        self.force_disconnect(member.session_id, f.connection_id)
 
     def force_disconnect(self, session_id: str, connection_id: str) -> bool:
         """Force a connection out (WebSocket or REST). False when it is not in the session."""

@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -18,6 +20,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
+
+import websockets
 
 from bridge.core.tokens import mint_client_token, mint_rest_jwt
 from bridge.session.hub import RunningHub, start_hub
@@ -82,10 +86,10 @@ def hub_process(*extra_args: str, timeout: float = 20.0) -> Iterator[HubHandle]:
             if proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 raise RuntimeError(f"sigbridge hub exited with {proc.returncode}: {err}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
+            with contextlib.suppress(OSError), \
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError("sigbridge hub did not answer /healthz in time")
             time.sleep(0.05)
@@ -99,3 +103,52 @@ def hub_process(*extra_args: str, timeout: float = 20.0) -> Iterator[HubHandle]:
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+
+class RawClient:
+    """A bare wire-protocol v1 client over ``websockets`` (no reconnection, no checks): tests drive
+    the hub frame by frame with it. ``connected`` is the hub's answer to the connect frame."""
+
+    def __init__(self, ws: Any, connected: dict[str, Any]) -> None:
+        self.ws = ws
+        self.connected = connected
+        self.id: str = connected.get("connection", {}).get("id", "")
+        self._next_id = 0
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        obj = json.loads(await asyncio.wait_for(self.ws.recv(), timeout * _SCALE))
+        assert isinstance(obj, dict)
+        return obj
+
+    async def signal(self, type: str = "t", data: str = "", to: str | None = None, retry: bool = True,
+                     ) -> int:
+        """Send a signal frame; returns its id (the caller reads the ack/nack)."""
+        self._next_id += 1
+        frame: dict[str, Any] = {"op": "signal", "id": self._next_id, "type": type, "data": data,
+                                 "retry": retry}
+        if to is not None:
+            frame["to"] = to
+        await self.send(**frame)
+        return self._next_id
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+_SCALE = float(os.environ.get("SIGBRIDGE_TEST_TIMEOUT_SCALE", "1"))
+
+
+async def raw_connect(handle: HubHandle, session_id: str, role: str = "publisher", data: str = "",
+                      token: str | None = None, resume: dict[str, Any] | None = None) -> RawClient:
+    """Open a WebSocket to ``session_id`` and send ``connect``; the hub's first answer (``connected``
+    or ``error``) is in ``.connected``."""
+    ws = await websockets.connect(handle.session_url(session_id), max_size=None)
+    frame: dict[str, Any] = {"op": "connect", "token": token or handle.token(session_id, role, data)}
+    if resume is not None:
+        frame["resume"] = resume
+    await ws.send(json.dumps(frame))
+    first = json.loads(await asyncio.wait_for(ws.recv(), 10 * _SCALE))
+    return RawClient(ws, first)
