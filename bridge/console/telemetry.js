@@ -100,12 +100,14 @@ function drawSpark(canvas, points) {
   let hi = -Infinity;
   for (const [, v] of recent) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
   if (hi - lo < 1e-9) { hi += 1; lo -= 1; }
-  const t0 = now - WINDOW_MS;
+  // Until a full window has been seen, the points span the whole width.
+  const t0 = recent[0][0];
+  const span = Math.max(now - t0, 1);
   g.strokeStyle = getComputedStyle(canvas).color || '#0a6';
   g.lineWidth = 1.5;
   g.beginPath();
   recent.forEach(([t, v], i) => {
-    const x = ((t - t0) / WINDOW_MS) * (w - 2) + 1;
+    const x = ((t - t0) / span) * (w - 2) + 1;
     const y = h - 2 - ((v - lo) / (hi - lo)) * (h - 4);
     if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
   });

@@ -1,0 +1,112 @@
+"""Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) and a small wire-v1 peer.
+
+- :func:`running_browser` starts the system Chromium; it never downloads one (no ``playwright install``).
+  ``scripts/bootstrap.sh test`` installs the ``chromium`` package when it is missing.
+- :class:`WirePeer` is the Python side of browser tests: a raw ``websockets`` client speaking wire
+  protocol v1 (DESIGN.md), independent of bridge.session so that the console is tested against the
+  protocol itself. Every frame it receives is kept; tests wait on them with :meth:`WirePeer.wait_signal`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import websockets
+from playwright.async_api import Browser, async_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+@contextlib.asynccontextmanager
+async def running_browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for a test module; new contexts/pages per test are cheap."""
+    if not CHROMIUM.exists():
+        raise RuntimeError("Chromium is not installed: apt-get install -y chromium (scripts/test does it)")
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+class WirePeer:
+    """A connection of a session over wire protocol v1, for the Python end of a browser test."""
+
+    def __init__(self, url: str, session_id: str, token: str) -> None:
+        self.url = f"{url.rstrip('/')}/v1/session/{session_id}"
+        self.token = token
+        self.connection: dict[str, Any] = {}
+        self.frames: list[dict[str, Any]] = []       # everything received after `connected`
+        self._changed = asyncio.Condition()
+        self._ids = itertools.count(1)
+        self._acks: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ws: Any = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> WirePeer:
+        self._ws = await websockets.connect(self.url)
+        await self._ws.send(json.dumps({"op": "connect", "token": self.token}))
+        hello = json.loads(await asyncio.wait_for(self._ws.recv(), 10))
+        if hello.get("op") != "connected":
+            raise RuntimeError(f"hub refused the peer: {hello}")
+        self.connection = hello["connection"]
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.send(json.dumps({"op": "disconnect"}))
+        await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    @property
+    def id(self) -> str:
+        return str(self.connection["id"])
+
+    async def _read(self) -> None:
+        async for text in self._ws:
+            frame = json.loads(text)
+            if frame.get("op") in ("ack", "nack") and frame.get("id") in self._acks:
+                self._acks.pop(frame["id"]).set_result(frame)
+                continue
+            async with self._changed:
+                self.frames.append(frame)
+                self._changed.notify_all()
+
+    async def signal(self, type_: str, data: str = "", to: str | None = None, retry: bool = True) -> None:
+        """Send a signal and wait for the hub's answer; raises RuntimeError on a nack."""
+        fid = next(self._ids)
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[fid] = done
+        frame: dict[str, Any] = {"op": "signal", "id": fid, "type": type_, "data": data, "retry": retry}
+        if to is not None:
+            frame["to"] = to
+        await self._ws.send(json.dumps(frame))
+        answer = await asyncio.wait_for(done, 10)
+        if answer["op"] != "ack":
+            raise RuntimeError(f"signal refused: {answer}")
+
+    def signals(self, type_: str | None = None) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("op") == "signal" and type_ in (None, f.get("type"))]
+
+    async def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float) -> Any:
+        """Wait until ``predicate(frames)`` is truthy and return its value."""
+        async with self._changed:
+            return await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.frames)), timeout)
+
+    async def wait_signal(self, type_: str, timeout: float, count: int = 1) -> list[dict[str, Any]]:
+        """Wait for at least ``count`` signals of ``type_``; returns all of them so far."""
+        await self.wait_for(lambda _: len(self.signals(type_)) >= count, timeout)
+        return self.signals(type_)
