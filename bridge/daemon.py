@@ -1,0 +1,295 @@
+"""`sigbridge run -c FILE`: the bridge daemon, a thin pump around `bridge.core.engine.Engine`.
+
+Everything that decides lives in the engine; this module only moves data between it and the sockets:
+
+- the session: a `SessionClient`; its events go to the engine in arrival order. When the client gives
+  up (its reconnect window is over) a new client (a new connection) is made, with backoff, forever;
+- the devices: one `SerialLink` / `MqttLink` per device; their lines and messages go to the engine;
+- a timer that calls ``engine.tick`` at ``engine.next_deadline()`` (watchdogs, throttled telemetry);
+- heartbeats (``devices.NAME.heartbeat``) and the systemd notify/watchdog pings.
+
+The engine's commands are carried out at once and in order: lines and publishes are handed to the
+links without blocking; signals are sent as background tasks (retry disabled: while the link is down
+they fail at once and are counted, never queued). The session link lost -> ``on_disconnect`` actions
+before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean exit 0.
+
+Logging: INFO only for state changes (link up/down, device up/down, e-stop), never per signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+
+from bridge.config import ConfigError, load_config
+from bridge.core.engine import Command, Engine, Publish, SendSignal, WriteLine
+from bridge.core.events import (
+    ConnectionCreated,
+    ConnectionDestroyed,
+    Disconnected,
+    Reconnected,
+    Reconnecting,
+    Signal,
+)
+from bridge.core.model import BridgeConfig, Device, MqttTelemetry
+from bridge.core.signal import Connection
+from bridge.devices.mqtt_link import MqttLink
+from bridge.devices.serial_link import SerialLink
+from bridge.session.client import SessionClient, SignalError
+from bridge.systemd import Notifier, watchdog_loop
+
+log = logging.getLogger(__name__)
+
+#: Signals being sent at once (each waits for the hub's ack); beyond this, new ones are dropped+counted.
+MAX_SIGNALS_IN_FLIGHT = 256
+#: Backoff between session clients after one gave up for good.
+RESTART_MIN_S = 0.5
+RESTART_MAX_S = 10.0
+#: Time given to the on_shutdown writes to leave before the ports are closed.
+SHUTDOWN_GRACE_S = 0.2
+
+
+def run_main(args: argparse.Namespace) -> int:
+    """Load the config (exit 2 with file:line errors, like `sigbridge check`) and run until stopped."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for issue in exc.errors:
+            print(issue, file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}; not starting", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(Daemon(config).run())
+    except KeyboardInterrupt:   # a second Ctrl-C while shutting down
+        return 130
+
+
+class Daemon:
+    """One running bridge. ``run()`` returns 0 after SIGTERM/SIGINT (or ``stop()``)."""
+
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.engine = Engine(config)
+        self.links: dict[str, SerialLink | MqttLink] = {
+            name: self._make_link(device) for name, device in config.devices.items()}
+        self.client: SessionClient | None = None
+        self.notifier = Notifier.from_env()
+        self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "writes_refused": 0,
+                                         "sessions": 0}
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._ready_printed = False
+
+    def _make_link(self, device: Device) -> SerialLink | MqttLink:
+        if device.serial is not None:
+            return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device)
+        assert device.mqtt is not None
+        topics = [t.topic for t in self.config.telemetry
+                  if isinstance(t, MqttTelemetry) and t.device == device.name]
+        return MqttLink(device.name, device.mqtt, topics, self._message_handler(device.name),
+                        self._on_device)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        devices = ", ".join(f"{d.name} ({d.serial.port if d.serial else 'mqtt'})"
+                            for d in self.config.devices.values())
+        print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
+              f"joining {self.config.session.url} session {self.config.session.session_id}",
+              file=sys.stderr, flush=True)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(link.run(), name=f"device {name}")
+                         for name, link in self.links.items()]
+                tasks.append(tg.create_task(self._session_loop(), name="session"))
+                tasks.append(tg.create_task(self._timer(), name="timer"))
+                tasks.extend(tg.create_task(self._heartbeat(d), name=f"heartbeat {d.name}")
+                             for d in self.config.devices.values() if d.heartbeat is not None)
+                tasks.append(tg.create_task(watchdog_loop(self.notifier), name="systemd watchdog"))
+                await self._stop.wait()
+                log.info("stopping: running on_shutdown actions")
+                self.notifier.stopping()
+                self._execute(self.engine.shutdown())
+                await asyncio.sleep(SHUTDOWN_GRACE_S)   # let the shutdown lines/publishes leave
+                client = self.client
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(client.disconnect(), 2.0)
+                for task in tasks:
+                    task.cancel()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            self.notifier.close()
+        print("sigbridge run: stopped", file=sys.stderr, flush=True)
+        return 0
+
+    # ------------------------------------------------------------ session
+
+    async def _session_loop(self) -> None:
+        s = self.config.session
+        delay = RESTART_MIN_S
+        failing = False
+        while True:
+            client = SessionClient(s.url, s.session_id, s.token)
+            try:
+                await client.connect()
+            except SignalError as exc:
+                if not failing:
+                    log.warning("session: cannot join %s (%s); retrying every <=%.0fs", client.uri, exc,
+                                RESTART_MAX_S)
+                    failing = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
+                continue
+            failing = False
+            delay = RESTART_MIN_S
+            self.counters["sessions"] += 1
+            self.client = client
+            try:
+                await self._serve(client)
+            finally:
+                self.client = None
+                if self.engine.linked:
+                    self._execute(self.engine.link_down(time.monotonic()))
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+            log.warning("session: left for good; joining again as a new connection")
+            await asyncio.sleep(delay)
+
+    async def _serve(self, client: SessionClient) -> None:
+        assert client.connection is not None
+        self._link_up(client)
+        async for event in client.events():
+            now = time.monotonic()
+            if isinstance(event, Signal):
+                sender = _sender(client, event)
+                self._execute(self.engine.signal(event, sender, now, int(client.hub_time_ms())))
+            elif isinstance(event, ConnectionDestroyed):
+                self._execute(self.engine.connection_destroyed(event.connection, now))
+            elif isinstance(event, Reconnecting):
+                # Safe actions first: nothing else is handled before they are handed to the devices.
+                self._execute(self.engine.link_down(now))
+                log.warning("session: link lost, reconnecting (on_disconnect actions sent)")
+                self.notifier.status("session link lost, reconnecting")
+            elif isinstance(event, Reconnected):
+                self._link_up(client)
+            elif isinstance(event, Disconnected):
+                self._execute(self.engine.link_down(now))
+                log.warning("session: disconnected (%s)", event.reason)
+                return
+            elif isinstance(event, ConnectionCreated):
+                pass
+
+    def _link_up(self, client: SessionClient) -> None:
+        assert client.connection is not None
+        own = client.connection.id
+        self._execute(self.engine.link_up(own, time.monotonic()))
+        log.info("session: connected as %s", own)
+        self.notifier.status(f"connected as {own}")
+        if not self._ready_printed:
+            self._ready_printed = True
+            self.notifier.ready(f"connected as {own}")
+            print(f"sigbridge run: READY connected to {client.uri} as {own}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------ devices and timers
+
+    def _line_handler(self, device: str) -> Callable[[str], None]:
+        def on_line(line: str) -> None:
+            self._execute(self.engine.device_line(device, line, time.monotonic()))
+        return on_line
+
+    def _message_handler(self, device: str) -> Callable[[str, bytes], None]:
+        def on_message(topic: str, payload: bytes) -> None:
+            self._execute(self.engine.mqtt_message(device, topic, payload, time.monotonic()))
+        return on_message
+
+    def _on_device(self, name: str, up: bool) -> None:
+        log.info("device %s: %s", name, "up" if up else "down")
+
+    async def _timer(self) -> None:
+        """Call ``engine.tick`` at ``engine.next_deadline()``; woken early when a new deadline may exist."""
+        while True:
+            deadline = self.engine.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._wake.clear()
+            if timeout is None or timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            now = time.monotonic()
+            deadline = self.engine.next_deadline()
+            if deadline is not None and now >= deadline:
+                self._execute(self.engine.tick(now), wake=False)
+
+    async def _heartbeat(self, device: Device) -> None:
+        hb = device.heartbeat
+        assert hb is not None
+        link = self.links[device.name]
+        interval = 1.0 / hb.hz
+        while True:
+            if link.up:
+                if isinstance(link, SerialLink) and hb.line is not None:
+                    link.write_line(hb.line)
+                elif isinstance(link, MqttLink) and hb.topic is not None:
+                    link.publish(hb.topic, hb.payload.encode(), 0)
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ carrying out commands
+
+    def _execute(self, commands: Iterable[Command], *, wake: bool = True) -> None:
+        was_estopped = self.engine.estopped
+        for cmd in commands:
+            if isinstance(cmd, WriteLine):
+                link = self.links.get(cmd.device)
+                if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
+                    self.counters["writes_refused"] += 1
+            elif isinstance(cmd, Publish):
+                link = self.links.get(cmd.device)
+                if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos):
+                    self.counters["writes_refused"] += 1
+            else:
+                self._send_signal(cmd)
+        if was_estopped != self.engine.estopped:
+            log.warning("e-stop %s", "LATCHED" if self.engine.estopped else "reset")
+        if wake:
+            self._wake.set()
+
+    def _send_signal(self, cmd: SendSignal) -> None:
+        client = self.client
+        if client is None or not self.engine.linked:
+            self.counters["signals_failed"] += 1
+            return
+        if len(self._in_flight) >= MAX_SIGNALS_IN_FLIGHT:
+            self.counters["signals_overflow"] += 1
+            return
+        task = asyncio.get_running_loop().create_task(self._signal(client, cmd))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _signal(self, client: SessionClient, cmd: SendSignal) -> None:
+        try:
+            await client.signal(cmd.type, cmd.data, cmd.to, retry_after_reconnect=cmd.retry)
+        except SignalError as exc:
+            self.counters["signals_failed"] += 1
+            log.debug("signal %s not sent: %s", cmd.type, exc)
+
+
+def _sender(client: SessionClient, sig: Signal) -> Connection | None:
+    """The sender's Connection; None for a REST signal. A sender the client does not know (yet) gets a
+    role-less stand-in, so that it never passes as a REST sender nor as any role."""
+    if sig.from_id is None:
+        return None
+    known = client.connections.get(sig.from_id)
+    return known if known is not None else Connection(sig.from_id, "", "", 0)

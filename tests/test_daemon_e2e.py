@@ -1,0 +1,261 @@
+"""End to end: a real hub, a real `python -m bridge run` process, a real pty (the rover side) and a real
+mosquitto. An operator SessionClient drives the bridge; the test reads the exact bytes at the pty master
+and the exact messages on the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from bridge.core.events import Signal
+from bridge.session.client import SessionClient
+from tests.conftest import scaled
+from tests.helpers.hub import HubHandle, running_hub
+from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.pty import PtyPair
+
+SESSION = "e2e-lab"
+
+CONFIG = """\
+session: {{url: "{url}", session_id: {session}, token: "{token}"}}
+devices:
+  base: {{serial: {{port: "{port}", newline: "\\n", reopen_min_s: 0.05, reopen_max_s: 0.2}}}}
+  arm: {{mqtt: {{host: 127.0.0.1, port: {mqtt_port}, client_id: e2e-arm, reconnect_min_s: 0.05,
+                reconnect_max_s: 0.2}}}}
+rules:
+  - signal: robot.move
+    params: {{x: {{type: float, min: -1, max: 1}}, y: {{type: float, min: -1, max: 1}}}}
+    send: {{device: base, line: "M {{x:.2f}} {{y:.2f}}"}}
+    ack: true
+  - signal: robot.say
+    params: {{text: {{type: string, pattern: '.{{1,20}}'}}}}
+    send: {{device: base, line: "SAY {{text}}"}}
+    ack: true
+  - signal: arm.grip
+    params: {{force: {{type: int, min: 0, max: 100}}}}
+    send: {{device: arm, topic: arm/grip/set, payload: {{force: "{{force}}"}}, qos: 1}}
+    ack: true
+telemetry:
+  - {{device: base, match: '^T (?P<battery>\\d+) (?P<speed>-?[\\d.]+)$', signal: robot.telemetry}}
+  - {{device: arm, topic: "arm/state/#", signal: arm.state}}
+"""
+
+
+@dataclass
+class Bridge:
+    proc: asyncio.subprocess.Process
+    stderr: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, pattern: str, timeout: float = 20.0, after: int = 0) -> str:
+        """The first stderr line (from index ``after``) matching ``pattern``."""
+        rx = re.compile(pattern)
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                for line in self.stderr[after:]:
+                    if rx.search(line):
+                        return line
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"bridge exited: {''.join(self.stderr)}")
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def _pump_stderr(bridge: Bridge) -> None:
+    assert bridge.proc.stderr is not None
+    while line := await bridge.proc.stderr.readline():
+        bridge.stderr.append(line.decode(errors="replace"))
+        bridge.changed.set()
+    bridge.changed.set()
+
+
+@contextlib.asynccontextmanager
+async def bridge_process(config_path: Path) -> AsyncIterator[Bridge]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "-v", "run", "-c", str(config_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    bridge = Bridge(proc)
+    pump = asyncio.create_task(_pump_stderr(bridge))
+    try:
+        yield bridge
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), scaled(10))
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await pump
+
+
+class Operator:
+    """A moderator SessionClient whose received signals are queued for the test."""
+
+    def __init__(self, client: SessionClient) -> None:
+        self.client = client
+        self.signals: asyncio.Queue[Signal] = asyncio.Queue()
+        self._task = asyncio.create_task(self._collect())
+
+    async def _collect(self) -> None:
+        async for event in self.client.events():
+            if isinstance(event, Signal):
+                self.signals.put_nowait(event)
+
+    async def next(self, type_: str, timeout: float = 10.0) -> Signal:
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                sig = await self.signals.get()
+                if sig.type == type_:
+                    return sig
+
+    async def send(self, type_: str, data: object) -> None:
+        await self.client.signal(type_, json.dumps(data))
+
+
+@dataclass
+class World:
+    hub: HubHandle
+    pty: PtyPair
+    mqtt: aiomqtt.Client
+    bridge: Bridge
+    op: Operator
+    broker: Mosquitto
+    config: Path
+
+
+@pytest.fixture
+async def world(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[World]:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(CONFIG.format(url=hub.url, session=SESSION, token=hub.token(SESSION),
+                                            port=pair.path, mqtt_port=mosquitto.port))
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+                await sub.subscribe("arm/grip/#", qos=1)
+                async with bridge_process(config) as bridge:
+                    await bridge.wait_for(r"READY")
+                    await bridge.wait_for(r"device base: up")
+                    await bridge.wait_for(r"device arm: up")
+                    async with SessionClient(hub.url, SESSION, hub.token(SESSION, role="moderator")) as c:
+                        op = Operator(c)
+                        yield World(hub, pair, sub, bridge, op, mosquitto, config)
+
+
+async def next_message(sub: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:
+    async with asyncio.timeout(scaled(timeout)):
+        async for message in sub.messages:
+            return message
+    raise AssertionError("unreachable")
+
+
+async def test_signal_to_serial_line_mqtt_message_and_telemetry_back(world: World) -> None:
+    await world.op.send("robot.move", {"x": 0.5, "y": -0.25, "id": "m1"})
+    assert await world.pty.read_until(b"\n", scaled(10)) == b"M 0.50 -0.25\n"
+    ack = json.loads((await world.op.next("bridge.ack")).data)
+    assert ack == {"id": "m1", "status": "applied", "reason": None}
+
+    await world.op.send("arm.grip", {"force": 42})
+    msg = await next_message(world.mqtt)
+    assert (msg.topic.value, msg.payload, msg.qos, msg.retain) == ("arm/grip/set", b'{"force":42}', 1, False)
+
+    world.pty.write_line("T 87 0.50")
+    tele = await world.op.next("robot.telemetry")
+    assert json.loads(tele.data) == {"battery": 87, "speed": 0.5}
+
+
+async def test_bad_params_put_nothing_on_the_wire(world: World) -> None:
+    bad = [
+        ("robot.move", {"x": 1.5, "y": 0}),           # out of range
+        ("robot.move", {"x": "0.5", "y": 0}),         # wrong type
+        ("robot.move", {"x": 0, "y": 0, "z": 1}),     # undeclared
+        ("robot.move", {"x": "1\nFIRE", "y": 0}),     # newline injection (and wrong type)
+        ("robot.say", {"text": "1\nFIRE"}),           # newline injection into a string param
+        ("robot.say", {"text": "hi\r"}),
+        ("arm.grip", {"force": 101}),
+        ("arm.grip", {"force": 1.5}),
+        ("arm.grip", {"force": True}),
+    ]
+    for type_, data in bad:
+        await world.op.send(type_, data)
+        ack = json.loads((await world.op.next("bridge.ack")).data)
+        assert ack["status"] == "rejected", (data, ack)
+    await world.op.send("robot.say", {"text": "hello"})
+    await world.op.send("arm.grip", {"force": 7})
+    # The first bytes to arrive are the good commands: nothing before them reached the wire.
+    assert await world.pty.read_until(b"\n", scaled(10)) == b"SAY hello\n"
+    assert (await next_message(world.mqtt)).payload == b'{"force":7}'
+    assert world.pty.pending() == b""
+
+
+async def test_serial_port_vanishes_and_comes_back(world: World) -> None:
+    world.pty.vanish()
+    await world.bridge.wait_for(r"device base: down")
+    world.pty.recreate()
+    mark = len(world.bridge.stderr)
+    await world.bridge.wait_for(r"device base: up", after=mark)
+    await world.op.send("robot.move", {"x": 0.1, "y": 0.2})
+    assert await world.pty.read_line(scaled(10)) == "M 0.10 0.20"
+    world.pty.write_line("T 50 0")
+    assert json.loads((await world.op.next("robot.telemetry")).data) == {"battery": 50, "speed": 0}
+
+
+async def test_broker_restart_commands_flow_again(world: World) -> None:
+    mark = len(world.bridge.stderr)
+    world.broker.restart()
+    await world.bridge.wait_for(r"device arm: down", after=mark)
+    await world.bridge.wait_for(r"device arm: up", after=mark)
+    async with aiomqtt.Client("127.0.0.1", world.broker.port) as sub:
+        await sub.subscribe("arm/grip/#", qos=1)
+        await world.op.send("arm.grip", {"force": 9})
+        msg = await next_message(sub)
+        assert (msg.topic.value, msg.payload) == ("arm/grip/set", b'{"force":9}')
+
+
+async def test_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: s1, token: "{hub.token('s1')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules: [{{signal: go, send: {{device: base, line: GO}}}}]
+                safety: {{on_shutdown: [{{device: base, line: BYE}}]}}
+                """))
+            async with bridge_process(config) as bridge:
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                bridge.proc.send_signal(signal.SIGTERM)
+                assert await pair.read_line(scaled(10)) == "BYE"
+                assert await asyncio.wait_for(bridge.proc.wait(), scaled(10)) == 0
+
+
+async def test_bad_config_exits_2_with_file_line_errors(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(textwrap.dedent("""\
+        session: {url: "ws://127.0.0.1:1", session_id: s, token: t}
+        devices:
+          base: {serial: {port: /dev/null}}
+        rules:
+          - signal: robot.move
+            send: {device: bsae, line: "M"}
+        """))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "run", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ))
+    out, err = await asyncio.wait_for(proc.communicate(), scaled(20))
+    assert proc.returncode == 2
+    text = err.decode()
+    assert f"{config}:6: rules[0].send.device: unknown device 'bsae'" in text, text
