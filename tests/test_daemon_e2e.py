@@ -255,7 +255,7 @@ async def test_bad_config_exits_2_with_file_line_errors(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "run", "-c", str(config),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=dict(os.environ))
-    out, err = await asyncio.wait_for(proc.communicate(), scaled(20))
+    _, err = await asyncio.wait_for(proc.communicate(), scaled(20))
     assert proc.returncode == 2
     text = err.decode()
     assert f"{config}:6: rules[0].send.device: unknown device 'bsae'" in text, text
