@@ -1,0 +1,142 @@
+"""Throughput: the command path flooded for a few seconds; signals/s written to the pty and how many
+were lost, duplicated or reordered (every signal carries its sequence number ``n`` in the line).
+
+The operator keeps a window of signals in flight: ``SessionClient.signal()`` returns on the hub's ack,
+so the bridge side needs concurrent senders; the baseline's bare ``ws.send`` never waits for a round
+trip, so one sender saturates it. Sequence numbers are taken in call order in both cases. The hub runs
+with its per-connection rate limit off (``rate_limit: {per_second: 0}``), or 1,000/s would cap it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.common import Results, Row, cpu_seconds, median_ratio, scaled
+from bench.pingpong import interleaved, next_seq, seq_of_json, seq_of_line
+from bench.rig import Rig, Side
+
+BRIDGE_WINDOW = 64
+
+
+@dataclass
+class Flood:
+    sent: int = 0
+    refused: int = 0
+    arrivals: list[int] = field(default_factory=list)
+    first_send: float = 0.0
+    last_arrival: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    refusal: str = ""
+
+    @property
+    def rate(self) -> float:
+        span = self.last_arrival - self.first_send
+        return len(self.arrivals) / span if span > 0 else 0.0
+
+    def audit(self) -> tuple[int, int, int]:
+        """(lost, duplicated, reordered) among the accepted signals."""
+        unique = set(self.arrivals)
+        lost = max(0, self.sent - self.refused - len(unique))
+        dup = len(self.arrivals) - len(unique)
+        reordered, high = 0, -1
+        for n in self.arrivals:
+            if n < high:
+                reordered += 1
+            high = max(high, n)
+        return lost, dup, reordered
+
+
+Arrive = Callable[[int | None, float], None]
+
+
+async def flood(side: Side, kind: str, data: Callable[[int], str], install: Callable[[Side, Arrive], None],
+                seconds: float, max_count: int) -> Flood:
+    """Send as fast as the side takes them for ``seconds`` (at most ``max_count``), then wait for the
+    stragglers (until all arrived, or 2 s without progress, at most 30 s); CPU of the side's processes
+    is read around the whole thing."""
+    f = Flood()
+    progress = asyncio.Event()
+
+    def arrive(n: int | None, t: float) -> None:
+        if n is not None:
+            f.arrivals.append(n)
+            f.last_arrival = t
+            progress.set()
+
+    install(side, arrive)
+    cpu0 = {name: cpu_seconds(c.pid) for name, c in side.procs.items()}
+    f.first_send = time.perf_counter()
+    end = f.first_send + seconds
+
+    async def sender() -> None:
+        while time.perf_counter() < end and f.sent < max_count:
+            n = next_seq()
+            f.sent += 1
+            try:
+                await side.send(kind, data(n))
+            except Exception as e:  # a refusal (e.g. 429) is counted, not fatal
+                f.refused += 1
+                f.refusal = f"{type(e).__name__}: {e}"[:200]
+
+    window = BRIDGE_WINDOW if side.name == "bridge" else 1
+    try:
+        await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(window))), scaled(seconds + 30))
+        deadline = time.monotonic() + scaled(30)
+        while len(f.arrivals) < f.sent - f.refused and time.monotonic() < deadline:
+            progress.clear()
+            try:
+                await asyncio.wait_for(progress.wait(), scaled(2))
+            except TimeoutError:
+                break  # nothing more is coming
+    finally:
+        f.cpu = {name: cpu_seconds(c.pid) - cpu0[name] for name, c in side.procs.items() if c.alive()}
+        side.reset()
+    return f
+
+
+def install_line(side: Side, arrive: Arrive) -> None:
+    side.on_line = lambda line, t: arrive(seq_of_line(line), t)
+
+
+def install_mqtt(side: Side, arrive: Arrive) -> None:
+    side.on_mqtt = lambda payload, t: arrive(seq_of_json(payload), t)
+
+
+def move_data(n: int) -> str:
+    return json.dumps({"x": 0.5, "y": -0.25, "n": n})
+
+
+async def flood_benchmark(rig: Rig, results: Results, section: str, kind: str, data: Callable[[int], str],
+                          install: Callable[[Side, Arrive], None], *, rounds: int, seconds: float,
+                          max_count: int, target: float | None) -> dict[str, list[Flood]]:
+    got = await interleaved(rig, rounds, lambda s: flood(s, kind, data, install, seconds, max_count))
+    base = statistics.median(f.rate for f in got["baseline"])
+    if rig.bridge is None:
+        results.add(Row(section, "signals/s", float("nan"), "/s", base, note="bridge not running"))
+        return got
+    brs = got["bridge"]
+    rate = statistics.median(f.rate for f in brs)
+    ratio = median_ratio([(b.rate, a.rate) for b, a in zip(brs, got["baseline"], strict=True)])
+    lost, dup, reord = (sum(f.audit()[i] for f in brs) for i in range(3))
+    refused = sum(f.refused for f in brs)
+    clean = lost == dup == reord == refused == 0
+    note = (f"median of {rounds} rounds of {seconds:g} s, {sum(f.sent for f in brs)} sent; hub rate limit off"
+            + (f"; refused {refused} ({brs[-1].refusal or 'see log'})" if refused else ""))
+    verdict = (rate >= target and clean) if target else None
+    results.add(Row(section, "signals/s", rate, "/s", base, ratio, f">= {target:,.0f}/s" if target else "",
+                    verdict, note))
+    base_audit = [sum(f.audit()[i] for f in got["baseline"]) for i in range(3)]
+    results.add(Row(section, "lost/dup/reordered", lost + dup + reord, "", sum(base_audit), None,
+                    "0 (retry: true)", clean, f"lost {lost}, duplicated {dup}, reordered {reord}"))
+    return got
+
+
+async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
+    """Target (issue 6): >= 15,000 signals/s through hub and bridge, zero loss."""
+    rounds, seconds, max_count = (1, 0.3, 300) if quick else (4, 3.0, 200_000)
+    await flood_benchmark(rig, results, "throughput", "robot.move", move_data, install_line, rounds=rounds,
+                          seconds=seconds, max_count=max_count, target=15_000)
