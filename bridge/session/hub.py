@@ -342,7 +342,8 @@ class _Hub:
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name") or "index.html"
         path = CONSOLE_DIR / name
-        if name.startswith(".") or not path.is_file():
+        # One flat directory: no separators, no dot files, so nothing outside it can be named.
+        if name.startswith(".") or "/" in name or "\\" in name or not path.is_file():
             raise web.HTTPNotFound(text=f"no such file: /{name}\n")
         return web.FileResponse(path)
 

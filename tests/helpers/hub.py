@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -72,37 +73,40 @@ async def running_hub(**overrides: Any) -> AsyncIterator[HubHandle]:
 
 
 @contextlib.contextmanager
-def hub_process(*extra_args: str, timeout: float = 20.0) -> Iterator[HubHandle]:
-    """``sigbridge hub`` as a child process (credentials from the environment), ready when /healthz
-    answers 200. Stopped with SIGTERM (then SIGKILL) on exit."""
-    key, secret = test_credentials()
+def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: float = 20.0,
+                ) -> Iterator[HubHandle]:
+    """``sigbridge hub`` as a child process, ready when /healthz answers 200; SIGTERM (then SIGKILL)
+    on exit. Credentials: generated and passed in SIGBRIDGE_API_KEY/SECRET, unless ``env`` is given
+    (then it is the whole environment, and the handle's key/secret are those it names, if any)."""
+    if env is None:
+        key, secret = test_credentials()
+        env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
     port = free_port()
-    env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"127.0.0.1:{port}",
-                             *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"sigbridge hub exited with {proc.returncode}: {err}")
-            with contextlib.suppress(OSError), \
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("sigbridge hub did not answer /healthz in time")
-            time.sleep(0.05)
-        yield HubHandle(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}", port, key, secret)
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"127.0.0.1:{port}",
+                                 *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"sigbridge hub exited with {proc.returncode}: {log.read().decode()}")
+                with contextlib.suppress(OSError), \
+                        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError("sigbridge hub did not answer /healthz in time")
+                time.sleep(0.05)
+            yield HubHandle(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}", port,
+                            env.get("SIGBRIDGE_API_KEY", ""), env.get("SIGBRIDGE_API_SECRET", ""))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 class RawClient:

@@ -1,0 +1,133 @@
+"""The hub's plain HTTP side (healthz, metrics, console files, origins, raw REST answers), hub.yaml and
+credentials, and `sigbridge hub` / `sigbridge token` as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import websockets
+
+from bridge.core.tokens import mint_rest_jwt
+from bridge.session.hub import CONSOLE_DIR
+from bridge.session.hubconfig import HubConfigError, load_hub_config
+from tests.helpers.hub import hub_process, raw_connect, running_hub
+
+
+async def test_healthz_metrics_and_console_files() -> None:
+    async with running_hub() as h, aiohttp.ClientSession() as http:
+        async with http.get(h.http_url + "/healthz") as r:
+            assert r.status == 200
+        a = await raw_connect(h, "s")
+        await a.signal("t", "x", to="nobody")
+        assert (await a.recv())["code"] == 404
+        await a.signal("t", "x")
+        assert (await a.recv())["op"] == "ack"
+        async with http.get(h.http_url + "/metrics") as r:
+            text = await r.text()
+            assert r.status == 200 and r.content_type == "text/plain"
+        for line in ["sigbridge_connections 1", "sigbridge_sessions 1", "sigbridge_signals_received_total 2",
+                     'sigbridge_nacks_total{code="404"} 1', "sigbridge_signals_dropped_total 0"]:
+            assert line in text.splitlines(), line
+        async with http.get(h.http_url + "/") as r:
+            assert r.status == 200 and r.content_type == "text/html"
+            assert await r.read() == (CONSOLE_DIR / "index.html").read_bytes()
+        for name in sorted(p.name for p in CONSOLE_DIR.iterdir() if p.is_file()):
+            async with http.get(f"{h.http_url}/{name}") as r:
+                assert r.status == 200 and await r.read() == (CONSOLE_DIR / name).read_bytes(), name
+        for missing in ["/nope.js", "/..%2Fsession%2Fhub.py", "/.hidden", "/index.html%2F..%2Fsigbridge.js"]:
+            async with http.get(h.http_url + missing) as r:
+                assert r.status == 404, missing
+        await a.close()
+
+
+async def test_allowed_origins_are_enforced_for_browsers() -> None:
+    async with running_hub(allowed_origins=("https://ops.example",)) as h:
+        with pytest.raises(websockets.InvalidStatus) as e:
+            await websockets.connect(h.session_url("s"), origin="https://evil.example")  # type: ignore[arg-type]
+        assert e.value.response.status_code == 403
+        ok = await websockets.connect(h.session_url("s"), origin="https://ops.example")  # type: ignore[arg-type]
+        await ok.close()
+
+
+async def test_rest_answers_raw() -> None:
+    async with running_hub() as h, aiohttp.ClientSession() as http:
+        auth = {"X-OPENTOK-AUTH": h.rest_jwt()}
+        async with http.post(h.http_url + "/session/create", headers=auth, data={"location": ""}) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "application/json"
+            sid = (await r.json())[0]["session_id"]
+        base = f"{h.http_url}/v2/project/{h.api_key}/session/{sid}"
+        async with http.post(base + "/signal", json={"type": "t"}) as r:
+            assert r.status == 403 and (await r.json())["code"] == 403
+        far = mint_rest_jwt(api_key=h.api_key, api_secret=h.api_secret, now=time.time(), ttl_s=3600)
+        async with http.post(base + "/signal", json={"type": "t"}, headers={"X-OPENTOK-AUTH": far}) as r:
+            assert r.status == 403
+        other = f"{h.http_url}/v2/project/999/session/{sid}/signal"
+        async with http.post(other, json={"type": "t"}, headers=auth) as r:
+            assert r.status == 403
+        async with http.post(base + "/signal", data="{nope", headers=auth) as r:
+            assert r.status == 400 and "JSON" in (await r.json())["message"]
+        async with http.post(base + "/signal", json=[1], headers=auth) as r:
+            assert r.status == 400
+        async with http.post(base + "/signal", json={"type": "t", "data": 5}, headers=auth) as r:
+            assert r.status == 400
+        async with http.post(base + "/signal", data="x" * 70_000, headers=auth) as r:
+            assert r.status == 413
+        async with http.post(base + "/signal", json={"type": "t", "data": "x"}, headers=auth) as r:
+            assert r.status == 204  # nobody there: accepted, delivered to no one
+        async with http.delete(base + "/connection/nobody", headers=auth) as r:
+            assert r.status == 404
+
+
+def test_hub_yaml_env_and_generated_credentials(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "hub.yaml"
+    cfg_file.write_text("listen: 0.0.0.0:9000\napi_key: '123'\napi_secret: abc\nreconnect_grace_s: 5\n"
+                        "resume_buffer: 10\nrate_limit: {per_second: 0, burst: 5}\n"
+                        "allowed_origins: [https://a.example]\ntls: {cert: /c.pem, key: /k.pem}\n")
+    c = load_hub_config(str(cfg_file), env={})
+    assert (c.host, c.port, c.api_key, c.api_secret) == ("0.0.0.0", 9000, "123", "abc")
+    assert (c.reconnect_grace_s, c.resume_buffer, c.rate_limit, c.rate_burst) == (5.0, 10, 0.0, 5.0)
+    assert c.allowed_origins == ("https://a.example",) and (c.tls_cert, c.tls_key) == ("/c.pem", "/k.pem")
+    c = load_hub_config(str(cfg_file), listen="127.0.0.1:1", env={"SIGBRIDGE_API_KEY": "k",
+                                                                   "SIGBRIDGE_API_SECRET": "s"})
+    assert (c.host, c.port, c.api_key, c.api_secret) == ("127.0.0.1", 1, "k", "s")
+    # nothing configured: generated once, 0600, then reused
+    d = tmp_path / "state"
+    c1 = load_hub_config(None, state_dir=str(d), env={})
+    c2 = load_hub_config(None, env={"STATE_DIRECTORY": str(d)})
+    assert (c1.api_key, c1.api_secret) == (c2.api_key, c2.api_secret) and c1.api_secret
+    assert (c1.host, c1.port, c1.reconnect_grace_s, c1.rate_limit) == ("127.0.0.1", 8765, 60.0, 1000.0)
+    assert stat.S_IMODE((d / "credentials.json").stat().st_mode) == 0o600
+    bad = {"nope: 1\n": "unknown key", "listen: 8765\n": "HOST:PORT", "reconnect_grace_s: -1\n": ">= 0",
+           "tls: {cert: a}\n": "both", "api_key: x\n": "both", "[1]\n": "mapping", "a: [\n": "YAML"}
+    for text, words in bad.items():
+        cfg_file.write_text(text)
+        with pytest.raises(HubConfigError) as e:
+            load_hub_config(str(cfg_file), env={}, state_dir=str(d))
+        assert str(cfg_file) in str(e.value) and words in str(e.value), text
+
+
+async def test_hub_process_and_token_command(tmp_path: Path) -> None:
+    with hub_process() as h:
+        c = await raw_connect(h, "lab-1", role="moderator")
+        assert c.connected["op"] == "connected"
+        await c.close()
+    # `sigbridge token` and `sigbridge hub` agree through the state dir; the token is alone on stdout
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_API")}
+    out = subprocess.run([sys.executable, "-m", "bridge", "token", "lab-1", "--role", "moderator",
+                          "--state-dir", str(tmp_path)], env=env, capture_output=True, text=True, check=True)
+    token = out.stdout.strip()
+    assert out.stdout == token + "\n" and token.count(".") == 2
+    creds = json.loads((tmp_path / "credentials.json").read_text())
+    assert creds["api_secret"] not in out.stderr + out.stdout
+    with hub_process("--state-dir", str(tmp_path), env=env) as h:
+        c = await raw_connect(h, "lab-1", token=token)
+        assert c.connected["op"] == "connected" and c.connected["connection"]["role"] == "moderator"
+        await c.close()
