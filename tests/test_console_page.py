@@ -1,0 +1,237 @@
+"""The operator console (GET / on the hub) in a real headless Chromium against a real in-process hub.
+
+The robot end of each session is a raw wire-v1 peer (tests/helpers/browser.py) that plays the bridge:
+it answers bridge.describe with bridge.capabilities, sends telemetry and checks what the page sends.
+Set SIGBRIDGE_UPDATE_SCREENSHOT=1 to refresh docs/console.png from test_screenshot_and_phone_layout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, expect
+
+from tests.conftest import scaled
+from tests.helpers.browser import WirePeer, running_browser
+from tests.helpers.hub import HubHandle, running_hub
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+CAPABILITIES = {
+    "version": 1,
+    "rules": [
+        {"signal": "robot.move", "params": {"x": {"type": "float", "min": -1, "max": 1, "default": None},
+                                            "y": {"type": "float", "min": -1, "max": 1, "default": None}},
+         "ack": False},
+        {"signal": "robot.mode", "params": {"mode": {"type": "string", "enum": ["eco", "fast"]},
+                                            "lights": {"type": "bool"},
+                                            "level": {"type": "int", "min": 0, "max": 10, "default": 3}},
+         "ack": True},
+        {"signal": "arm.*", "params": {}},
+    ],
+    "estop": {"signal": "base.halt", "reset": "base.halt_reset"},
+    "telemetry": ["robot.telemetry"],
+    "control": {"lease": False, "acquire": "control.acquire", "release": "control.release"},
+}
+STOP = {"x": 0, "y": 0}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with running_browser() as b:
+        yield b
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hub() -> AsyncIterator[HubHandle]:
+    async with running_hub() as h:
+        yield h
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = await context.new_page()
+    pg.set_default_timeout(scaled(15) * 1000)
+    errors: list[Any] = []
+    pg.on("pageerror", lambda e: errors.append(e))
+    yield pg
+    await context.close()
+    assert errors == []
+
+
+def new_session() -> str:
+    return f"page-{uuid.uuid4().hex[:10]}"
+
+
+def moves(robot: WirePeer) -> list[dict[str, Any]]:
+    return [json.loads(f["data"]) for f in robot.signals("robot.move")]
+
+
+async def fence(page: Page, robot: WirePeer) -> None:
+    """Make the page send bridge.describe and wait for it: everything the page sent before has arrived."""
+    before = len(robot.signals("bridge.describe"))
+    await page.get_by_role("button", name="ask again").click()
+    await robot.wait_signal("bridge.describe", scaled(10), count=before + 1)
+
+
+async def join_by_fragment(page: Page, hub: HubHandle, sid: str, data: str = "operator") -> str:
+    await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, data=data)}")
+    await expect(page.locator("#link-state")).to_have_text("connected")
+    return str(await page.evaluate("() => sigbridgeConsole.session.connection.id"))
+
+
+async def test_join_by_form_shows_members_and_drives_by_keyboard(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+        await page.goto(f"{hub.http_url}/")
+        await expect(page.get_by_label("Hub URL")).to_have_value(hub.url)
+        await page.get_by_label("Session id").fill(sid)
+        await page.get_by_label("Token").fill(hub.token(sid, data="alice"))
+        await page.get_by_role("button", name="Join").click()
+        await expect(page.locator("#link-state")).to_have_text("connected")
+        members = page.locator("#members-list li")
+        await expect(members).to_have_count(2)
+        await expect(members.filter(has_text="robot-1")).to_have_count(1)
+        await expect(members.filter(has_text="alice")).to_have_count(1)
+        await expect(page.locator("#rtt")).to_have_text(re.compile(r"RTT \d+ ms"))
+
+        # Hold W: moves at a steady rate (max speed 0.5), then exactly one stop on release.
+        await page.locator("#pad").focus()
+        await page.keyboard.down("w")
+        held = await robot.wait_signal("robot.move", scaled(10), count=6)
+        await page.keyboard.up("w")
+        await robot.wait_for(lambda _: STOP in moves(robot), scaled(10))
+        await fence(page, robot)
+        sent = moves(robot)
+        assert sent[-1] == STOP and sent.count(STOP) == 1
+        assert all(m == {"x": 0.5, "y": 0} for m in sent[:-1])
+        gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(held)]
+        assert 50 <= sum(gaps) / len(gaps) <= 400, gaps          # ~10 Hz, loose for a busy machine
+
+        # A (turn left) then space: one stop at once, none more when the key comes up.
+        await page.keyboard.down("a")
+        await robot.wait_for(lambda _: {"x": 0, "y": 0.5} in moves(robot), scaled(10))
+        await page.keyboard.press("Space")
+        await page.keyboard.up("a")
+        await fence(page, robot)
+        after = moves(robot)[len(sent):]
+        assert after[-1] == STOP and after.count(STOP) == 1 and set(map(json.dumps, after[:-1])) == {
+            json.dumps({"x": 0, "y": 0.5})}
+
+
+async def test_fragment_link_joins_and_controls_come_from_capabilities(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+        me = await join_by_fragment(page, hub, sid)
+        (describe,) = await robot.wait_signal("bridge.describe", scaled(10))
+        assert (describe["data"], describe["from"]) == ("{}", me)
+        token = page.url.split("token=")[1]
+        assert not [u for u in urls if token in u and "#" not in u], "the token left the fragment"
+
+        await robot.signal("bridge.capabilities", json.dumps(CAPABILITIES), to=me)
+        forms = page.locator("form.control")
+        await expect(forms).to_have_count(2)                      # arm.* is a glob: no form
+        mode = page.locator('form[data-signal="robot.mode"]')
+        await mode.get_by_label("mode").select_option("fast")
+        await mode.get_by_label("lights").check()
+        await mode.get_by_label("level").fill("7")
+        await mode.get_by_role("button", name="Send robot.mode").click()
+        (sent,) = await robot.wait_signal("robot.mode", scaled(10))
+        assert json.loads(sent["data"]) == {"mode": "fast", "lights": True, "level": 7}
+        # Commands now go to the robot that described itself, not to everyone.
+        await expect(page.get_by_label("Send to")).to_have_value(robot.id)
+
+        move = page.locator('form[data-signal="robot.move"]')
+        await move.get_by_label("x").fill("0.3")
+        await move.get_by_role("button", name="Send robot.move").click()
+        (m,) = await robot.wait_signal("robot.move", scaled(10))
+        assert json.loads(m["data"]) == {"x": 0.3, "y": 0}
+
+        # The e-stop sends the type the robot declared.
+        await page.get_by_role("button", name="E-STOP", exact=True).click()
+        (halt,) = await robot.wait_signal("base.halt", scaled(10))
+        assert halt["data"] == "{}"
+        await expect(page.get_by_role("button", name="reset e-stop")).to_be_visible()
+
+
+async def test_telemetry_log_and_joystick(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+        me = await join_by_fragment(page, hub, sid)
+        for i in range(5):
+            data = {"battery": 90 - i, "speed": i / 10, "mode": "eco"}
+            await robot.signal("robot.telemetry", json.dumps(data), to=me, retry=False)
+        card = page.locator('.tele[data-signal="robot.telemetry"]')
+        await expect(card.locator('tr[data-field="battery"] .value')).to_have_text("86")
+        await expect(card.locator('tr[data-field="mode"] .value')).to_have_text("eco")
+        await page.wait_for_function(
+            """() => { const c = document.querySelector('.tele tr[data-field="speed"] canvas');
+                       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                       return d.some((v, i) => i % 4 === 3 && v > 0); }""")
+        await robot.signal("bridge.status", '{"state":"armed"}', to=me)
+        await robot.signal("bridge.ack", '{"signal":"robot.mode"}', to=me)
+        log = page.locator("#log-list")
+        await expect(log.locator('li[data-type="bridge.status"]')).to_contain_text('{"state":"armed"}')
+        await expect(log.locator('li[data-type="bridge.ack"]')).to_contain_text("robot-1")
+
+        # Drag the joystick knob halfway up: forward at half of the 0.5 max speed; release: one stop.
+        box = await page.locator("#pad").bounding_box()
+        assert box is not None
+        cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 2
+        await page.mouse.move(cx + r / 4, cy + r / 4)
+        await page.mouse.down()
+        await page.mouse.move(cx, cy - r / 2, steps=4)
+        await robot.wait_for(lambda _: any(m["x"] == 0.25 and m["y"] == 0 for m in moves(robot)), scaled(10))
+        await page.mouse.up()
+        await robot.wait_for(lambda _: STOP in moves(robot), scaled(10))
+        await fence(page, robot)
+        sent = moves(robot)
+        # Pressed down-right of the centre first: backwards and turning right, a quarter each of 0.5.
+        assert abs(sent[0]["x"] + 0.125) <= 0.01 and abs(sent[0]["y"] + 0.125) <= 0.01, sent[0]
+        assert sent.count(STOP) == 1 and sent[-1] == STOP
+
+
+async def test_every_control_is_labelled_and_the_page_fits_a_phone(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    async with WirePeer(hub.url, sid, hub.token(sid, data="rover-7 (lab bench)")) as robot:
+        me = await join_by_fragment(page, hub, sid, data="alice (operator)")
+        await robot.signal("bridge.capabilities", json.dumps(CAPABILITIES), to=me)
+        await expect(page.locator("form.control")).to_have_count(2)
+        for i in range(40):
+            await robot.signal("robot.telemetry", json.dumps(
+                {"battery": 96 - i // 8, "speed": round(0.4 + 0.2 * math.sin(i / 4), 2),
+                 "temp_c": round(41 + i / 10 + math.cos(i / 3), 1)}), to=me, retry=False)
+            await asyncio.sleep(0.01)      # pacing, not synchronisation: a steady stream plots evenly
+        await robot.signal("bridge.status", '{"state":"armed","lease":null}', to=me)
+        await expect(page.locator('tr[data-field="battery"] .value')).to_have_text("92")
+        await expect(page.locator("#rtt")).to_have_text(re.compile(r"RTT \d+ ms"))
+        unlabelled = await page.evaluate(
+            """() => [...document.querySelectorAll('input, select, button, [role=application]')]
+                 .filter((el) => el.offsetParent !== null)
+                 .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                                 && !el.textContent.trim())
+                 .map((el) => el.outerHTML)""")
+        assert unlabelled == []
+        shot = await page.screenshot(full_page=True)
+        assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+        if os.environ.get("SIGBRIDGE_UPDATE_SCREENSHOT"):
+            (DOCS / "console.png").write_bytes(shot)
+        await page.set_viewport_size({"width": 390, "height": 844})
+        assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        await expect(page.get_by_role("button", name="E-STOP", exact=True)).to_be_in_viewport()
