@@ -26,6 +26,7 @@ _GLOB_CHARS = re.compile(r"[*?\[\]!]")
 _SERIAL_ACTION_KEYS = ("device", "line", "expect")
 _MQTT_ACTION_KEYS = ("device", "topic", "payload", "qos")
 _FORMATTER = string.Formatter()
+KIND_LABEL = {"serial": "serial", "mqtt": "MQTT"}
 
 
 class Checks:
@@ -86,7 +87,7 @@ class Checks:
     # ------------------------------------------------------------ templates
 
     def template(self, node: yaml.Node, path: str, text: str,
-                 params: Mapping[str, ParamSpec] | None) -> bool:
+                 params: Mapping[str, ParamSpec | None] | None) -> bool:
         """Check a str.format template against the params in scope (None: an action outside a rule,
         which can name no param). Returns False when a problem was recorded."""
         try:
@@ -105,7 +106,7 @@ class Checks:
         return ok
 
     def _field_problem(self, name: str, spec: str, conversion: str | None,
-                       params: Mapping[str, ParamSpec] | None) -> str | None:
+                       params: Mapping[str, ParamSpec | None] | None) -> str | None:
         if not name:
             return "{} needs a param name, e.g. {x}"
         if not _PARAM_NAME.fullmatch(name):
@@ -119,11 +120,13 @@ class Checks:
             return f"conversions like !{conversion} are not allowed"
         if "{" in spec or "}" in spec:
             return "nested fields in format specs are not allowed"
-        sample = _sample(params[name])
+        param = params[name]
+        if param is None:       # declared, but its own errors are already reported
+            return None
         try:
-            out = format(sample, spec)
+            out = format(_sample(param), spec)
         except (ValueError, TypeError) as exc:
-            return f"format spec {{{name}:{spec}}} does not fit {params[name].type} param {name!r}: {exc}"
+            return f"format spec {{{name}:{spec}}} does not fit {param.type} param {name!r}: {exc}"
         if _CONTROL.search(out):
             return f"format spec {{{name}:{spec}}} would write a control character"
         return None
@@ -131,7 +134,7 @@ class Checks:
     # ------------------------------------------------------------ actions
 
     def actions(self, node: yaml.Node, path: str,
-                params: Mapping[str, ParamSpec] | None) -> tuple[Action, ...] | None:
+                params: Mapping[str, ParamSpec | None] | None) -> tuple[Action, ...] | None:
         """An action or a list of actions; None when any is bad."""
         items = self.r.one_or_many(node, path)
         if not items and isinstance(node, yaml.SequenceNode):
@@ -140,7 +143,8 @@ class Checks:
         good = [a for a in built if a is not None]
         return tuple(good) if len(good) == len(built) and good else None
 
-    def action(self, node: yaml.Node, path: str, params: Mapping[str, ParamSpec] | None) -> Action | None:
+    def action(self, node: yaml.Node, path: str,
+               params: Mapping[str, ParamSpec | None] | None) -> Action | None:
         r = self.r
         if isinstance(node, yaml.MappingNode):
             for key, _value in node.value:
@@ -153,23 +157,25 @@ class Checks:
             return None
         device = r.string(m["device"], join(path, "device")) if "device" in m else None
         if device is not None and device not in self.kinds:
-            r.error(m["device"], join(path, "device"), f"unknown device {device!r}"
-                    f"{suggest(device, self.kinds)} (known: {', '.join(self.kinds) or 'none'})")
+            r.error(m["device"], join(path, "device"),
+                    f"unknown device {device!r} (known: {', '.join(self.kinds) or 'none'})")
         # For an unknown device, guess the kind from the keys so that the rest is still checked.
         kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m or "payload" in m else "serial")
         keys = _SERIAL_ACTION_KEYS if kind == "serial" else _MQTT_ACTION_KEYS
+        this, other = ("a serial", "MQTT") if kind == "serial" else ("an MQTT", "serial")
         for key in m:
             if key not in keys:
-                r.error(m[key], join(path, key), f"{key!r} is for {'mqtt' if kind == 'serial' else 'serial'} "
-                                                 f"devices; {device!r} is a {kind} device")
+                r.error(m[key], join(path, key),
+                        f"{key!r} is for {other} devices; {device!r} is {this} device")
         if keys[1] not in m:
-            r.error(node, path, f"missing required key {keys[1]!r} (for the {kind} device {device!r})")
+            r.error(node, path, f"missing required key {keys[1]!r} (for the {KIND_LABEL[kind]} device "
+                                f"{device!r})")
         if kind == "serial":
             return self._serial_action(m, path, device, params)
         return self._mqtt_action(m, path, device, params)
 
     def _serial_action(self, m: dict[str, yaml.Node], path: str, device: str | None,
-                       params: Mapping[str, ParamSpec] | None) -> SerialAction | None:
+                       params: Mapping[str, ParamSpec | None] | None) -> SerialAction | None:
         r = self.r
         newline = self.newlines.get(device or "", "\n")
         line = r.string(m["line"], join(path, "line")) if "line" in m else None
@@ -198,7 +204,7 @@ class Checks:
         return Expect(**kw)
 
     def _mqtt_action(self, m: dict[str, yaml.Node], path: str, device: str | None,
-                     params: Mapping[str, ParamSpec] | None) -> MqttAction | None:
+                     params: Mapping[str, ParamSpec | None] | None) -> MqttAction | None:
         r = self.r
         ok = True
         topic = r.string(m["topic"], join(path, "topic")) if "topic" in m else None
@@ -231,10 +237,10 @@ class Checks:
         try:
             compiled = re.compile(text)
         except re.error as exc:
-            self.r.error(node, path, f"invalid regular expression {text!r}: {exc}")
+            self.r.error(node, path, f"invalid regular expression '{text}': {exc}")
             return None
         if named_groups and not compiled.groupindex:
-            self.r.error(node, path, f"{text!r} has no named group; name each field, e.g. (?P<battery>\\d+)")
+            self.r.error(node, path, f"'{text}' has no named group; name each field, e.g. (?P<battery>\\d+)")
             return None
         return text
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from bridge.configcheck import Checks, roles
+from bridge.configcheck import KIND_LABEL, Checks, roles
 from bridge.configtree import join, suggest
 from bridge.core.model import (
     Control,
@@ -60,7 +60,7 @@ class Sections(Checks):
         if "signal" in m:
             kw["signal"] = self._signal_type(m["signal"], join(path, "signal"), glob=True)
         specs = self._params(m["params"], join(path, "params")) if "params" in m else {}
-        kw["params"] = tuple(specs.values())
+        kw["params"] = tuple(spec for spec in specs.values() if spec is not None)
         if "send" in m:
             kw["send"] = self.actions(m["send"], join(path, "send"), specs)
         if "max_age_ms" in m:
@@ -83,17 +83,17 @@ class Sections(Checks):
         self._signal_nodes.append((rule, m["signal"]))
         return rule
 
-    def _params(self, node: yaml.Node, path: str) -> dict[str, ParamSpec]:
+    def _params(self, node: yaml.Node, path: str) -> dict[str, ParamSpec | None]:
+        """Declared params by name; None for one with errors (reported), so that templates naming it
+        are not reported again as naming an undeclared param."""
         m = self.r.mapping(node, path, None)
-        specs: dict[str, ParamSpec] = {}
+        specs: dict[str, ParamSpec | None] = {}
         for name, value in (m or {}).items():
             if not name.isascii() or not name.isidentifier():
                 self.r.error(value, join(path, name), "a param name is a plain identifier (A-Z a-z 0-9 _, "
                                                       "not starting with a digit)")
                 continue
-            spec = self._param(name, value, join(path, name))
-            if spec is not None:
-                specs[name] = spec
+            specs[name] = self._param(name, value, join(path, name))
         return specs
 
     def _param(self, name: str, node: yaml.Node, path: str) -> ParamSpec | None:
@@ -209,14 +209,15 @@ class Sections(Checks):
         before = len(r.issues)
         device = r.string(m["device"], join(path, "device")) if "device" in m else None
         if device is not None and device not in self.kinds:
-            r.error(m["device"], join(path, "device"), f"unknown device {device!r}"
-                    f"{suggest(device, self.kinds)} (known: {', '.join(self.kinds) or 'none'})")
+            r.error(m["device"], join(path, "device"),
+                    f"unknown device {device!r} (known: {', '.join(self.kinds) or 'none'})")
         kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m else "serial")
         own = ("match", "types") if kind == "serial" else ("topic",)
+        label = KIND_LABEL[kind]
         for key in m.keys() & ({"match", "types", "topic"} - set(own)):
-            r.error(m[key], join(path, key), f"{key!r} does not apply to the {kind} device {device!r}")
+            r.error(m[key], join(path, key), f"{key!r} does not apply to the {label} device {device!r}")
         if own[0] not in m:
-            r.error(node, path, f"missing required key {own[0]!r} (for the {kind} device {device!r})")
+            r.error(node, path, f"missing required key {own[0]!r} (for the {label} device {device!r})")
         kw: dict[str, Any] = {"device": device}
         if "signal" in m:
             kw["signal"] = self.exact_type(m["signal"], join(path, "signal"))

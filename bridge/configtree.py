@@ -32,6 +32,7 @@ _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 #: ``$$`` (escape), ``${...}`` (a reference), or a lone ``${`` that is never closed.
 _ENV_REF = re.compile(r"\$(?:\$|\{([^{}]*)\}|\{)")
+_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
 _ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 #: Upper bound on nodes in one free-form value (an MQTT payload mapping): aliases can make a tiny file
 #: describe an enormous (or, in PyYAML, self-referencing) structure.
@@ -102,6 +103,9 @@ class Reader:
     # ------------------------------------------------------------ recording
 
     def error(self, node: yaml.Node | None, path: str, message: str) -> None:
+        # A message quotes the user's text; control characters in it would garble a terminal.
+        message = _CONTROL.sub(lambda m: repr(m.group())[1:-1], message)
+        path = _CONTROL.sub(lambda m: repr(m.group())[1:-1], path)
         self.issues.append(ConfigIssue(self.file, None if node is None else line_of(node), path, message))
 
     def compose(self, text: str) -> yaml.Node | None:
@@ -112,6 +116,8 @@ class Reader:
             mark = exc.problem_mark or exc.context_mark
             line = None if mark is None else mark.line + 1
             problem = exc.problem or exc.context or "invalid YAML"
+            if exc.problem and exc.context and exc.context_mark is not None and exc.context_mark is not mark:
+                problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
             self.issues.append(ConfigIssue(self.file, line, "", f"YAML syntax error: {problem}"))
             return None
         except yaml.YAMLError as exc:
@@ -243,26 +249,26 @@ class Reader:
     def freeform(self, node: yaml.Node, path: str,
                  on_string: Callable[[yaml.Node, str, str], object]) -> object:
         """A JSON-like value (mappings with string keys, lists, scalars with YAML's types); each string
-        is interpolated and passed to ``on_string(node, path, text)`` for checking."""
-        budget = [MAX_FREEFORM_NODES]
-        return self._freeform(node, path, on_string, budget, 0)
-
-    def _freeform(self, node: yaml.Node, path: str, on_string: Callable[[yaml.Node, str, str], object],
-                  budget: list[int], depth: int) -> object:
-        if budget[0] <= 0 or depth > MAX_FREEFORM_DEPTH:
-            if budget[0] >= 0:      # report once, then stop walking
-                self.error(node, path, f"too large or too deeply nested (at most {MAX_FREEFORM_NODES} "
-                                       f"values, {MAX_FREEFORM_DEPTH} levels)")
-                budget[0] = -1
+        is interpolated and passed to ``on_string(node, path, text)`` for checking. A value larger than
+        MAX_FREEFORM_NODES or deeper than MAX_FREEFORM_DEPTH is refused at its root."""
+        walk = _Walk(on_string)
+        value = self._freeform(node, path, walk, 0)
+        if walk.budget < 0:
+            self.error(node, path, f"too large or too deeply nested (at most {MAX_FREEFORM_NODES} "
+                                   f"values, {MAX_FREEFORM_DEPTH} levels)")
             return None
-        budget[0] -= 1
+        return value
+
+    def _freeform(self, node: yaml.Node, path: str, walk: _Walk, depth: int) -> object:
+        walk.budget -= 1
+        if walk.budget < 0 or depth > MAX_FREEFORM_DEPTH:
+            walk.budget = -1        # stop walking; reported once by freeform()
+            return None
         if isinstance(node, yaml.MappingNode):
             items = self.mapping(node, path, None) or {}
-            return {k: self._freeform(v, join(path, k), on_string, budget, depth + 1)
-                    for k, v in items.items()}
+            return {k: self._freeform(v, join(path, k), walk, depth + 1) for k, v in items.items()}
         if isinstance(node, yaml.SequenceNode):
-            return [self._freeform(v, join(path, i), on_string, budget, depth + 1)
-                    for i, v in enumerate(node.value)]
+            return [self._freeform(v, join(path, i), walk, depth + 1) for i, v in enumerate(node.value)]
         if node.tag == _NULL_TAG:
             return None
         if node.tag == _BOOL_TAG:
@@ -271,7 +277,7 @@ class Reader:
             return self.number(node, path)
         text = self.interpolate(node, path, str(node.value))
         if text is not None:
-            on_string(node, path, text)
+            walk.on_string(node, path, text)
         return text
 
     # ------------------------------------------------------------ environment
@@ -307,6 +313,14 @@ class Reader:
             self.error(node, path, problem)
         return None if problems else result
 
+
+
+class _Walk:
+    """State of one freeform() walk: the string callback and the number of values still allowed."""
+
+    def __init__(self, on_string: Callable[[yaml.Node, str, str], object]) -> None:
+        self.on_string = on_string
+        self.budget = MAX_FREEFORM_NODES
 
 
 def _is_string(node: yaml.Node) -> bool:

@@ -9,8 +9,17 @@ import pytest
 
 from bridge.config import ConfigError, ConfigIssue, load_config
 from bridge.core.model import (
-    Audit, Estop, Expect, Heartbeat, MqttAction, MqttTelemetry, ParamSpec, RateLimit, SerialAction,
-    SerialTelemetry, Watchdog,
+    Audit,
+    Estop,
+    Expect,
+    Heartbeat,
+    MqttAction,
+    MqttTelemetry,
+    ParamSpec,
+    RateLimit,
+    SerialAction,
+    SerialTelemetry,
+    Watchdog,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,4 +171,5 @@ def test_config_error_str_is_one_line_per_issue() -> None:
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path / "missing.yaml", {})
-    assert str(info.value) == f"{tmp_path / 'missing.yaml'}: cannot read the config: No such file or directory"
+    missing = tmp_path / "missing.yaml"
+    assert str(info.value) == f"{missing}: cannot read the config: No such file or directory"
