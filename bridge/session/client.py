@@ -199,6 +199,7 @@ class SessionClient:
                 from None
         self._link.handle(LinkEvent.UP)
         self._adopt(hello, first=True)
+        self._ws = ws  # usable at once, before the supervisor task first runs
         self._supervisor = asyncio.create_task(self._supervise(ws), name=f"session-client {self.uri}")
 
     async def disconnect(self) -> None:
