@@ -173,3 +173,69 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml", {})
     missing = tmp_path / "missing.yaml"
     assert str(info.value) == f"{missing}: cannot read the config: No such file or directory"
+
+
+def test_env_interpolation_types_defaults_and_escapes(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        session: {url: "wss://${HOST}:${PORT:-443}/", session_id: "$${literal}-${EMPTY}x", token: "a:-${T}"}
+        devices:
+          base:
+            serial:
+              port: ${P}
+              baudrate: "${BAUD}"
+              low_latency: ${LOW:-off}
+              max_line: ${ML:-512}
+        rules:
+          - signal: "${SIG:-robot.move}"
+            params:
+              x:
+                type: float
+                min: "${XMIN:--1}"
+                max: 1
+                default: ${XD:-0.5}
+            send: {device: base, line: "M {x:.${DIGITS:-2}f}"}
+    """)
+    env = {"HOST": "hub.lan", "EMPTY": "", "T": "tok", "P": "socket://127.0.0.1:9", "BAUD": "9600"}
+    config = load_config(path, env)
+    assert config.session.url == "wss://hub.lan:443/"
+    assert config.session.session_id == "${literal}-x" and config.session.token == "a:-tok"
+    serial = config.devices["base"].serial
+    assert serial is not None and serial.port == "socket://127.0.0.1:9" and serial.baudrate == 9600
+    assert serial.low_latency is False and serial.max_line == 512
+    rule = config.rules[0]
+    assert rule.signal == "robot.move" and rule.params[0].min == -1 and rule.params[0].default == 0.5
+    assert rule.send == (SerialAction("base", "M {x:.2f}"),)
+
+
+def test_env_values_are_checked_like_literals(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        session: {url: ws://h, session_id: s, token: t}
+        devices: {base: {serial: {port: p, baudrate: "${BAUD}", low_latency: "${LOW}"}}}
+    """)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, {"BAUD": "fast", "LOW": "maybe"})
+    file = str(path)
+    assert [str(e) for e in info.value.errors] == [
+        f"{file}:2: devices.base.serial.baudrate: expected a number, got 'fast'",
+        f"{file}:2: devices.base.serial.low_latency: expected true or false, got 'maybe'",
+    ]
+
+
+def test_environ_defaults_to_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIGBRIDGE_TEST_SESSION", "from-env")
+    path = write(tmp_path, MINIMAL.replace("session_id: lab-1", "session_id: '${SIGBRIDGE_TEST_SESSION}'"))
+    assert load_config(path).session.session_id == "from-env"
+
+
+def test_yaml_11_words_as_keys_and_strings(tmp_path: Path) -> None:
+    # `on`/`yes` are booleans to YAML 1.1; as a key or where a string is expected they are the word.
+    path = write(tmp_path, MINIMAL + """
+    rules:
+      - signal: lamp.set
+        params:
+          on: {type: string, enum: [on, off, yes]}
+        send: {device: arm, topic: lamp, payload: {on: "{on}", fixed: on}}
+    """)
+    rule = load_config(path, {}).rules[0]
+    assert rule.params[0].name == "on" and rule.params[0].enum == ("on", "off", "yes")
+    assert rule.send == (MqttAction("arm", "lamp", {"on": "{on}", "fixed": True}),)
