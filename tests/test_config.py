@@ -25,6 +25,7 @@ from bridge.core.model import (
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_ENV = {"SIGBRIDGE_ROVER_PORT": "/dev/pts/7", "SIGBRIDGE_URL": "ws://127.0.0.1:8765",
             "SIGBRIDGE_SESSION": "lab-1", "SIGBRIDGE_TOKEN": "T1"}
+EXAMPLE_ENV = {"SIGBRIDGE_TOKEN": "tok", "MQTT_PASSWORD": "pw"}
 
 
 def write(tmp_path: Path, text: str, name: str = "bridge.yaml") -> Path:
@@ -34,8 +35,7 @@ def write(tmp_path: Path, text: str, name: str = "bridge.yaml") -> Path:
 
 
 def test_example_loads_with_every_section() -> None:
-    config = load_config(ROOT / "config" / "bridge.example.yaml",
-                         {"SIGBRIDGE_TOKEN": "tok", "MQTT_PASSWORD": "pw"})
+    config = load_config(ROOT / "config" / "bridge.example.yaml", EXAMPLE_ENV)
     assert set(config.devices) == {"base", "arm"}
     assert config.devices["base"].kind == "serial"
     assert config.devices["arm"].kind == "mqtt"
@@ -239,3 +239,11 @@ def test_yaml_11_words_as_keys_and_strings(tmp_path: Path) -> None:
     rule = load_config(path, {}).rules[0]
     assert rule.params[0].name == "on" and rule.params[0].enum == ("on", "off", "yes")
     assert rule.send == (MqttAction("arm", "lamp", {"on": "{on}", "fixed": True}),)
+
+
+def test_the_engine_compiles_what_the_loader_accepts() -> None:
+    # The loader's checks promise the engine a config it can compile (templates, regexes, actions).
+    from bridge.core.engine import Engine
+
+    Engine(load_config(ROOT / "config" / "bridge.example.yaml", EXAMPLE_ENV))
+    Engine(load_config(ROOT / "config" / "demo.yaml", DEMO_ENV))
