@@ -7,6 +7,7 @@ real: a TCP proxy between the browser and the hub resets, refuses or blackholes 
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,6 +41,11 @@ JOIN = """async ([url, sid, token, opts]) => {
 # Send a signal; resolves to null or [code, message] (never throws across the bridge to Python).
 SIGNAL = """async (opts) => {
   try { await s.signal(opts); return null; } catch (err) { return [err.code, err.message]; }
+}"""
+
+# Try to connect; resolves to the error code, or null when connected.
+CONNECT_ERROR = """async ([url, sid, token]) => {
+  try { await sb.connect(url, sid, token); return null; } catch (err) { return err.code; }
 }"""
 
 # Start a signal without waiting: its outcome lands in window.outcomes[name].
@@ -139,12 +145,9 @@ async def test_refusals_carry_the_api_error_codes(page: Page, hub: HubHandle) ->
     await page.evaluate("() => s.disconnect()")
     await page.evaluate(JOIN, [hub.url, sid, hub.token(sid, role="subscriber"), None])
     assert (await page.evaluate(SIGNAL, {"type": "robot.move", "data": "{}"}))[0] == 403
-    # A token for another session is refused at connect.
-    refused = await page.evaluate(
-        "async ([u, sid, t]) => { try { await sb.connect(u, sid, t); return null; }"
-        " catch (e) { return e.code; } }",
-        [hub.url, sid, hub.token("some-other-session")])
-    assert refused in (401, 403)
+    # A token for another session is refused at connect (403); a forged one is unauthorised (401).
+    assert await page.evaluate(CONNECT_ERROR, [hub.url, sid, hub.token("some-other-session")]) == 403
+    assert await page.evaluate(CONNECT_ERROR, [hub.url, sid, hub.token(sid)[:-4] + "AAAA"]) == 401
 
 
 async def test_rest_signal_arrives_with_null_from(page: Page, hub: HubHandle) -> None:
@@ -264,3 +267,24 @@ async def test_duplicates_and_malformed_frames_are_dropped(page: Page) -> None:
         stats = await page.evaluate("() => s.stats")
         assert (stats["duplicates"], stats["malformed"]) == (1, 4)
         await page.evaluate("() => s.disconnect()")
+
+
+async def test_force_disconnect_ends_the_session_without_reconnecting(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    me = await page.evaluate(JOIN, [hub.url, sid, hub.token(sid), None])
+    async with aiohttp.ClientSession() as http:
+        resp = await http.delete(f"{hub.http_url}/v2/project/{hub.api_key}/session/{sid}/connection/{me}",
+                                 headers={"X-OPENTOK-AUTH": hub.rest_jwt()})
+        assert resp.status == 204
+    await wait_event(page, "sessionDisconnected")
+    assert [e["reason"] for e in await events(page, "sessionDisconnected")] == ["forceDisconnected"]
+    assert await events(page, "sessionReconnecting") == []
+    assert await page.evaluate("() => s.state") == "disconnected"
+
+
+async def test_unreachable_hub_rejects_connect_with_500(page: Page) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))                 # bound, never listening: connections are refused
+        port = sock.getsockname()[1]
+        code = await page.evaluate(CONNECT_ERROR, [f"ws://127.0.0.1:{port}", "lab", "token"])
+    assert code == 500

@@ -25,6 +25,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.conftest import scaled
 from tests.helpers.browser import WirePeer, running_browser
 from tests.helpers.hub import HubHandle, running_hub
+from tests.helpers.proxy import TcpProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -235,3 +236,32 @@ async def test_every_control_is_labelled_and_the_page_fits_a_phone(page: Page, h
         await page.set_viewport_size({"width": 390, "height": 844})
         assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
         await expect(page.get_by_role("button", name="E-STOP", exact=True)).to_be_in_viewport()
+
+
+async def test_console_rides_out_a_cut_link_and_leaves_cleanly(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    async with TcpProxy("127.0.0.1", hub.port) as proxy, \
+            WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+        await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid)}&url=ws://127.0.0.1:{proxy.port}")
+        state = page.locator("#link-state")
+        await expect(state).to_have_text("connected")
+        me = await page.evaluate("() => sigbridgeConsole.session.connection.id")
+        proxy.refuse(True)
+        await proxy.cut()
+        await expect(state).to_have_text("reconnecting")
+        # Driving while the link is down: nothing is queued for later (retryAfterReconnect false).
+        await page.locator("#pad").focus()
+        await page.keyboard.down("w")
+        await page.wait_for_function("() => sigbridgeConsole.moveFailures >= 3")
+        await page.keyboard.up("w")
+        proxy.refuse(False)
+        await expect(state).to_have_text("connected")
+        assert await page.evaluate("() => sigbridgeConsole.session.connection.id") == me
+        await fence(page, robot)
+        assert moves(robot) == [STOP]        # only the release's stop, which is safe to deliver late
+
+        await page.get_by_role("button", name="Leave").click()
+        await expect(page.get_by_role("button", name="Join")).to_be_visible()
+        gone = await robot.wait_for(lambda fs: [f for f in fs if f.get("op") == "connection_destroyed"],
+                                    scaled(10))
+        assert (gone[0]["connection"]["id"], gone[0]["reason"]) == (me, "clientDisconnected")

@@ -40,6 +40,7 @@ async function join(url, sessionId, token) {
     const s = await connect(url, sessionId, token);
     ui.session = s;
     ui.leaving = false;
+    resetRobot();
     wire(s);
     $('join').hidden = true;
     $('app').hidden = false;
@@ -65,7 +66,12 @@ function wire(s) {
     log('sys', 'left', ev.connection, ev.reason);
   });
   s.on('sessionReconnecting', () => { setLinkState('reconnecting'); drive.release(); });
-  s.on('sessionReconnected', () => { setLinkState('connected'); renderMembers(); });
+  s.on('sessionReconnected', (ev) => {
+    setLinkState('connected');
+    renderMembers();
+    // A new connection (the hub's grace window had ended) missed what was said meanwhile: ask again.
+    if (!ev.resumed) describe();
+  });
   s.on('sessionDisconnected', (ev) => {
     drive.setEnabled(false);
     setLinkState('disconnected');
@@ -141,6 +147,19 @@ function onSignal(ev) {
   if (ui.telemetryTypes.has(ev.type)) telemetry.update(ev.type, ev.data, ev.ts);
   if (own) return;                     // our own broadcasts come back; they are logged on ack
   log('in', ev.type, ev.from, ev.data);
+}
+
+/** Forget what the previous session's robot announced. */
+function resetRobot() {
+  $('controls-list').replaceChildren();
+  $('controls-empty').hidden = false;
+  $('log-list').replaceChildren();
+  telemetry.clear();
+  ui.estop = 'robot.estop';
+  ui.telemetryTypes = new Set(['robot.telemetry']);
+  $('estop-type').textContent = ui.estop;
+  $('estop-reset').hidden = true;
+  $('lease').hidden = true;
 }
 
 function applyCapabilities(ev) {

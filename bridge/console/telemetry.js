@@ -14,6 +14,13 @@ export class Telemetry {
     this.frame = 0;
   }
 
+  clear() {
+    this.container.replaceChildren();
+    this.cards.clear();
+    this.dirty.clear();
+    this.emptyNote.hidden = false;
+  }
+
   /** Record one telemetry signal (data: JSON object, or any text shown as is). */
   update(type, data, ts) {
     const card = this._card(type);
