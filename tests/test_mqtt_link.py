@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -252,3 +253,51 @@ async def test_callback_error_does_not_break_the_link(mosquitto: Mosquitto) -> N
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _tls_broker(tmp: Path) -> Mosquitto:
+    """A mosquitto that only takes TLS (our own CA) with username/password."""
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, timeout=60)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=ca")
+    run("openssl", "req", *ec, "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "srv.crt", "-days", "2", "-extfile", "san.ext")
+    run("mosquitto_passwd", "-b", "-c", "pw", "bridge", "s3cret")
+    broker = Mosquitto()
+    # "user root": when the tests run as root, keep it, so the broker can read files in a 0700 tmp dir.
+    broker.conf.write_text(
+        f"user root\nlistener {broker.port} 127.0.0.1\ncafile {tmp}/ca.crt\ncertfile {tmp}/srv.crt\n"
+        f"keyfile {tmp}/srv.key\nallow_anonymous false\npassword_file {tmp}/pw\npersistence false\n")
+    broker.start()
+    return broker
+
+
+async def test_tls_with_username_and_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, LOGGER)
+    broker = _tls_broker(tmp_path)
+    try:
+        ca = str(tmp_path / "ca.crt")
+        async with running(broker, ("arm/state/#",), tls=True, ca_file=ca, username="bridge",
+                           password="s3cret") as h:
+            assert await h.state() is True
+            async with aiomqtt.Client("127.0.0.1", broker.port, username="bridge", password="s3cret",
+                                      tls_params=aiomqtt.TLSParameters(ca_certs=ca)) as device:
+                await device.subscribe("arm/grip/set", qos=1)
+                assert h.link.publish("arm/grip/set", b'{"force": 1}', qos=1)
+                assert (await next_message(device)).payload == b'{"force": 1}'
+                await device.publish("arm/state/grip", b"{}", qos=1)
+                assert await h.message() == ("arm/state/grip", b"{}")
+        caplog.clear()
+        async with running(broker, tls=True, ca_file=ca, username="bridge", password="wrong") as h:
+            await until(lambda: h.link.stats["connect_failures"] >= 3)
+            assert not h.link.up
+        warnings = [r.getMessage() for r in caplog.records
+                    if r.name.startswith(LOGGER) and r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "Not authorized" in warnings[0], warnings
+    finally:
+        broker.close()

@@ -33,10 +33,14 @@ from bridge.core.model import MqttDeviceConfig
 __all__ = ["MqttLink", "availability_topic", "check_filter"]
 
 log = logging.getLogger(__name__)
+# paho's own messages ("failed to receive on socket", ...) would repeat on every reconnect attempt; the
+# link reports each outage once itself, with the cause. Lower this logger's level to see paho's detail.
+_paho_log = logging.getLogger(__name__ + ".paho")
+_paho_log.setLevel(logging.CRITICAL)
 
 #: Publishes waiting for their QoS handshake at once; more are refused (counted in publish_overflow).
 MAX_INFLIGHT = 256
-#: Incoming messages waiting for the loop; aiomqtt discards (and logs) past this.
+#: Incoming messages waiting for the loop; past this aiomqtt discards them (counted: incoming_dropped).
 MAX_INCOMING = 1000
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
@@ -65,9 +69,9 @@ class MqttLink:
     ``on_message(topic, payload)`` is called on the loop for each message received; ``on_state(name, up)``
     on every change of ``up``. Exceptions from either are logged and swallowed.
 
-    ``stats``: messages_in, published (handshake done), publishes_while_down, publish_overflow,
-    publish_errors, bad_publish_refused, inflight_cancelled (dropped by a disconnect), connects,
-    connect_failures.
+    ``stats``: messages_in, incoming_dropped (the loop fell MAX_INCOMING behind), published (handshake
+    done), publishes_while_down, publish_overflow, publish_errors, bad_publish_refused, inflight_cancelled
+    (dropped by a disconnect), connects, connect_failures.
     """
 
     def __init__(self, name: str, config: MqttDeviceConfig, subscriptions: Sequence[str],
@@ -85,8 +89,8 @@ class MqttLink:
         self._inflight: set[asyncio.Task[None]] = set()
         self._up = False
         self.stats: dict[str, int] = dict.fromkeys(
-            ("messages_in", "published", "publishes_while_down", "publish_overflow", "publish_errors",
-             "bad_publish_refused", "inflight_cancelled", "connects", "connect_failures"), 0)
+            ("messages_in", "incoming_dropped", "published", "publishes_while_down", "publish_overflow",
+             "publish_errors", "bad_publish_refused", "inflight_cancelled", "connects", "connect_failures"), 0)
 
     @property
     def up(self) -> bool:
@@ -163,12 +167,23 @@ class MqttLink:
 
     def _new_client(self) -> aiomqtt.Client:
         c = self.config
+        stats = self.stats
+
+        class CountingQueue(asyncio.Queue[aiomqtt.Message]):
+            """aiomqtt's incoming queue: when full, aiomqtt drops the message; we count it."""
+
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                if self.full():
+                    stats["incoming_dropped"] += 1
+                super().put_nowait(item)
+
         tls = aiomqtt.TLSParameters(ca_certs=c.ca_file) if c.tls else None
         client = aiomqtt.Client(
             c.host, c.port, username=c.username, password=c.password, identifier=c.client_id,
             clean_session=True, keepalive=c.keepalive, tls_params=tls,
             will=aiomqtt.Will(self.availability, b"offline", qos=1, retain=True),
-            socket_options=_NODELAY, max_queued_incoming_messages=MAX_INCOMING,
+            socket_options=_NODELAY, max_queued_incoming_messages=MAX_INCOMING, queue_type=CountingQueue,
+            logger=_paho_log,
             # paho holds QoS>0 packets back past its in-flight window (default 20); ours is the bound.
             max_inflight_messages=MAX_INFLIGHT,
         )
