@@ -90,7 +90,8 @@ class MqttLink:
         self._up = False
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages_in", "incoming_dropped", "published", "publishes_while_down", "publish_overflow",
-             "publish_errors", "bad_publish_refused", "inflight_cancelled", "connects", "connect_failures"), 0)
+             "publish_errors", "bad_publish_refused", "inflight_cancelled", "connects",
+             "connect_failures"), 0)
 
     @property
     def up(self) -> bool:
