@@ -247,3 +247,12 @@ def test_the_engine_compiles_what_the_loader_accepts() -> None:
 
     Engine(load_config(ROOT / "config" / "bridge.example.yaml", EXAMPLE_ENV))
     Engine(load_config(ROOT / "config" / "demo.yaml", DEMO_ENV))
+
+
+def test_docs_example_is_valid(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "config.md").read_text(encoding="utf-8").split("## Example")[1]
+    block = text.split("```yaml\n")[1].split("```")[0]
+    (tmp_path / "token").write_text("t\n")
+    path = write(tmp_path, block.replace("/etc/sigbridge/token", "token"))
+    config = load_config(path, {})
+    assert [r.signal for r in config.rules] == ["robot.move", "arm.grip"]
