@@ -230,3 +230,18 @@ async def test_socket_url_lines_both_ways_and_reconnect(port: int) -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_device_that_stops_reading_bounds_the_buffer_and_shutdown_does_not_hang(dev: PtyPair) -> None:
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        line = "M 0.50 0.50 " + "x" * 100
+        sent = 0
+        while h.link.write_line(line):              # nobody reads the master: kernel, then transport fill
+            sent += 1
+            assert sent < 10_000, "the write buffer is not bounded"
+        assert h.link.stats["write_overflow"] == 1
+        assert not h.link.write_line("S") and h.link.up   # refused, counted, still up
+    # running() cancelled the link and it returned although the device never drained; no executor
+    # thread is left waiting on the port either.
+    await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), scaled(10))

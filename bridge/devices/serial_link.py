@@ -238,7 +238,10 @@ class SerialLink:
         transport, self._transport = self._transport, None
         self._write = self._buffered = None
         if transport is not None and not transport.is_closing():
-            transport.close()
+            # abort, not close: close() drains with tcdrain in an executor thread, which blocks forever
+            # on a device that stopped reading and would hang the daemon's exit. Lines already passed to
+            # write() were handed to the kernel at once unless the device was not reading anyway.
+            transport.abort()
 
     def _set_up(self, up: bool) -> None:
         if up == self._up:
