@@ -140,8 +140,12 @@ class _Builder:
             return None
         url = self.r.string(m["url"], "session.url") if "url" in m else None
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            try:
+                parts = urlsplit(url)
+                good = parts.scheme in ("ws", "wss") and bool(parts.hostname)
+            except ValueError:      # e.g. an unclosed IPv6 bracket
+                good = False
+            if not good:
                 self.r.error(m["url"], "session.url",
                              f"expected a ws:// or wss:// URL with a host, got {url!r}")
                 url = None

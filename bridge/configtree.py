@@ -38,6 +38,7 @@ _ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 #: describe an enormous (or, in PyYAML, self-referencing) structure.
 MAX_FREEFORM_NODES = 2000
 MAX_FREEFORM_DEPTH = 32
+MAX_YAML_DEPTH = 100
 # Stateless constructors for scalars: int (0x.., 1_000), float (.inf, 1.5e3) and bool as YAML reads them.
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
@@ -111,7 +112,7 @@ class Reader:
     def compose(self, text: str) -> yaml.Node | None:
         """The document's root node, or None (with an issue) on a syntax error or an empty file."""
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = yaml.compose(text, Loader=_DepthLimitedLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = None if mark is None else mark.line + 1
@@ -121,7 +122,7 @@ class Reader:
             self.issues.append(ConfigIssue(self.file, line, "", f"YAML syntax error: {problem}"))
             return None
         except yaml.YAMLError as exc:
-            self.issues.append(ConfigIssue(self.file, None, "", f"YAML error: {exc}"))
+            self.issues.append(ConfigIssue(self.file, None, "", f"YAML error: {' '.join(str(exc).split())}"))
             return None
         if root is None:
             self.issues.append(ConfigIssue(self.file, 1, "", "the file is empty (expected a mapping "
@@ -313,6 +314,22 @@ class Reader:
             self.error(node, path, problem)
         return None if problems else result
 
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML composes recursively: ``[[[[...`` thousands deep would end in a RecursionError."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 class _Walk:

@@ -372,6 +372,18 @@ def test_single_errors(text: str, expected: str) -> None:
     assert errors(text) == [expected]
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[" * 5000 + "]" * 5000, "bridge.yaml:1: YAML syntax error: nested more than 100 levels"),
+    ("a: \x00\n", 'bridge.yaml: YAML error: unacceptable character #x0000: special characters are not '
+                   'allowed in "<unicode string>", position 3'),
+    ("a: &x b\nc: *y\n", "bridge.yaml:2: YAML syntax error: found undefined alias 'y'"),
+    ('session: {url: "ws://[::1", session_id: s, token: t}\ndevices: {a: {serial: {port: p}}}\n',
+     "bridge.yaml:1: session.url: expected a ws:// or wss:// URL with a host, got 'ws://[::1'"),
+])
+def test_hostile_input_is_an_error_not_a_crash(text: str, expected: str) -> None:
+    assert errors(text) == [expected]
+
+
 def test_missing_required_sections_all_reported() -> None:
     assert errors("devices: {}\nrules: {}\n") == [
         "bridge.yaml:1: missing required key 'session'",
