@@ -116,7 +116,6 @@ class _Builder:
             return None
         session = self._session(top["session"]) if "session" in top else None
         devices = self._devices(top["devices"]) if "devices" in top else {}
-        self.checks.devices = devices
         rules = self.checks.rules(top["rules"]) if "rules" in top else ()
         telemetry = self.checks.telemetry(top["telemetry"]) if "telemetry" in top else ()
         control = self._control(top["control"]) if "control" in top else Control()

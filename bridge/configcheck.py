@@ -30,11 +30,11 @@ KIND_LABEL = {"serial": "serial", "mqtt": "MQTT"}
 
 
 class Checks:
-    """Builds rules, telemetry and safety once ``devices``/``kinds``/``newlines`` are known."""
+    """Value checks shared by the sections: signal types, topics, lines, templates, regexes and device
+    actions. ``kinds`` and ``newlines`` are filled in while the devices are read, before any action."""
 
     def __init__(self, reader: Reader) -> None:
         self.r = reader
-        self.devices: Mapping[str, object] = {}
         self.kinds: dict[str, str] = {}        # device name -> "serial" | "mqtt", even if it had errors
         self.newlines: dict[str, str] = {}
 

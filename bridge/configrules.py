@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from bridge.configcheck import KIND_LABEL, Checks, roles
-from bridge.configtree import join, suggest
+from bridge.configtree import Reader, join, suggest
 from bridge.core.model import (
     Control,
     Estop,
@@ -38,8 +38,8 @@ _SAFETY_KEYS = ("on_disconnect", "on_controller_lost", "on_shutdown", "estop")
 class Sections(Checks):
     """Adds the rule, telemetry and safety sections to the value checks."""
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, reader: Reader) -> None:
+        super().__init__(reader)
         self._signal_nodes: list[tuple[Rule, yaml.Node]] = []
         self._estop_nodes: list[tuple[str, str, yaml.Node]] = []
 
