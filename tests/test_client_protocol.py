@@ -12,6 +12,7 @@ from bridge.core.client_protocol import (
     HubDisconnected,
     HubError,
     Nack,
+    Outbox,
     Pong,
     ProtocolError,
     Resume,
@@ -86,3 +87,40 @@ def test_seq_filter_drops_replays() -> None:
     f = SeqFilter()
     assert [f.accept(s) for s in (1, 2, 3, 2, 3, 4, 1)] == [True, True, True, False, False, True, False]
     assert f.last_seq == 4 and f.duplicates == 3
+
+
+def test_outbox_ids_frames_and_answers() -> None:
+    box: Outbox[str] = Outbox()
+    a = box.new("t", "1", None, True, "ticket-a")
+    assert a.id == 1 and json.loads(a.frame)["id"] == 1 and a.ticket == "ticket-a"
+    assert box.new_id() == 2  # a ping or request takes an id from the same counter
+    b = box.new("t", "2", "c2", False, "ticket-b")
+    assert b.id == 3
+    box.sent(a)
+    box.sent(b)
+    assert box.answered(3) is b and box.answered(3) is None and box.answered(2) is None
+    assert box.answered(1) is a and not box.has_queued
+
+
+def test_outbox_link_lost_requeues_retry_in_order_and_returns_the_rest() -> None:
+    box: Outbox[str] = Outbox()
+    outs = [box.new("t", str(i), None, i % 2 == 0, f"t{i}") for i in range(5)]  # 0, 2, 4 retry
+    for out in outs[:4]:
+        box.sent(out)
+    box.enqueue(outs[4])  # queued during an earlier outage, after the in-flight ones
+    failed = box.link_lost()
+    assert [o.id for o in failed] == [2, 4]
+    assert box.answered(1) is None  # nothing is in flight any more
+    requeued = []
+    while (o := box.next_queued()) is not None:
+        requeued.append(o)
+    assert requeued == [outs[0], outs[2], outs[4]]
+    assert requeued[0].frame == outs[0].frame  # same id, same bytes when re-sent
+
+
+def test_outbox_clear_returns_everything_pending() -> None:
+    box: Outbox[str] = Outbox()
+    a, b = box.new("t", "", None, True, "a"), box.new("t", "", None, True, "b")
+    box.sent(a)
+    box.enqueue(b)
+    assert box.clear() == [a, b] and box.clear() == [] and not box.has_queued

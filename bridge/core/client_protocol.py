@@ -11,9 +11,10 @@ fields raises :class:`ProtocolError`, which the client logs and skips (it never 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
 from bridge.core.signal import Connection
@@ -195,3 +196,76 @@ class SeqFilter:
             return False
         self.last_seq = seq
         return True
+
+
+# ---- signals awaiting their ack ------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True, eq=False)
+class Outgoing(Generic[T]):
+    """One signal between ``signal()`` and the hub's answer. The frame is encoded once and keeps its
+    id across re-sends; ``ticket`` is whatever the I/O side resolves on the answer (a future)."""
+
+    id: int
+    frame: str
+    retry: bool
+    ticket: T
+
+
+class Outbox(Generic[T]):
+    """Client-side bookkeeping of signals: ids, in flight (sent, unanswered), queued (for after a
+    resume), and what a dropped link does to them.
+
+    Ids count up over the client's whole life, not per link, so a re-sent signal keeps its id and
+    pings and requests never collide with signals. Contract: send what :meth:`next_queued` returns
+    before anything new while :attr:`has_queued` is true, so order is kept per sender.
+    """
+
+    def __init__(self) -> None:
+        self.last_id = 0
+        self._inflight: dict[int, Outgoing[T]] = {}
+        self._queue: deque[Outgoing[T]] = deque()
+
+    def new_id(self) -> int:
+        self.last_id += 1
+        return self.last_id
+
+    def new(self, type_: str, data: str, to: str | None, retry: bool, ticket: T) -> Outgoing[T]:
+        id_ = self.new_id()
+        return Outgoing(id_, signal_frame(id_, type_, data, to, retry), retry, ticket)
+
+    def sent(self, out: Outgoing[T]) -> None:
+        """Record ``out`` as written to the current link (call before the write)."""
+        self._inflight[out.id] = out
+
+    def enqueue(self, out: Outgoing[T]) -> None:
+        self._queue.append(out)
+
+    @property
+    def has_queued(self) -> bool:
+        return bool(self._queue)
+
+    def next_queued(self) -> Outgoing[T] | None:
+        return self._queue.popleft() if self._queue else None
+
+    def answered(self, id_: int) -> Outgoing[T] | None:
+        """The signal an ack/nack with ``id_`` answers, or None (not a signal, or already settled)."""
+        return self._inflight.pop(id_, None)
+
+    def link_lost(self) -> list[Outgoing[T]]:
+        """The link dropped before these were answered. Retry ones go back to the head of the queue,
+        in id order (to be re-sent after the resume); the others are returned, to fail with 500: the
+        hub may or may not have relayed them, and they must not go out late."""
+        pending = sorted(self._inflight.values(), key=lambda o: o.id)
+        self._inflight.clear()
+        self._queue.extendleft(reversed([o for o in pending if o.retry]))
+        return [o for o in pending if not o.retry]
+
+    def clear(self) -> list[Outgoing[T]]:
+        """The session ended: everything still pending, to fail."""
+        everything = [*self._inflight.values(), *self._queue]
+        self._inflight.clear()
+        self._queue.clear()
+        return everything

@@ -22,9 +22,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import quote
 
@@ -37,6 +35,8 @@ from bridge.core.client_protocol import (
     HubDisconnected,
     HubError,
     Nack,
+    Outbox,
+    Outgoing,
     Pong,
     ProtocolError,
     Resume,
@@ -46,7 +46,6 @@ from bridge.core.client_protocol import (
     force_disconnect_frame,
     parse_hub_frame,
     ping_frame,
-    signal_frame,
 )
 from bridge.core.clock import ClockEstimator
 from bridge.core.events import (
@@ -92,14 +91,7 @@ class _Refused(Exception):
         self.code, self.message = code, message
 
 
-@dataclass(slots=True, eq=False)
-class _Outgoing:
-    """A signal on its way: the frame is encoded once; the id stays the same across re-sends."""
-
-    id: int
-    frame: str
-    retry: bool
-    future: asyncio.Future[None] = field(repr=False)
+_Out = Outgoing["asyncio.Future[None]"]
 
 
 def _wall_ms() -> float:
@@ -136,10 +128,8 @@ class SessionClient:
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
         self._final_seen = False
-        self._next_id = 0
         self._last_rx = 0.0
-        self._inflight: dict[int, _Outgoing] = {}
-        self._queue: deque[_Outgoing] = deque()
+        self._outbox: Outbox[asyncio.Future[None]] = Outbox()
         self._requests: dict[int, asyncio.Future[None]] = {}
         self._pings: dict[int, tuple[float, asyncio.Future[float] | None]] = {}
         self._resume_secret = ""
@@ -248,26 +238,26 @@ class SessionClient:
         ws = self._ws
         state = self._link.state
         if state is LinkState.CONNECTED and ws is not None:
-            out = self._new_outgoing(type, data, to, retry_after_reconnect)
-            if self._queue:  # a resume is still flushing: keep the order
-                self._queue.append(out)
+            out = self._outbox.new(type, data, to, retry_after_reconnect, self._future())
+            if self._outbox.has_queued:  # a resume is still flushing: keep the order
+                self._outbox.enqueue(out)
             else:
                 await self._send(ws, out)
         elif state is LinkState.RECONNECTING or (state is LinkState.CONNECTED and ws is None):
             if not retry_after_reconnect:
                 self.stats["dropped"] += 1
                 raise SignalError(NOT_CONNECTED, "not connected (reconnecting): signal dropped")
-            out = self._new_outgoing(type, data, to, True)
-            self._queue.append(out)
+            out = self._outbox.new(type, data, to, True, self._future())
+            self._outbox.enqueue(out)
         else:
             raise SignalError(NOT_CONNECTED, f"not connected ({state.value})")
-        await out.future
+        await out.ticket
 
     async def ping(self) -> float:
         """One keep-alive exchange now; returns its round-trip time in ms (also updates the clock)."""
         ws = self._require_link()
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        id_ = self._take_id()
+        id_ = self._outbox.new_id()
         self._pings[id_] = (_wall_ms(), fut)
         await self._send_control(ws, ping_frame(id_))
         return await fut
@@ -275,26 +265,20 @@ class SessionClient:
     async def force_disconnect(self, connection_id: str) -> None:
         """Put another connection out of the session (moderators only: 403 otherwise; 404 unknown)."""
         ws = self._require_link()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        id_ = self._take_id()
+        fut = self._future()
+        id_ = self._outbox.new_id()
         self._requests[id_] = fut
         await self._send_control(ws, force_disconnect_frame(id_, connection_id))
         await fut
 
     # ---- internals: sending --------------------------------------------------------------------
 
-    def _take_id(self) -> int:
-        # Ids count up over the client's whole life, not per link, so a re-sent signal keeps its id.
-        self._next_id += 1
-        return self._next_id
+    @staticmethod
+    def _future() -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
 
-    def _new_outgoing(self, type_: str, data: str, to: str | None, retry: bool) -> _Outgoing:
-        id_ = self._take_id()
-        return _Outgoing(id_, signal_frame(id_, type_, data, to, retry), retry,
-                         asyncio.get_running_loop().create_future())
-
-    async def _send(self, ws: ClientConnection, out: _Outgoing) -> None:
-        self._inflight[out.id] = out
+    async def _send(self, ws: ClientConnection, out: _Out) -> None:
+        self._outbox.sent(out)
         self.stats["sent"] += 1
         with contextlib.suppress(ConnectionClosed):
             await ws.send(out.frame)
@@ -353,6 +337,14 @@ class SessionClient:
         self.connections = now
 
     async def _supervise(self, ws: ClientConnection | None) -> None:
+        try:
+            await self._run_links(ws)
+        except Exception:
+            # A bug here must not leave callers waiting on a client that looks connected.
+            log.exception("session client failed; leaving the session")
+            self._finish(LinkEvent.CLOSE, NETWORK_DISCONNECTED)
+
+    async def _run_links(self, ws: ClientConnection | None) -> None:
         while ws is not None:
             ending = await self._serve(ws)
             if ending is not None or self._closing:
@@ -397,8 +389,8 @@ class SessionClient:
                 self.stats["duplicates"] += 1
         elif isinstance(frame, Ack | Nack):
             error = None if isinstance(frame, Ack) else SignalError(frame.code, frame.message)
-            out = self._inflight.pop(frame.id, None)
-            fut = out.future if out is not None else self._requests.pop(frame.id, None)
+            out = self._outbox.answered(frame.id)
+            fut = out.ticket if out is not None else self._requests.pop(frame.id, None)
             if out is not None and error is None:
                 self.stats["acked"] += 1
             if fut is not None and not fut.done():
@@ -435,26 +427,17 @@ class SessionClient:
                 return
             if now >= next_ping:
                 next_ping = now + self._ping_interval_s
-                id_ = self._take_id()
+                id_ = self._outbox.new_id()
                 self._pings[id_] = (_wall_ms(), None)
                 await self._send_control(ws, ping_frame(id_))
             await asyncio.sleep(tick)
 
     def _requeue_inflight(self) -> None:
-        """At a drop: unacked retry signals go back to the head of the queue (in order); the others
-        fail with 500, since the hub may or may not have relayed them."""
-        pending = sorted(self._inflight.values(), key=lambda o: o.id)
-        self._inflight.clear()
-        again = []
-        for out in pending:
-            if out.future.done():
-                continue
-            if out.retry:
-                again.append(out)
-            else:
+        """At a drop: unacked retry signals are queued again, the others fail with 500."""
+        for out in self._outbox.link_lost():
+            if not out.ticket.done():
                 self.stats["dropped"] += 1
-                out.future.set_exception(SignalError(NOT_CONNECTED, "link lost before the hub's ack"))
-        self._queue.extendleft(reversed(again))
+                out.ticket.set_exception(SignalError(NOT_CONNECTED, "link lost before the hub's ack"))
         self._fail_requests("link lost before the hub answered")
 
     async def _reconnect(self) -> ClientConnection | None:
@@ -505,9 +488,8 @@ class SessionClient:
     async def _flush(self, ws: ClientConnection) -> None:
         """Send what was queued during the outage, in order. New signals queue behind until empty."""
         self._ws = ws
-        while self._queue:
-            out = self._queue.popleft()
-            if not out.future.done():
+        while (out := self._outbox.next_queued()) is not None:
+            if not out.ticket.done():  # its caller may have given up (cancelled)
                 await self._send(ws, out)
 
     def _fail_requests(self, why: str) -> None:
@@ -529,11 +511,9 @@ class SessionClient:
         if self._link.state is not LinkState.CLOSED:
             return
         error = SignalError(NOT_CONNECTED, f"not connected (session closed: {reason})")
-        for out in [*self._inflight.values(), *self._queue]:
-            if not out.future.done():
-                out.future.set_exception(error)
-        self._inflight.clear()
-        self._queue.clear()
+        for out in self._outbox.clear():
+            if not out.ticket.done():
+                out.ticket.set_exception(error)
         self._fail_requests(f"session closed: {reason}")
         if self._ws is not None:
             self._ws.transport.abort()
