@@ -265,3 +265,37 @@ async def test_console_rides_out_a_cut_link_and_leaves_cleanly(page: Page, hub: 
         gone = await robot.wait_for(lambda fs: [f for f in fs if f.get("op") == "connection_destroyed"],
                                     scaled(10))
         assert (gone[0]["connection"]["id"], gone[0]["reason"]) == (me, "clientDisconnected")
+
+
+async def test_touch_drives_the_joystick_on_a_phone(browser: Browser, hub: HubHandle) -> None:
+    sid = new_session()
+    context = await browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                        is_mobile=True, device_scale_factor=2)
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(scaled(15) * 1000)
+        async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+            await join_by_fragment(page, hub, sid)
+            pad = page.locator("#pad")
+            await pad.scroll_into_view_if_needed()
+            box = await pad.bounding_box()
+            assert box is not None
+            cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, box["width"] / 2
+            # Real touch events through the DevTools protocol, as a finger on a phone makes them.
+            cdp = await context.new_cdp_session(page)
+
+            async def touch(kind: str, *points: tuple[float, float]) -> None:
+                await cdp.send("Input.dispatchTouchEvent",
+                               {"type": kind, "touchPoints": [{"x": x, "y": y} for x, y in points]})
+
+            await touch("touchStart", (cx - r / 4, cy))             # left of centre: turning left
+            await touch("touchMove", (cx - r / 2, cy))
+            await robot.wait_for(lambda _: {"x": 0, "y": 0.25} in moves(robot), scaled(10))
+            await touch("touchEnd")
+            await robot.wait_for(lambda _: STOP in moves(robot), scaled(10))
+            await fence(page, robot)
+            sent = moves(robot)
+            assert sent[0]["x"] == 0 and 0.1 <= sent[0]["y"] <= 0.15, sent
+            assert sent[-1] == STOP and sent.count(STOP) == 1
+    finally:
+        await context.close()
