@@ -1,5 +1,5 @@
 """The rover firmware compiled with g++ on the host: the protocol core (rover_protocol.cpp) under ASan and
-UBSan through test_host.cpp, the sketch itself (rover.ino) on a fake Arduino core, and the Python
+UBSan through host/test_host.cpp, the sketch itself (rover.ino) on a fake Arduino core, and the Python
 simulator's parser checked against the C++ one line for line."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ FLAGS = ["-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1"]
 def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rover") / "rover_host"
     subprocess.run([GXX, *FLAGS, "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-                    f"-I{ROVER}", str(ROVER / "test_host.cpp"), str(ROVER / "rover_protocol.cpp"),
+                    f"-I{ROVER}", str(ROVER / "host" / "test_host.cpp"), str(ROVER / "rover_protocol.cpp"),
                     "-o", str(out)], check=True, capture_output=True, timeout=120)
     return out
 
@@ -150,9 +150,9 @@ def test_python_simulator_parser_matches_the_firmware(host: Path) -> None:
 
 def test_the_sketch_compiles_and_runs_on_a_fake_board(tmp_path: Path) -> None:
     exe = tmp_path / "rover_ino"
-    subprocess.run([GXX, *FLAGS, f"-I{ROVER}", f"-I{ROVER / 'host_shim'}", "-include", "Arduino.h",
+    subprocess.run([GXX, *FLAGS, f"-I{ROVER}", f"-I{ROVER / 'host'}", "-include", "Arduino.h",
                     "-x", "c++", str(ROVER / "rover.ino"), "-x", "none", str(ROVER / "rover_protocol.cpp"),
-                    str(ROVER / "host_shim" / "shim_main.cpp"), "-o", str(exe)],
+                    str(ROVER / "host" / "shim_main.cpp"), "-o", str(exe)],
                    check=True, capture_output=True, timeout=120)
     proc = subprocess.run([str(exe)], input=b"M 1 0\nbogus\n", capture_output=True, timeout=60, check=True)
     lines = proc.stdout.decode().splitlines()

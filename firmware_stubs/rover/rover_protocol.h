@@ -1,7 +1,7 @@
 // Rover line protocol: parser, motor mixing and watchdog, in plain C++ (no Arduino calls).
 //
 // The sketch (rover.ino) feeds every received byte and the current millis() in, and reads motor
-// outputs and reply lines out; the host test (test_host.cpp) does the same with a fake clock.
+// outputs and reply lines out; the host test (host/test_host.cpp) does the same with a fake clock.
 // The protocol itself is documented in ../README.md. Summary:
 //
 //   M <x> <y>   move: x forward(+)/back(-), y turn right(+)/left(-), decimals in [-1, 1]  -> OK

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "rover_protocol.h"
+#include "rover_protocol.h"  // -I firmware_stubs/rover
 
 int main() {
   rover::Protocol p;
