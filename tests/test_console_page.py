@@ -145,6 +145,15 @@ async def test_fragment_link_joins_and_controls_come_from_capabilities(page: Pag
         token = page.url.split("token=")[1]
         assert not [u for u in urls if token in u and "#" not in u], "the token left the fragment"
 
+        # A malformed announcement is reported and changes nothing.
+        await robot.signal("bridge.capabilities", "{not json", to=me)
+        await robot.signal("bridge.capabilities", '{"version":2,"rules":[]}', to=me)
+        errors = page.locator("#log-list li.log-err")
+        await expect(errors).to_have_count(2)
+        await expect(errors.first).to_contain_text("not JSON")
+        await expect(errors.last).to_contain_text("unknown version 2")
+        await expect(page.locator("form.control")).to_have_count(0)
+
         await robot.signal("bridge.capabilities", json.dumps(CAPABILITIES), to=me)
         forms = page.locator("form.control")
         await expect(forms).to_have_count(2)                      # arm.* is a glob: no form

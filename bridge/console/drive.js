@@ -117,7 +117,10 @@ export class Drive {
     this.onChange(this.x, this.y);
     if (this.active && this.timer === null) {
       this.move(this.x, this.y, false);
-      this.timer = setInterval(() => this.move(this.x, this.y, false), this.periodMs);
+      this.timer = setInterval(() => {
+        [this.x, this.y] = this._vector();     // picks up a max-speed change while held
+        this.move(this.x, this.y, false);
+      }, this.periodMs);
     } else if (!this.active && this.timer !== null) {
       clearInterval(this.timer);
       this.timer = null;
