@@ -198,9 +198,11 @@ async def test_broker_restart_recovers_and_resubscribes(mosquitto: Mosquitto,
             assert await h.message() == ("arm/state/grip", b'{"force": 3}')   # resubscribed
             assert h.link.publish("arm/grip/set", b"fresh", qos=1)
             assert (await next_message(device)).payload == b"fresh"  # the stale one never came
+        await until(lambda: any(r.levelno == logging.INFO for r in caplog.records))  # outage over
         mosquitto.restart()                                  # and once more, straight through
         assert await h.state() is False
         assert await h.state() is True
+        await until(lambda: sum(r.levelno == logging.INFO for r in caplog.records) == 2)
     records = [r for r in caplog.records if r.name == LOGGER and r.levelno >= logging.INFO]
     assert [r.levelname for r in records] == ["WARNING", "INFO", "WARNING", "INFO"], \
         [r.getMessage() for r in records]

@@ -10,7 +10,8 @@ link, kept up by ``run``:
   last will (the broker publishes it if the link dies) and published by ``run`` itself on a clean stop;
 * subscriptions are made again on every connect;
 * reconnect with capped exponential backoff; the outage is logged once (warning) and the recovery once
-  (info), however many attempts it takes.
+  (info, when the connection has lasted ``reconnect_max_s``), however many attempts it takes and however
+  often the broker drops us meanwhile (see ``backoff.Reconnect``).
 
 ``publish`` never blocks the caller: it starts a task that calls aiomqtt's publish (paho queues the
 packet at once, in call order; the task only waits for the QoS handshake) and returns. In-flight tasks are
@@ -29,6 +30,7 @@ from collections.abc import Callable, Sequence
 import aiomqtt
 
 from bridge.core.model import MqttDeviceConfig
+from bridge.devices.backoff import Reconnect
 
 __all__ = ["MqttLink", "availability_topic", "check_filter"]
 
@@ -123,8 +125,8 @@ class MqttLink:
     async def run(self) -> None:
         """Connect and stay connected until cancelled. On cancellation ``offline`` is published (retained)
         and the connection closed cleanly before the CancelledError propagates."""
-        delay = self.config.reconnect_min_s
-        outage_logged = False
+        c = self.config
+        retry = Reconnect(log, c.reconnect_min_s, c.reconnect_max_s)
         while True:
             try:
                 async with self._new_client() as client:
@@ -133,11 +135,7 @@ class MqttLink:
                         if self.subscriptions:
                             await client.subscribe([(t, 1) for t in self.subscriptions])
                         self.stats["connects"] += 1
-                        delay = self.config.reconnect_min_s
-                        if outage_logged:
-                            log.info("mqtt %s: connected again to %s:%d", self.name, self.config.host,
-                                     self.config.port)
-                            outage_logged = False
+                        retry.connected(f"mqtt {self.name}: connected again to {c.host}:{c.port}")
                         self._client = client
                         self._set_up(True)
                         async for message in client.messages:
@@ -151,19 +149,15 @@ class MqttLink:
                         raise
             except aiomqtt.MqttError as exc:
                 was_up = self._up
+                retry.disconnected()
                 self._went_down()
                 if not was_up:
                     self.stats["connect_failures"] += 1
-                if not outage_logged:
-                    log.warning("mqtt %s: %s %s:%d (%s); reconnecting", self.name,
-                                "lost" if was_up else "cannot connect to", self.config.host,
-                                self.config.port, exc)
-                    outage_logged = True
-                else:
-                    log.debug("mqtt %s: reconnect failed: %s", self.name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.config.reconnect_max_s)
+                what = "lost" if was_up else "cannot connect to"
+                await asyncio.sleep(retry.failed(
+                    f"mqtt {self.name}: {what} {c.host}:{c.port} ({exc}); reconnecting"))
             finally:
+                retry.disconnected()
                 self._went_down()
 
     def _new_client(self) -> aiomqtt.Client:

@@ -9,7 +9,8 @@ rfc2217://), driven as an asyncio transport by ``pyserial-asyncio-fast`` (no thr
 * writing: ``write_line`` appends the configured newline and hands the bytes to the transport (which
   never blocks; it buffers what the port cannot take yet, up to a bound);
 * staying open: ``run`` opens the port, waits for it to be lost, and reopens it with a capped exponential
-  backoff, logging the loss once (warning) and the recovery once (info), however long the outage.
+  backoff, logging the loss once (warning) and the recovery once (info, when the port has stayed open
+  for ``reopen_max_s``), however long the outage and however often the port flaps meanwhile.
 
 Incoming lines end at ``\\n`` (a trailing ``\\r`` is stripped, so ``\\r\\n`` devices work too) unless the
 configured newline is exactly ``\\r``, in which case they end at ``\\r``. Empty lines are ignored.
@@ -27,6 +28,7 @@ import serial
 import serial_asyncio_fast
 
 from bridge.core.model import SerialDeviceConfig
+from bridge.devices.backoff import Reconnect
 
 __all__ = ["LineFramer", "SerialLink"]
 
@@ -179,42 +181,33 @@ class SerialLink:
 
     async def run(self) -> None:
         """Open the port and keep it open: reopen with backoff (``reopen_min_s`` doubling up to
-        ``reopen_max_s``) whenever it is lost or cannot be opened. Runs until cancelled; on cancellation the
-        port is closed and ``up`` goes False before the CancelledError propagates."""
-        delay = self.config.reopen_min_s
-        outage_logged = False
+        ``reopen_max_s``) whenever it is lost or cannot be opened; see ``backoff.Reconnect`` for when an
+        outage is logged. Runs until cancelled; on cancellation the port is closed and ``up`` goes False
+        before the CancelledError propagates."""
+        cfg = self.config
+        retry = Reconnect(log, cfg.reopen_min_s, cfg.reopen_max_s)
         try:
             while True:
                 try:
                     protocol = await self._open()
                 except (serial.SerialException, OSError, ValueError) as exc:
                     self._counts["open_failures"] += 1
-                    if not outage_logged:
-                        log.warning("serial %s: cannot open %s (%s); retrying every <=%.1fs",
-                                    self.name, self.config.port, exc, self.config.reopen_max_s)
-                        outage_logged = True
-                    else:
-                        log.debug("serial %s: reopen failed: %s", self.name, exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.config.reopen_max_s)
+                    await asyncio.sleep(retry.failed(f"serial {self.name}: cannot open {cfg.port} ({exc}); "
+                                                     f"retrying every <={cfg.reopen_max_s}s"))
                     continue
-                delay = self.config.reopen_min_s
                 if self._opened_before:
                     self._counts["reopens"] += 1
-                if outage_logged:
-                    log.info("serial %s: %s open again", self.name, self.config.port)
-                    outage_logged = False
-                else:
-                    log.debug("serial %s: %s open", self.name, self.config.port)
                 self._opened_before = True
+                retry.connected(f"serial {self.name}: {cfg.port} open again")
                 self._set_up(True)
                 reason = await protocol.lost
+                retry.disconnected()
                 self._set_up(False)
                 self._drop_transport()
-                log.warning("serial %s: %s lost (%s); reopening", self.name, self.config.port,
-                            reason or "closed")
-                outage_logged = True
+                await asyncio.sleep(retry.failed(
+                    f"serial {self.name}: {cfg.port} lost ({reason or 'closed'}); reopening"))
         finally:
+            retry.disconnected()
             self._set_up(False)
             self._drop_transport()
 
