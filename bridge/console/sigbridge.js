@@ -290,6 +290,8 @@ export class Session {
     const queued = this._queue;
     this._queue = [];
     for (const item of queued) this._send(item);
+    // The socket may have closed between `connected` and now, while no handler of ours listened.
+    if (ws.readyState !== WebSocket.OPEN) this._lost('link closed');
   }
 
   _startTimers() {
