@@ -1,10 +1,10 @@
 """The reconnect policy shared by the device links: capped exponential backoff, and an outage logged once.
 
 An outage starts with the first failure (cannot open / connect, or lost). It ends only when a connection
-has stayed up for ``stable_s``: a port or broker that accepts and drops us at once (a flapping USB hub, two
-bridges fighting over one MQTT client id) is one long outage, with the delay still growing, not a loop of
-"lost"/"back" messages at full speed. One warning when the outage starts, one info line when it ends;
-everything in between goes to debug.
+has stayed up for ``stable_s`` (default: twice the longest delay): a port or broker that accepts and drops
+us at once (a flapping USB hub, two bridges fighting over one MQTT client id) is one long outage, with the
+delay still growing, not a loop of "lost"/"back" messages at full speed. One warning when the outage
+starts, one info line when it ends; everything in between goes to debug.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class Reconnect:
         self.log = log
         self.min_s = min_s
         self.max_s = max_s
-        self.stable_s = max_s if stable_s is None else stable_s
+        # Twice the longest delay: two peers kicking each other at the cap never look stable.
+        self.stable_s = 2 * max_s if stable_s is None else stable_s
         self.delay = min_s
         self.in_outage = False
         self._recovered_msg = ""

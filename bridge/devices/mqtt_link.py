@@ -10,7 +10,7 @@ link, kept up by ``run``:
   last will (the broker publishes it if the link dies) and published by ``run`` itself on a clean stop;
 * subscriptions are made again on every connect;
 * reconnect with capped exponential backoff; the outage is logged once (warning) and the recovery once
-  (info, when the connection has lasted ``reconnect_max_s``), however many attempts it takes and however
+  (info, when the connection has lasted twice ``reconnect_max_s``), however many attempts it takes and however
   often the broker drops us meanwhile (see ``backoff.Reconnect``).
 
 ``publish`` never blocks the caller: it starts a task that calls aiomqtt's publish (paho queues the

@@ -10,7 +10,7 @@ rfc2217://), driven as an asyncio transport by ``pyserial-asyncio-fast`` (no thr
   never blocks; it buffers what the port cannot take yet, up to a bound);
 * staying open: ``run`` opens the port, waits for it to be lost, and reopens it with a capped exponential
   backoff, logging the loss once (warning) and the recovery once (info, when the port has stayed open
-  for ``reopen_max_s``), however long the outage and however often the port flaps meanwhile.
+  for twice ``reopen_max_s``), however long the outage and however often the port flaps meanwhile.
 
 Incoming lines end at ``\\n`` (a trailing ``\\r`` is stripped, so ``\\r\\n`` devices work too) unless the
 configured newline is exactly ``\\r``, in which case they end at ``\\r``. Empty lines are ignored.
