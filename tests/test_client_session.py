@@ -166,6 +166,7 @@ async def test_refused_token_and_unreachable_hub() -> None:
         with pytest.raises(SignalError) as e:
             await bad.connect()
         assert e.value.code in (401, 403) and bad.state == "closed"
+        assert [ev async for ev in bad.events()] == []  # nothing to wait for on a closed client
         with pytest.raises(SignalError) as e:
             await SessionClient(h.url, SID, "garbage").connect()
         assert e.value.code in (401, 403)

@@ -127,7 +127,6 @@ class SessionClient:
         self._ws: ClientConnection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
-        self._final_seen = False
         self._last_rx = 0.0
         self._outbox: Outbox[asyncio.Future[None]] = Outbox()
         self._requests: dict[int, asyncio.Future[None]] = {}
@@ -212,12 +211,11 @@ class SessionClient:
         self._finish(LinkEvent.CLOSE, CLIENT_DISCONNECTED)
 
     async def events(self) -> AsyncIterator[SessionEvent]:
-        """Events in order of arrival; ends after yielding Disconnected."""
-        while not (self._final_seen and self._events.empty()):
+        """Events in order of arrival; ends after yielding Disconnected (at once when closed and drained)."""
+        while not (self._link.state is LinkState.CLOSED and self._events.empty()):
             event = await self._events.get()
             yield event
             if isinstance(event, Disconnected):
-                self._final_seen = True
                 return
 
     # ---- requests ------------------------------------------------------------------------------
