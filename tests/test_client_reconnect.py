@@ -93,6 +93,7 @@ async def test_cut_link_retry_signals_arrive_exactly_once_and_no_retry_never() -
 
         r.proxy.refuse(False)
         await next_of(r.a, Reconnected)
+        await r.a.signal(type="from.a", data="a-after")  # goes out behind the queued ones
         await asyncio.wait_for(asyncio.gather(*queued), scaled(10))
         assert r.a.connection is not None and r.a.connection.id == a_id and r.a.connected
         await r.a.signal(type="end", data="A-END")
@@ -101,7 +102,7 @@ async def test_cut_link_retry_signals_arrive_exactly_once_and_no_retry_never() -
         at_a = await signals_until(r.a, "B-END")
         assert datas(at_a, b_id) == [f"b-retry-{i}" for i in range(5)] + ["b-retry-broadcast"]
         at_b = await signals_until(r.b, "A-END")
-        assert datas(at_b, a_id) == [f"a-retry-{i}" for i in range(5)]
+        assert datas(at_b, a_id) == [f"a-retry-{i}" for i in range(5)] + ["a-after"]
         # b never saw a leave: the connection id survived the outage.
         assert a_id in r.b.connections
         assert r.a.stats["reconnects"] == 1 and r.a.stats["duplicates"] == 0

@@ -359,6 +359,8 @@ class SessionClient:
         self._ws = ws
         self._last_rx = time.monotonic()
         keepalive = asyncio.create_task(self._keepalive(ws))
+        # Signals queued during an outage go out beside the reader, so acks are read as they come.
+        flusher = asyncio.create_task(self._flush(ws)) if self._outbox.has_queued else None
         try:
             async for message in ws:
                 self._last_rx = time.monotonic()
@@ -375,6 +377,8 @@ class SessionClient:
         finally:
             self._ws = None
             keepalive.cancel()
+            if flusher is not None:
+                flusher.cancel()
             ws.transport.abort()
         return None
 
@@ -480,12 +484,10 @@ class SessionClient:
             log.info("link to %s resumed", self.uri)
             self._emit(Reconnected())
             self._adopt(hello, first=False)
-            await self._flush(ws)
             return ws
 
     async def _flush(self, ws: ClientConnection) -> None:
         """Send what was queued during the outage, in order. New signals queue behind until empty."""
-        self._ws = ws
         while (out := self._outbox.next_queued()) is not None:
             if not out.ticket.done():  # its caller may have given up (cancelled)
                 await self._send(ws, out)
