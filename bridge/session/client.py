@@ -403,9 +403,10 @@ class SessionClient:
         elif isinstance(frame, Pong):
             sent, waiter = self._pings.pop(frame.id, (None, None))
             if sent is not None:
-                self._clock.add(sent, frame.server_time, _wall_ms())
+                received = _wall_ms()
+                self._clock.add(sent, frame.server_time, received)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(_wall_ms() - sent)
+                    waiter.set_result(received - sent)
         elif isinstance(frame, ConnectionCreated):
             cid = frame.connection.id
             if self.connection is not None and cid != self.connection.id and cid not in self.connections:
