@@ -76,6 +76,8 @@ function field(name, spec, form) {
   }
   input.id = id;
   input.name = name;
+  // The bridge refuses a signal that lacks a required param; let the browser say so first.
+  if (spec && spec.required === true && type !== 'bool') input.required = true;
   wrap.append(input);
   form.append(wrap);
   return read;
