@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
+import aiohttp
 import pytest
 
 from bridge.core.signal import CLIENT_DISCONNECTED, FORCE_DISCONNECTED, MAX_DATA_BYTES
@@ -227,3 +228,13 @@ async def test_events_overflow_drops_the_oldest(hub: HubHandle) -> None:
         got = await signals_until(a, "END")
         assert [s.data for s in got] == [str(i) for i in range(6, 10)]
         assert a.stats["events_dropped"] == 6
+
+
+async def test_rest_signal_arrives_with_no_sender(hub: HubHandle) -> None:
+    async with client(hub) as a, aiohttp.ClientSession() as http:
+        url = f"{hub.http_url}/v2/project/{hub.api_key}/session/{SID}/signal"
+        async with http.post(url, json={"type": "robot.stop", "data": "now"},
+                             headers={"X-OPENTOK-AUTH": hub.rest_jwt()}) as resp:
+            assert resp.status == 204
+        got = await next_of(a, Signal)
+        assert (got.type, got.data, got.from_id) == ("robot.stop", "now", None)
