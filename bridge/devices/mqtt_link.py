@@ -44,6 +44,7 @@ _paho_log.setLevel(logging.CRITICAL)
 MAX_INFLIGHT = 256
 #: Incoming messages waiting for the loop; past this aiomqtt discards them (counted: incoming_dropped).
 MAX_INCOMING = 1000
+OPERATION_TIMEOUT_S = 5.0
 _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
@@ -175,6 +176,9 @@ class MqttLink:
         tls = aiomqtt.TLSParameters(ca_certs=c.ca_file) if c.tls else None
         client = aiomqtt.Client(
             c.host, c.port, username=c.username, password=c.password, identifier=c.client_id,
+            # Bounds CONNACK/SUBACK/PUBACK waits: aiomqtt does not end them when the connection drops
+            # meanwhile, so a broker lost during the setup costs up to this much before the retry.
+            timeout=OPERATION_TIMEOUT_S,
             clean_session=True, keepalive=c.keepalive, tls_params=tls,
             will=aiomqtt.Will(self.availability, b"offline", qos=1, retain=True),
             socket_options=_NODELAY, max_queued_incoming_messages=MAX_INCOMING, queue_type=CountingQueue,
