@@ -207,10 +207,15 @@ async def test_telemetry_log_and_joystick(page: Page, hub: HubHandle) -> None:
                        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                        return d.some((v, i) => i % 4 === 3 && v > 0); }""")
         await robot.signal("bridge.status", '{"state":"armed"}', to=me)
-        await robot.signal("bridge.ack", '{"signal":"robot.mode"}', to=me)
+        for i, status in enumerate(["applied", "applied", "applied", "refused"]):
+            await robot.signal("bridge.ack", json.dumps({"id": i, "status": status}), to=me)
         log = page.locator("#log-list")
         await expect(log.locator('li[data-type="bridge.status"]')).to_contain_text('{"state":"armed"}')
-        await expect(log.locator('li[data-type="bridge.ack"]')).to_contain_text("robot-1")
+        # A run of acks collapses into one line with a count; a refusal stands on its own line.
+        acks = log.locator('li[data-type="bridge.ack"]')
+        await expect(acks).to_have_count(2)
+        await expect(acks.first).to_contain_text('robot-1] {"id": 2, "status": "applied"} (\u00d73)')
+        await expect(acks.last).to_contain_text('"status": "refused"')
 
         # Drag the joystick knob halfway up: forward at half of the 0.5 max speed; release: one stop.
         box = await page.locator("#pad").bounding_box()

@@ -46,6 +46,7 @@ async function join(url, sessionId, token) {
     $('app').hidden = false;
     $('leave').hidden = false;
     $('whoami').textContent = `${sessionId} · ${s.connection.role}`;
+    $('whoami').title = sessionId;
     setLinkState('connected');
     renderMembers();
     drive.setEnabled(true);
@@ -224,21 +225,44 @@ function renderMembers() {
 
 // ---- log -------------------------------------------------------------------------------------
 
+// A run of entries of the same stream (a bridge.ack per 10 Hz move, telemetry) collapses into one
+// line with a count, so the rest of the history stays on screen.
+let lastEntry = null;                  // {key, li, count}
+
+function streamKey(kind, type, from, text) {
+  if (type === 'bridge.ack') {
+    // Keep refusals apart from the stream of "applied".
+    let status = '';
+    try { status = String(JSON.parse(text).status); } catch { /* not JSON: its own key */ }
+    return `${kind}|${type}|${from ? from.id : ''}|${status}`;
+  }
+  if (type === MOVE || ui.telemetryTypes.has(type)) return `${kind}|${type}|${from ? from.id : ''}`;
+  return null;
+}
+
 function log(kind, type, from, text) {
   const chatty = type === MOVE || ui.telemetryTypes.has(type);
   if (chatty && kind !== 'err' && !$('log-chatty').checked) return;
   const list = $('log-list');
   const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
-  const li = document.createElement('li');
-  li.className = `log-${kind}`;
-  li.dataset.type = type;
   const arrow = { in: '←', out: '→', err: '✕', sys: '•' }[kind];
   const who = from ? `${short(from.id)}${from.data ? ` ${from.data}` : ''}` : (kind === 'in' ? 'server' : '');
   const body = String(text ?? '');
-  li.textContent = `${new Date().toLocaleTimeString()} ${arrow} ${type || '(no type)'} ${who ? `[${who}] ` : ''}`
+  const line = `${new Date().toLocaleTimeString()} ${arrow} ${type || '(no type)'} ${who ? `[${who}] ` : ''}`
     + (body.length > 300 ? `${body.slice(0, 300)}…` : body);
-  list.append(li);
-  while (list.children.length > LOG_MAX) list.firstElementChild.remove();
+  const key = kind === 'err' ? null : streamKey(kind, type, from, body);
+  if (key !== null && lastEntry && lastEntry.key === key && list.lastElementChild === lastEntry.li) {
+    lastEntry.count += 1;
+    lastEntry.li.textContent = `${line} (×${lastEntry.count})`;
+  } else {
+    const li = document.createElement('li');
+    li.className = `log-${kind}`;
+    li.dataset.type = type;
+    li.textContent = line;
+    list.append(li);
+    lastEntry = { key, li, count: 1 };
+    while (list.children.length > LOG_MAX) list.firstElementChild.remove();
+  }
   if (stick) list.scrollTop = list.scrollHeight;
 }
 $('log-clear').addEventListener('click', () => $('log-list').replaceChildren());
