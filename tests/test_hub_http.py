@@ -131,3 +131,10 @@ async def test_hub_process_and_token_command(tmp_path: Path) -> None:
         c = await raw_connect(h, "lab-1", token=token)
         assert c.connected["op"] == "connected" and c.connected["connection"]["role"] == "moderator"
         await c.close()
+
+
+def test_example_hub_config_loads_with_the_defaults() -> None:
+    example = Path(__file__).resolve().parent.parent / "config" / "hub.example.yaml"
+    c = load_hub_config(str(example), env={"SIGBRIDGE_API_KEY": "k", "SIGBRIDGE_API_SECRET": "s"})
+    defaults = load_hub_config(None, env={"SIGBRIDGE_API_KEY": "k", "SIGBRIDGE_API_SECRET": "s"})
+    assert c == defaults
