@@ -162,10 +162,12 @@ class Daemon:
                 await self._serve(client)
             finally:
                 self.client = None
-                if self.engine.linked:
+                if self.engine.linked and not self._stop.is_set():
                     self._execute(self.engine.link_down(time.monotonic()))
                 with contextlib.suppress(Exception):
                     await client.disconnect()
+            if self._stop.is_set():
+                return
             log.warning("session: left for good; joining again as a new connection")
             await asyncio.sleep(delay)
 
@@ -187,8 +189,10 @@ class Daemon:
             elif isinstance(event, Reconnected):
                 self._link_up(client)
             elif isinstance(event, Disconnected):
-                self._execute(self.engine.link_down(now))
-                log.warning("session: disconnected (%s)", event.reason)
+                if self.engine.linked and not self._stop.is_set():
+                    self._execute(self.engine.link_down(now))
+                if not self._stop.is_set():
+                    log.warning("session: disconnected (%s)", event.reason)
                 return
             elif isinstance(event, ConnectionCreated):
                 pass

@@ -1,0 +1,168 @@
+"""`sigbridge demo`: a session hub, the simulated rover on a pseudo-terminal and a bridge running
+config/demo.yaml, all on this machine, with ready-to-paste commands to drive the rover.
+
+What runs: the hub in this process (on ``--listen``, with API credentials generated in a temporary state
+dir), ``firmware_stubs/rover_sim.py`` as a child process (it prints its pty path), and ``sigbridge run
+-c config/demo.yaml`` as a child process with SIGBRIDGE_ROVER_PORT / SIGBRIDGE_URL / SIGBRIDGE_SESSION /
+SIGBRIDGE_TOKEN set, exactly as a person would start it by hand. Once the bridge reports READY, the
+session id, an operator (moderator) token, the console URL and the `sigbridge send` / `listen` commands
+are printed on stdout. Ctrl-C or SIGTERM stops the bridge (its on_shutdown actions run), the rover and
+the hub, and removes the temporary state; exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bridge.core.tokens import mint_client_token, new_session_id
+from bridge.session.hub import start_hub
+from bridge.session.hubconfig import HubConfig, HubConfigError, load_or_create_credentials, parse_listen
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = ROOT / "config" / "demo.yaml"
+ROVER_SIM = ROOT / "firmware_stubs" / "rover_sim.py"
+START_TIMEOUT_S = 30.0
+TOKEN_TTL_S = 7 * 86400
+
+
+def demo_main(args: argparse.Namespace) -> int:
+    try:
+        host, port = parse_listen(args.listen)
+    except HubConfigError as exc:
+        print(f"sigbridge demo: {exc}", file=sys.stderr)
+        return 2
+    for needed in (DEMO_CONFIG, ROVER_SIM):
+        if not needed.exists():
+            print(f"sigbridge demo: {needed} is missing (the demo runs from a source checkout)",
+                  file=sys.stderr)
+            return 1
+    try:
+        return asyncio.run(_demo(host, port))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _demo(host: str, port: int) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    with tempfile.TemporaryDirectory(prefix="sigbridge-demo-") as state:
+        key, secret, _ = load_or_create_credentials(Path(state))
+        try:
+            hub = await start_hub(HubConfig(api_key=key, api_secret=secret, host=host, port=port,
+                                            credentials_source="demo"))
+        except OSError as exc:
+            print(f"sigbridge demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 1
+        children: list[asyncio.subprocess.Process] = []
+        try:
+            now = time.time()
+            session = new_session_id(key, now=now)
+            op_token = mint_client_token(api_key=key, api_secret=secret, session_id=session,
+                                         role="moderator", data="operator", ttl_s=TOKEN_TTL_S, now=now)
+            bridge_token = mint_client_token(api_key=key, api_secret=secret, session_id=session,
+                                             role="publisher", data="rover-bridge", ttl_s=TOKEN_TTL_S,
+                                             now=now)
+            rover = await asyncio.create_subprocess_exec(
+                sys.executable, str(ROVER_SIM), stdout=asyncio.subprocess.PIPE)
+            children.append(rover)
+            rover_port = await _rover_port(rover)
+            env = dict(os.environ, SIGBRIDGE_ROVER_PORT=rover_port, SIGBRIDGE_URL=hub.url,
+                       SIGBRIDGE_SESSION=session, SIGBRIDGE_TOKEN=bridge_token)
+            bridge = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bridge", "run", "-c", str(DEMO_CONFIG), env=env,
+                stderr=asyncio.subprocess.PIPE)
+            children.append(bridge)
+            await _wait_ready(bridge)
+            _print_instructions(hub.url, hub.http_url, session, op_token)
+            relay = asyncio.create_task(_relay(bridge))
+            ended = asyncio.create_task(bridge.wait())
+            waiting = asyncio.create_task(stop.wait())
+            await asyncio.wait({ended, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if ended.done():
+                print(f"sigbridge demo: the bridge exited with {bridge.returncode}", file=sys.stderr)
+            await _stop_all(children)
+            await relay
+            print("sigbridge demo: stopped", file=sys.stderr, flush=True)
+            return 0 if not ended.done() or stop.is_set() else 1
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"sigbridge demo: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await _stop_all(children)
+            await hub.close()
+
+
+async def _rover_port(rover: asyncio.subprocess.Process) -> str:
+    assert rover.stdout is not None
+    line = await asyncio.wait_for(rover.stdout.readline(), START_TIMEOUT_S)
+    text = line.decode().strip()
+    if not text.startswith("PORT "):
+        raise RuntimeError(f"the rover simulator did not start (said {text!r})")
+    return text[5:]
+
+
+async def _wait_ready(bridge: asyncio.subprocess.Process) -> None:
+    """Relay the bridge's stderr until it reports READY (or fails)."""
+    assert bridge.stderr is not None
+    async with asyncio.timeout(START_TIMEOUT_S):
+        while True:
+            line = await bridge.stderr.readline()
+            if not line:
+                raise RuntimeError(f"the bridge exited with {await bridge.wait()} before it was ready")
+            sys.stderr.write(line.decode(errors="replace"))
+            if b"READY" in line:
+                sys.stderr.flush()
+                return
+
+
+async def _relay(bridge: asyncio.subprocess.Process) -> None:
+    assert bridge.stderr is not None
+    while line := await bridge.stderr.readline():
+        sys.stderr.write(line.decode(errors="replace"))
+        sys.stderr.flush()
+
+
+async def _stop_all(children: list[asyncio.subprocess.Process]) -> None:
+    """SIGTERM, newest first (the bridge before the rover, so its on_shutdown line reaches the rover)."""
+    for proc in reversed(children):
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+def _print_instructions(ws_url: str, http_url: str, session: str, token: str) -> None:
+    env = (f"export SIGBRIDGE_URL={shlex.quote(ws_url)} SIGBRIDGE_SESSION={shlex.quote(session)} "
+           f"SIGBRIDGE_TOKEN={shlex.quote(token)}")
+    print(f"""
+signal-bridge demo is running: hub {ws_url}, simulated rover, bridge with {DEMO_CONFIG.name}
+
+  session:         {session}
+  operator token:  {token}
+  console:         {http_url}/#session={session}&token={token}
+
+In another terminal:
+  {env}
+  sigbridge listen
+  sigbridge send robot.move '{{"x":0.5,"y":0}}'
+  sigbridge send robot.estop
+  sigbridge send robot.estop_reset
+
+Ctrl-C stops everything.
+""", flush=True)
