@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import socket
@@ -82,8 +81,11 @@ async def _main(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # The clean MQTT disconnect normally takes milliseconds; never let it hold the exit up for long.
+    await asyncio.wait({task}, timeout=3)
+    exc = task.exception() if task.done() and not task.cancelled() else None
+    if exc is not None:
+        raise exc
     return 0
 
 
