@@ -53,7 +53,7 @@ CONNECT_TIMEOUT_S = 10.0
 #: Frames up to this size are read and answered with a 413 error; beyond it aiohttp closes the link.
 HARD_FRAME_LIMIT = 16 * MAX_FRAME_BYTES
 #: A receiver with this many frames not yet written is too slow to keep: its link is closed.
-MAX_OUTBOX = 50_000
+MAX_OUTBOX = 10_000
 MAX_SESSION_ID_CHARS = 256
 
 

@@ -69,7 +69,8 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
             return _error(BAD_REQUEST, "body must be a JSON object {\"type\": ..., \"data\": ...}")
         if not isinstance(obj, dict):
             return _error(BAD_REQUEST, "body must be a JSON object {\"type\": ..., \"data\": ...}")
-        type_, data = obj.get("type") or "", obj.get("data") or ""
+        type_, data = obj.get("type"), obj.get("data")
+        type_, data = ("" if type_ is None else type_), ("" if data is None else data)
         refusal = check_signal(type_, data)
         if refusal is not None:
             state.metrics.nack(refusal.code)

@@ -1,0 +1,101 @@
+"""bridge.core.wire and bridge.core.hubstate without any socket: frames in, frames out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bridge.core import wire
+from bridge.core.hubstate import HubState, TokenBucket
+from bridge.core.signal import Connection
+
+
+def test_parse_client_frames() -> None:
+    assert wire.parse_client_frame('{"op":"connect","token":"t"}') == wire.ConnectFrame("t", None)
+    f = wire.parse_client_frame(
+        '{"op":"connect","token":"t","resume":{"connection_id":"c","secret":"s","last_seq":4}}')
+    assert f == wire.ConnectFrame("t", wire.Resume("c", "s", 4))
+    assert wire.parse_client_frame('{"op":"signal","id":3}') == wire.SignalFrame(3, "", "", None, True)
+    assert wire.parse_client_frame(
+        '{"op":"signal","id":3,"type":"a","data":"b","to":"c","retry":false}'
+    ) == wire.SignalFrame(3, "a", "b", "c", False)
+    assert wire.parse_client_frame('{"op":"ping","id":9}') == wire.PingFrame(9)
+    assert wire.parse_client_frame('{"op":"disconnect"}') == wire.DisconnectFrame()
+    assert wire.parse_client_frame(
+        '{"op":"force_disconnect","id":2,"connection_id":"c"}') == wire.ForceDisconnectFrame(2, "c")
+
+
+@pytest.mark.parametrize(("text", "code", "frame_id"), [
+    ("nope", 400, None), ("[]", 400, None), ('{"op":1}', 400, None), ('{"op":"x","id":5}', 400, 5),
+    ('{"op":"signal","id":true}', 400, None), ('{"op":"signal","id":2,"type":1}', 400, 2),
+    ('{"op":"signal","id":2,"to":""}', 400, 2), ('{"op":"ping","id":1.5}', 400, None),
+    ('{"op":"connect"}', 400, None),
+    ('{"op":"connect","token":"t","resume":{"connection_id":"c"}}', 400, None),
+    ('{"op":"connect","token":"t","resume":{"connection_id":"c","secret":"s","last_seq":-1}}', 400, None),
+    ('{"op":"force_disconnect","id":1,"connection_id":5}', 400, 1),
+    ('{"op":"signal","id":1,"data":"' + "x" * 70_000 + '"}', 413, None),
+    ('{"op":"signal","id":1,"data":"' + "€" * 22_000 + '"}', 413, None),  # 66 000 bytes, 22 000 chars
+])
+def test_parse_refusals(text: str, code: int, frame_id: int | None) -> None:
+    with pytest.raises(wire.WireError) as e:
+        wire.parse_client_frame(text)
+    assert (e.value.code, e.value.frame_id) == (code, frame_id) and e.value.message
+
+
+def test_hub_frames_are_json_in_design_key_order() -> None:
+    body = wire.SignalBody("robot.move", 'he said "hi"\n\u2028€', None, 123)
+    f1, f2 = body.frame(1), body.frame(42)
+    assert json.loads(f2) == {"op": "signal", "seq": 42, "type": "robot.move",
+                              "data": 'he said "hi"\n\u2028€', "from": None, "ts": 123}
+    assert list(json.loads(f1)) == ["op", "seq", "type", "data", "from", "ts"]
+    assert json.loads(wire.SignalBody("", "", "c1", 1).frame(1))["from"] == "c1"
+    me = Connection("a", "d", "publisher", 5)
+    c = json.loads(wire.connected(me, [], "s", True, 7))
+    assert c["resumed"] is True and c["connection"] == me.to_wire() and c["limits"]["max_data"] == 8192
+    assert json.loads(wire.nack(3, 404, "x")) == {"op": "nack", "id": 3, "code": 404, "message": "x"}
+    assert json.loads(wire.pong(3, 9)) == {"op": "pong", "id": 3, "server_time": 9}
+
+
+def test_token_bucket() -> None:
+    b = TokenBucket(10, 3, now=0.0)
+    assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert b.take(0.1) and not b.take(0.1)
+    assert all(TokenBucket(0, 0, 0.0).take(0.0) for _ in range(10_000))
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.closed = False
+
+    def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_state_grace_replay_and_expiry() -> None:
+    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
+    la, lb = _Link(), _Link()
+    a = st.join("s", "publisher", "", la, now=0.0, now_ms=0)
+    b = st.join("s", "publisher", "", lb, now=0.0, now_ms=0)
+    assert la.sent[0]["op"] == "connection_created" and st.others(b) == [a.connection]
+    b.deliver_signal(wire.SignalBody("t", "1", a.connection.id, 1), retry=True)
+    st.link_lost(b, lb, now=1.0)
+    for i in (2, 3, 4):
+        b.deliver_signal(wire.SignalBody("t", str(i), None, 1), retry=True)
+    b.deliver_signal(wire.SignalBody("t", "nr", None, 1), retry=False)
+    assert (st.metrics.buffered, st.metrics.dropped) == (3, 2)  # "2" pushed out; "nr" not buffered
+    assert st.expire(now=5.9) == [] and len(la.sent) == 1  # nobody told yet
+    lb2 = _Link()
+    replay = st.resume(b, lb2, last_seq=1)
+    assert [json.loads(f)["data"] for f in replay] == ["3", "4"]
+    st.link_lost(b, lb2, now=10.0)
+    st.link_lost(b, lb, now=10.0)  # a stale link dropping later changes nothing
+    assert b.grace_deadline == 15.0
+    assert st.expire(now=15.0) == [b]
+    assert la.sent[-1]["op"] == "connection_destroyed" and la.sent[-1]["reason"] == "networkDisconnected"
+    st.leave(a, "clientDisconnected")
+    assert st.sessions == {} and st.connection_count == 0
