@@ -87,6 +87,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._ready_printed = False
+        # Telemetry dropped while the link was down: logged once per outage, summed when it ends.
+        self._dropped_at_down = 0
+        self._drop_logged = False
 
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
@@ -163,7 +166,7 @@ class Daemon:
             finally:
                 self.client = None
                 if self.engine.linked and not self._stop.is_set():
-                    self._execute(self.engine.link_down(time.monotonic()))
+                    self._link_down(time.monotonic())
                 with contextlib.suppress(Exception):
                     await client.disconnect()
             if self._stop.is_set():
@@ -183,25 +186,33 @@ class Daemon:
                 self._execute(self.engine.connection_destroyed(event.connection, now))
             elif isinstance(event, Reconnecting):
                 # Safe actions first: nothing else is handled before they are handed to the devices.
-                self._execute(self.engine.link_down(now))
+                self._link_down(now)
                 log.warning("session: link lost, reconnecting (on_disconnect actions sent)")
                 self.notifier.status("session link lost, reconnecting")
             elif isinstance(event, Reconnected):
                 self._link_up(client)
             elif isinstance(event, Disconnected):
                 if self.engine.linked and not self._stop.is_set():
-                    self._execute(self.engine.link_down(now))
+                    self._link_down(now)
                 if not self._stop.is_set():
                     log.warning("session: disconnected (%s)", event.reason)
                 return
             elif isinstance(event, ConnectionCreated):
                 pass
 
+    def _link_down(self, now: float) -> None:
+        self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
+        self._drop_logged = False
+        self._execute(self.engine.link_down(now))
+
     def _link_up(self, client: SessionClient) -> None:
         assert client.connection is not None
         own = client.connection.id
+        dropped = self.engine.counters["telemetry_dropped_link_down"] - self._dropped_at_down
+        self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
         self._execute(self.engine.link_up(own, time.monotonic()))
-        log.info("session: connected as %s", own)
+        log.info("session: connected as %s%s", own,
+                 f" ({dropped} telemetry value(s) dropped while down)" if dropped else "")
         self.notifier.status(f"connected as {own}")
         if not self._ready_printed:
             self._ready_printed = True
@@ -267,8 +278,16 @@ class Daemon:
                 self._send_signal(cmd)
         if was_estopped != self.engine.estopped:
             log.warning("e-stop %s", "LATCHED" if self.engine.estopped else "reset")
+        if not self._drop_logged and not self.engine.linked:
+            self._log_first_drop()
         if wake:
             self._wake.set()
+
+    def _log_first_drop(self) -> None:
+        dropped = self.engine.counters["telemetry_dropped_link_down"]
+        if dropped != self._dropped_at_down:
+            self._drop_logged = True
+            log.info("session: link down, dropping telemetry until it is back (never queued)")
 
     def _send_signal(self, cmd: SendSignal) -> None:
         client = self.client

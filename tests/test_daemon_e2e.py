@@ -24,6 +24,7 @@ from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
 
 SESSION = "e2e-lab"
@@ -259,3 +260,39 @@ async def test_bad_config_exits_2_with_file_line_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2
     text = err.decode()
     assert f"{config}:6: rules[0].send.device: unknown device 'bsae'" in text, text
+
+
+async def test_session_link_lost_safe_action_first_telemetry_dropped_not_queued(tmp_path: Path) -> None:
+    async with running_hub() as hub, TcpProxy("127.0.0.1", hub.port) as proxy:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "ws://127.0.0.1:{proxy.port}", session_id: s2, token: "{hub.token('s2')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - {{signal: go, params: {{n: {{type: int}}}}, send: {{device: base, line: "GO {{n}}"}}}}
+                telemetry:
+                  - {{device: base, match: 'T (?P<v>\\d+)', signal: tele}}
+                safety: {{on_disconnect: [{{device: base, line: STOP}}]}}
+                """))
+            async with bridge_process(config) as bridge, SessionClient(
+                    hub.url, "s2", hub.token("s2", role="moderator")) as c:
+                op = Operator(c)
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                pair.write_line("T 1")
+                assert json.loads((await op.next("tele")).data) == {"v": 1}
+
+                mark = len(bridge.stderr)
+                proxy.refuse(True)
+                await proxy.cut()
+                # The safe action is the first thing on the wire once the link is lost.
+                assert await pair.read_line(scaled(10)) == "STOP"
+                pair.write_line("T 2")      # while the link is down: dropped, never queued
+                await bridge.wait_for(r"dropping telemetry", after=mark)
+                proxy.refuse(False)
+                await bridge.wait_for(r"connected as .*1 telemetry value\(s\) dropped", after=mark)
+                pair.write_line("T 3")
+                assert json.loads((await op.next("tele")).data) == {"v": 3}
+                await op.send("go", {"n": 5})
+                assert await pair.read_line(scaled(10)) == "GO 5"

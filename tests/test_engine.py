@@ -256,3 +256,24 @@ def test_slew_clamps_and_resets_after_safe_action() -> None:
     assert writes(send(e, "m", {"x": 1.0}, now=0.5)) == [WriteLine("base", "0.60")]
     e.link_down(0.6)
     assert writes(send(e, "m", {"x": 1.0}, now=0.7)) == [WriteLine("base", "0.10")]
+
+
+def test_hot_path_compiles_parses_and_logs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per signal: no regex compilation, no template parsing, no logging (all done once at load)."""
+    import logging
+    import re
+    import string
+
+    e = engine()
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("called on the hot path")
+
+    monkeypatch.setattr(re, "_compile", forbidden)
+    monkeypatch.setattr(string.Formatter, "parse", forbidden)
+    monkeypatch.setattr(logging.Logger, "_log", forbidden)
+    assert writes(send(e, "robot.move", {"x": 0.5, "y": 0})) == [WriteLine("base", "M 0.50 0.00")]
+    assert writes(send(e, "robot.move", {"x": 5, "y": 0})) == []
+    assert writes(send(e, "arm.grip", {"force": 3})) == [Publish("arm", "arm/grip/set", b'{"force":3}', 1)]
+    assert writes(send(e, "mod.anything", sender=MOD)) == [WriteLine("base", "X")]
+    assert len(e.device_line("base", "T 5 0.5", 0.0)) == 1
