@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -138,3 +139,18 @@ def test_example_hub_config_loads_with_the_defaults() -> None:
     c = load_hub_config(str(example), env={"SIGBRIDGE_API_KEY": "k", "SIGBRIDGE_API_SECRET": "s"})
     defaults = load_hub_config(None, env={"SIGBRIDGE_API_KEY": "k", "SIGBRIDGE_API_SECRET": "s"})
     assert c == defaults
+
+
+async def test_tls_serves_wss_and_https(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    ctx = ssl.create_default_context(cafile=str(cert))
+    async with running_hub(tls_cert=str(cert), tls_key=str(key)) as h:
+        assert h.url.startswith("wss://") and h.http_url.startswith("https://")
+        async with aiohttp.ClientSession() as http, http.get(h.http_url + "/healthz", ssl=ctx) as r:
+            assert r.status == 200
+        async with websockets.connect(h.session_url("s"), ssl=ctx) as ws:
+            await ws.send(json.dumps({"op": "connect", "token": h.token("s")}))
+            assert json.loads(await ws.recv())["op"] == "connected"

@@ -206,3 +206,22 @@ class HubState:
     @property
     def connection_count(self) -> int:
         return sum(len(m) for m in self.sessions.values())
+
+    def prometheus(self, links: int) -> str:
+        """The /metrics page (Prometheus text format); ``links`` is the adapter's count of open links."""
+        m = self.metrics
+        values = [
+            ("connections", "gauge", self.connection_count), ("links", "gauge", links),
+            ("sessions", "gauge", len(self.sessions)), ("signals_received_total", "counter", m.signals_in),
+            ("signals_rest_total", "counter", m.rest_signals),
+            ("signals_delivered_total", "counter", m.signals_delivered),
+            ("signals_buffered_total", "counter", m.buffered),
+            ("signals_dropped_total", "counter", m.dropped),
+            ("resumes_total", "counter", m.resumes), ("auth_failures_total", "counter", m.auth_failures),
+        ]
+        lines: list[str] = []
+        for name, kind, value in values:
+            lines += [f"# TYPE sigbridge_{name} {kind}", f"sigbridge_{name} {value}"]
+        lines.append("# TYPE sigbridge_nacks_total counter")
+        lines += [f'sigbridge_nacks_total{{code="{code}"}} {n}' for code, n in sorted(m.nacks.items())]
+        return "\n".join(lines) + "\n"

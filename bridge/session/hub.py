@@ -149,9 +149,15 @@ class _Hub:
     async def shutdown(self) -> None:
         for h in self.expiry:
             h.cancel()
-        for link in list(self.links):
+        async def going_away(link: _WsLink) -> None:
             with contextlib.suppress(Exception):
                 await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"hub shutting down")
+
+        links = list(self.links)
+        if links:
+            # Concurrently, and not waiting long for peers that do not answer the close.
+            await asyncio.wait([asyncio.create_task(going_away(link)) for link in links], timeout=2.0)
+        for link in links:
             link.task.cancel()
 
     # ---- WebSocket -------------------------------------------------------------------------------
@@ -207,9 +213,12 @@ class _Hub:
                 return self._refuse(link, FORBIDDEN, "resume secret does not match that connection")
             replay = state.resume(member, link, frame.resume.last_seq)
             resumed = True
+            log.info("session %s: connection %s resumed, %d signals replayed", session_id,
+                     member.connection.id, len(replay))
         else:
             # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
             member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms())
+            log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
         link.send(wire.connected(member.connection, state.others(member), member.secret, resumed, _now_ms()))
         for f in replay:
             link.send(f)
@@ -252,6 +261,8 @@ class _Hub:
             if member.link is link:
                 loop = asyncio.get_running_loop()
                 self.state.link_lost(member, link, loop.time())
+                log.info("session %s: connection %s link lost, %g s to resume", member.session_id,
+                         member.connection.id, self.config.reconnect_grace_s)
                 handle = loop.call_later(self.config.reconnect_grace_s, self._expire)
                 self.expiry.add(handle)
 
@@ -287,7 +298,7 @@ class _Hub:
         if target is not None:
             target.deliver_signal(body, f.retry)
         else:
-            for m in list(members.values()):
+            for m in members.values():  # delivery never changes membership
                 m.deliver_signal(body, f.retry)
 
     def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> None:
@@ -322,22 +333,8 @@ class _Hub:
         return web.Response(text="ok\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        m, s = self.state.metrics, self.state
-        values = [
-            ("connections", "gauge", s.connection_count), ("links", "gauge", len(self.links)),
-            ("sessions", "gauge", len(s.sessions)), ("signals_received_total", "counter", m.signals_in),
-            ("signals_rest_total", "counter", m.rest_signals),
-            ("signals_delivered_total", "counter", m.signals_delivered),
-            ("signals_buffered_total", "counter", m.buffered),
-            ("signals_dropped_total", "counter", m.dropped),
-            ("resumes_total", "counter", m.resumes), ("auth_failures_total", "counter", m.auth_failures),
-        ]
-        lines: list[str] = []
-        for name, kind, value in values:
-            lines += [f"# TYPE sigbridge_{name} {kind}", f"sigbridge_{name} {value}"]
-        lines.append("# TYPE sigbridge_nacks_total counter")
-        lines += [f'sigbridge_nacks_total{{code="{code}"}} {n}' for code, n in sorted(m.nacks.items())]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        text = self.state.prometheus(links=len(self.links))
+        return web.Response(text=text, content_type="text/plain")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name") or "index.html"
