@@ -27,8 +27,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
+from bridge.audit import AuditLog, flush_loop
 from bridge.config import ConfigError, load_config
-from bridge.core.engine import Command, Engine, Publish, SendSignal, WriteLine
+from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteLine
 from bridge.core.events import (
     ConnectionCreated,
     ConnectionDestroyed,
@@ -80,6 +81,8 @@ class Daemon:
         self.links: dict[str, SerialLink | MqttLink] = {
             name: self._make_link(device) for name, device in config.devices.items()}
         self.client: SessionClient | None = None
+        #: Opened by run() (an audit log that cannot be opened stops the start: the operator asked for it).
+        self.audit: AuditLog | None = None
         self.notifier = Notifier.from_env()
         self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "writes_refused": 0,
                                          "sessions": 0}
@@ -112,6 +115,13 @@ class Daemon:
         print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
               f"joining {self.config.session.url} session {self.config.session.session_id}",
               file=sys.stderr, flush=True)
+        if self.config.audit is not None:
+            try:
+                self.audit = AuditLog.from_config(self.config.audit)
+            except OSError as exc:
+                print(f"sigbridge run: cannot open the audit log {self.config.audit.path}: {exc}",
+                      file=sys.stderr)
+                return 1
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(link.run(), name=f"device {name}")
@@ -121,6 +131,8 @@ class Daemon:
                 tasks.extend(tg.create_task(self._heartbeat(d), name=f"heartbeat {d.name}")
                              for d in self.config.devices.values() if d.heartbeat is not None)
                 tasks.append(tg.create_task(watchdog_loop(self.notifier), name="systemd watchdog"))
+                if self.audit is not None:
+                    tasks.append(tg.create_task(flush_loop(self.audit), name="audit flush"))
                 await self._stop.wait()
                 log.info("stopping: running on_shutdown actions")
                 self.notifier.stopping()
@@ -136,6 +148,8 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             self.notifier.close()
+            if self.audit is not None:
+                self.audit.close()
         print("sigbridge run: stopped", file=sys.stderr, flush=True)
         return 0
 
@@ -274,6 +288,9 @@ class Daemon:
                 link = self.links.get(cmd.device)
                 if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos):
                     self.counters["writes_refused"] += 1
+            elif isinstance(cmd, Audit):
+                if self.audit is not None:
+                    self.audit.write(cmd.record)
             else:
                 self._send_signal(cmd)
         if was_estopped != self.engine.estopped:

@@ -225,7 +225,7 @@ async def test_broker_restart_commands_flow_again(world: World) -> None:
         assert (msg.topic.value, msg.payload) == ("arm/grip/set", b'{"force":9}')
 
 
-async def test_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -> None:
+async def test_audit_then_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -> None:
     async with running_hub() as hub:
         with PtyPair(tmp_path / "rover") as pair:
             config = tmp_path / "bridge.yaml"
@@ -234,13 +234,20 @@ async def test_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -> None:
                 devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
                 rules: [{{signal: go, send: {{device: base, line: GO}}}}]
                 safety: {{on_shutdown: [{{device: base, line: BYE}}]}}
+                audit: {{path: "{tmp_path / 'audit.log'}"}}
                 """))
-            async with bridge_process(config) as bridge:
+            async with bridge_process(config) as bridge, SessionClient(
+                    hub.url, "s1", hub.token("s1", data="op-7")) as c:
                 await bridge.wait_for(r"device base: up")
                 await bridge.wait_for(r"READY")
+                await c.signal("go", "")
+                assert await pair.read_line(scaled(10)) == "GO"
                 bridge.proc.send_signal(signal.SIGTERM)
                 assert await pair.read_line(scaled(10)) == "BYE"
                 assert await asyncio.wait_for(bridge.proc.wait(), scaled(10)) == 0
+            [record] = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+            assert (record["type"], record["from_data"], record["decision"], record["written"]) == (
+                "go", "op-7", "applied", [{"device": "base", "line": "GO"}])
 
 
 async def test_bad_config_exits_2_with_file_line_errors(tmp_path: Path) -> None:

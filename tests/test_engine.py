@@ -277,3 +277,28 @@ def test_hot_path_compiles_parses_and_logs_nothing(monkeypatch: pytest.MonkeyPat
     assert writes(send(e, "arm.grip", {"force": 3})) == [Publish("arm", "arm/grip/set", b'{"force":3}', 1)]
     assert writes(send(e, "mod.anything", sender=MOD)) == [WriteLine("base", "X")]
     assert len(e.device_line("base", "T 5 0.5", 0.0)) == 1
+
+
+def test_audit_records_every_decision_when_configured() -> None:
+    from bridge.core.engine import Audit
+    from bridge.core.model import Audit as AuditConfig
+
+    e = Engine(make_config(audit=AuditConfig("/nonexistent/audit.log")))
+    e.link_up("b", 0.0)
+    out = send(e, "robot.move", {"x": 0.5, "y": 0})
+    [rec] = [c.record for c in out if isinstance(c, Audit)]
+    assert (rec.sender_id, rec.type, rec.decision, rec.time) == (
+        "op1", "robot.move", Decision.APPLIED, 1000.0)
+    assert json.loads(rec.to_json())["written"] == [{"device": "base", "line": "M 0.50 0.00"}]
+    out = send(e, "arm.grip", {"force": 500})
+    [rec] = [c.record for c in out if isinstance(c, Audit)]
+    assert rec.decision == Decision.CLAMPED and rec.written[0].to_obj()["payload"] == '{"force":100}'
+    out = send(e, "robot.move", {"x": 9, "y": 0})
+    [rec] = [c.record for c in out if isinstance(c, Audit)]
+    assert rec.decision == Decision.REJECTED and "above max" in rec.reason and rec.written == ()
+    out = send(e, "robot.estop")
+    assert [c.record.decision for c in out if isinstance(c, Audit)] == [Decision.APPLIED]
+    out = send(e, "robot.estop_reset")        # a publisher may not reset
+    assert [c.record.decision for c in out if isinstance(c, Audit)] == [Decision.UNAUTHORISED]
+    # Without audit: configured off, no records.
+    assert not [c for c in send(engine(), "robot.move", {"x": 0, "y": 0}) if isinstance(c, Audit)]

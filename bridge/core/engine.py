@@ -30,20 +30,30 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.authz import Authorizer
+from bridge.core.actions import (
+    Audit,
+    Command,
+    CompiledAction,
+    CompiledRule,
+    Publish,
+    SendSignal,
+    WriteLine,
+    constant_commands,
+)
 from bridge.core.capabilities import capabilities
-from bridge.core.decisions import Decision, Verdict
+from bridge.core.decisions import AuditRecord, Decision, MqttWrite, SerialWrite, Verdict, Written
 from bridge.core.events import Signal
 from bridge.core.lease import ControlLease, OutcomeKind
-from bridge.core.model import Action, BridgeConfig, MqttAction, ParamSpec, Rule, Scalar
-from bridge.core.params import ID_KEY, Checked, ParamChecker, decode_data
-from bridge.core.ratelimit import RateLimiter
+from bridge.core.model import BridgeConfig, MqttAction, ParamSpec, Rule
+from bridge.core.params import ID_KEY, Checked, decode_data
 from bridge.core.rules import RuleTable
 from bridge.core.safety import SafetyState, is_stale
 from bridge.core.signal import Connection
-from bridge.core.slew import SlewLimiter
 from bridge.core.telemetry import Outgoing, TelemetryShaper
-from bridge.core.templates import FillError, LineTemplate, PayloadTemplate, TopicTemplate
+from bridge.core.templates import FillError
+
+__all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "Engine", "Publish",
+           "SendSignal", "WriteLine"]
 
 DESCRIBE = "bridge.describe"
 CAPABILITIES = "bridge.capabilities"
@@ -51,84 +61,6 @@ ACK = "bridge.ack"
 STATUS = "bridge.status"
 #: Pending ``expect:`` replies kept per device; beyond this the oldest is dropped (never a growing queue).
 MAX_PENDING_EXPECTS = 16
-
-
-# ---------------------------------------------------------------- commands (outputs)
-
-
-@dataclass(frozen=True, slots=True)
-class WriteLine:
-    """Write ``line`` plus the device's newline to a serial device."""
-
-    device: str
-    line: str
-
-
-@dataclass(frozen=True, slots=True)
-class Publish:
-    device: str
-    topic: str
-    payload: bytes
-    qos: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SendSignal:
-    """Send a signal into the session; ``to`` None broadcasts."""
-
-    type: str
-    data: str
-    to: str | None = None
-    retry: bool = False
-
-
-Command = WriteLine | Publish | SendSignal
-
-
-# ---------------------------------------------------------------- compiled config
-
-
-class _CompiledAction:
-    __slots__ = ("action", "expect", "line", "payload", "topic")
-
-    def __init__(self, action: Action, params: frozenset[str], newlines: dict[str, str]) -> None:
-        self.action = action
-        self.line: LineTemplate | None = None
-        self.topic: TopicTemplate | None = None
-        self.payload: PayloadTemplate | None = None
-        self.expect: re.Pattern[str] | None = None
-        if isinstance(action, MqttAction):
-            self.topic = TopicTemplate(action.topic, params)
-            self.payload = PayloadTemplate(action.payload, params)
-        else:
-            self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"))
-            if action.expect is not None:
-                self.expect = re.compile(action.expect.pattern)
-
-    def fill(self, values: dict[str, Scalar]) -> Command:
-        """One command; raises FillError."""
-        if self.line is not None:
-            return WriteLine(self.action.device, self.line.fill(values))
-        assert self.topic is not None and self.payload is not None
-        qos = self.action.qos if isinstance(self.action, MqttAction) else 0
-        return Publish(self.action.device, self.topic.fill(values), self.payload.fill(values), qos)
-
-
-class _CompiledRule:
-    __slots__ = ("actions", "authz", "checker", "rate", "rule", "slews")
-
-    def __init__(self, rule: Rule, newlines: dict[str, str]) -> None:
-        self.rule = rule
-        self.checker = ParamChecker(rule.params)
-        self.actions = tuple(_CompiledAction(a, self.checker.names, newlines) for a in rule.send)
-        self.authz = Authorizer.for_rule(rule)
-        self.rate = RateLimiter.for_rule(rule.rate_limit) if rule.rate_limit is not None else None
-        self.slews = {p.name: s for p in rule.params if (s := SlewLimiter.for_param(p)) is not None}
-
-
-def _constant(actions: tuple[Action, ...], newlines: dict[str, str]) -> tuple[Command, ...]:
-    """Safe actions name no params: fill them once, at load (raises FillError on a bad constant)."""
-    return tuple(_CompiledAction(a, frozenset(), newlines).fill({}) for a in actions)
 
 
 @dataclass(slots=True)
@@ -146,22 +78,26 @@ class Engine:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         newlines = {name: d.serial.newline for name, d in config.devices.items() if d.serial is not None}
-        self._rules = {r.index: _CompiledRule(r, newlines) for r in config.rules}
+        self._rules = {r.index: CompiledRule(r, newlines) for r in config.rules}
         self._table = RuleTable(config.rules)
         self._telemetry = TelemetryShaper(config.telemetry)
         self._safety = SafetyState(config.safety)
         estop = config.safety.estop
         self._estop_type = estop.signal if estop is not None else None
         self._reset_type = estop.reset if estop is not None else None
-        self._estop_cmds = _constant(estop.send, newlines) if estop is not None else ()
-        self._on_disconnect = _constant(config.safety.on_disconnect, newlines)
-        self._on_controller_lost = _constant(config.safety.on_controller_lost, newlines)
-        self._on_shutdown = _constant(config.safety.on_shutdown, newlines)
-        self._watchdog_cmds = {r.index: _constant(r.watchdog.send, newlines)
+        self._estop_cmds = constant_commands(estop.send, newlines) if estop is not None else ()
+        self._on_disconnect = constant_commands(config.safety.on_disconnect, newlines)
+        self._on_controller_lost = constant_commands(config.safety.on_controller_lost, newlines)
+        self._on_shutdown = constant_commands(config.safety.on_shutdown, newlines)
+        self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
                                for r in config.rules if r.watchdog is not None}
         self._lease = ControlLease() if config.control.lease else None
         self._expects: dict[str, deque[_Expect]] = {}
         self._own_id: str | None = None
+        self._audit = config.audit is not None
+        # The signal being handled (for audit records): set at the top of signal().
+        self._sender: Connection | None = None
+        self._hub_ms = 0
         self.linked = False
         self.decisions: Counter[Decision] = Counter()
         self.counters: Counter[str] = Counter()
@@ -174,11 +110,12 @@ class Engine:
         if sig.from_id is not None and sig.from_id == self._own_id:
             return []   # our own broadcasts (capabilities, telemetry) come back to us
         self.counters["signals"] += 1
+        self._sender, self._hub_ms = sender, hub_now_ms
         type_ = sig.type
         if type_ == self._estop_type:
-            return self._estop(now)
+            return self._estop(sig, now)
         if type_ == self._reset_type:
-            return self._reset(sender)
+            return self._reset(sig, sender)
         if type_ == DESCRIBE:
             return [SendSignal(CAPABILITIES, self.capabilities, sig.from_id)] if sig.from_id else []
         lease = self._lease
@@ -266,7 +203,7 @@ class Engine:
 
     # ------------------------------------------------------------ the command path
 
-    def _command(self, compiled: _CompiledRule, sig: Signal, sender: Connection | None,
+    def _command(self, compiled: CompiledRule, sig: Signal, sender: Connection | None,
                  now: float, hub_now_ms: int) -> list[Command]:
         rule = compiled.rule
         try:
@@ -317,33 +254,52 @@ class Engine:
         outcome = self._lease.check_command(sig.from_id)
         return None if outcome.kind is OutcomeKind.ALLOWED else Verdict(Decision.NO_LEASE, outcome.reason)
 
-    def _check_rate(self, compiled: _CompiledRule, sig: Signal, now: float) -> Verdict | None:
+    def _check_rate(self, compiled: CompiledRule, sig: Signal, now: float) -> Verdict | None:
         return compiled.rate.check(sig.from_id, now) if compiled.rate is not None else None
 
     def _decide(self, rule: Rule, sig: Signal, data: Any, decision: Decision, reason: str,
                 out: list[Command]) -> list[Command]:
         self.decisions[decision] += 1
+        if self._audit:
+            out.append(self._audit_record(sig, decision, reason, out))
         if rule.ack and sig.from_id is not None:
             ack = {"id": _ack_id(data, sig.seq), "status": decision.value, "reason": reason or None}
             out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
         return out
 
+    def _audit_record(self, sig: Signal, decision: Decision, reason: str, out: list[Command]) -> Audit:
+        written: list[Written] = []
+        for c in out:
+            if isinstance(c, WriteLine):
+                written.append(SerialWrite(c.device, c.line))
+            elif isinstance(c, Publish):
+                written.append(MqttWrite(c.device, c.topic, c.payload.decode("utf-8", "replace")))
+        sender = self._sender
+        return Audit(AuditRecord(self._hub_ms / 1000.0, sig.from_id, sender.data if sender else None,
+                                 sig.type, decision, reason, tuple(written)))
+
     # ------------------------------------------------------------ e-stop, lease, expect
 
-    def _estop(self, now: float) -> list[Command]:
+    def _estop(self, sig: Signal, now: float) -> list[Command]:
         was = self._safety.latched
         self._safety.estop()   # latches; its actions were filled once at load: self._estop_cmds
         out: list[Command] = list(self._estop_cmds)
         self.counters["estops"] += 1
         self._reset_slews(now)
+        if self._audit:
+            out.append(self._audit_record(sig, Decision.APPLIED, "e-stop", out))
         if not was:
             out.append(self._status())
         return out
 
-    def _reset(self, sender: Connection | None) -> list[Command]:
+    def _reset(self, sig: Signal, sender: Connection | None) -> list[Command]:
         result = self._safety.reset(sender.role if sender is not None else None)
         self.counters[f"estop_reset_{result}"] += 1
-        return [self._status()] if result == "unlatched" else []
+        out: list[Command] = [self._status()] if result == "unlatched" else []
+        if self._audit:
+            decision = Decision.UNAUTHORISED if result == "denied" else Decision.APPLIED
+            out.append(self._audit_record(sig, decision, f"e-stop reset: {result}", []))
+        return out
 
     def _control(self, sig: Signal, sender: Connection | None) -> list[Command]:
         assert self._lease is not None
@@ -366,7 +322,7 @@ class Engine:
             out.append(self._status())
         return out
 
-    def _add_expect(self, action: _CompiledAction, sig: Signal, now: float) -> None:
+    def _add_expect(self, action: CompiledAction, sig: Signal, now: float) -> None:
         expect = action.action.expect if not isinstance(action.action, MqttAction) else None
         assert expect is not None and action.expect is not None
         pending = self._expects.setdefault(action.action.device, deque(maxlen=MAX_PENDING_EXPECTS))

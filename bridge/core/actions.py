@@ -1,0 +1,105 @@
+"""The engine's outputs (commands, frozen dataclasses) and the compiled form of rule actions.
+
+Contract: ``CompiledRule(rule, newlines)`` compiles a rule's params checker, action templates, expect
+regexes, authoriser, rate limiter and slew limiters once, at load (raises TemplateError/ValueError on
+what cannot compile; the config loader has normally refused it with file:line first).
+``CompiledAction.fill(values)`` returns one command or raises FillError. ``constant_commands`` fills the
+param-less safe actions (on_disconnect, watchdog, e-stop, ...) once, at load.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bridge.core.authz import Authorizer
+from bridge.core.decisions import AuditRecord
+from bridge.core.model import Action, MqttAction, Rule, Scalar
+from bridge.core.params import ParamChecker
+from bridge.core.ratelimit import RateLimiter
+from bridge.core.slew import SlewLimiter
+from bridge.core.templates import LineTemplate, PayloadTemplate, TopicTemplate
+
+# ---------------------------------------------------------------- commands (outputs)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLine:
+    """Write ``line`` plus the device's newline to a serial device."""
+
+    device: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    device: str
+    topic: str
+    payload: bytes
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SendSignal:
+    """Send a signal into the session; ``to`` None broadcasts."""
+
+    type: str
+    data: str
+    to: str | None = None
+    retry: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Append ``record`` to the audit log (only produced when the config has ``audit:``)."""
+
+    record: AuditRecord
+
+
+Command = WriteLine | Publish | SendSignal | Audit
+
+
+# ---------------------------------------------------------------- compiled config
+
+
+class CompiledAction:
+    __slots__ = ("action", "expect", "line", "payload", "topic")
+
+    def __init__(self, action: Action, params: frozenset[str], newlines: dict[str, str]) -> None:
+        self.action = action
+        self.line: LineTemplate | None = None
+        self.topic: TopicTemplate | None = None
+        self.payload: PayloadTemplate | None = None
+        self.expect: re.Pattern[str] | None = None
+        if isinstance(action, MqttAction):
+            self.topic = TopicTemplate(action.topic, params)
+            self.payload = PayloadTemplate(action.payload, params)
+        else:
+            self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"))
+            if action.expect is not None:
+                self.expect = re.compile(action.expect.pattern)
+
+    def fill(self, values: dict[str, Scalar]) -> Command:
+        """One command; raises FillError."""
+        if self.line is not None:
+            return WriteLine(self.action.device, self.line.fill(values))
+        assert self.topic is not None and self.payload is not None
+        qos = self.action.qos if isinstance(self.action, MqttAction) else 0
+        return Publish(self.action.device, self.topic.fill(values), self.payload.fill(values), qos)
+
+
+class CompiledRule:
+    __slots__ = ("actions", "authz", "checker", "rate", "rule", "slews")
+
+    def __init__(self, rule: Rule, newlines: dict[str, str]) -> None:
+        self.rule = rule
+        self.checker = ParamChecker(rule.params)
+        self.actions = tuple(CompiledAction(a, self.checker.names, newlines) for a in rule.send)
+        self.authz = Authorizer.for_rule(rule)
+        self.rate = RateLimiter.for_rule(rule.rate_limit) if rule.rate_limit is not None else None
+        self.slews = {p.name: s for p in rule.params if (s := SlewLimiter.for_param(p)) is not None}
+
+
+def constant_commands(actions: tuple[Action, ...], newlines: dict[str, str]) -> tuple[Command, ...]:
+    """Safe actions name no params: fill them once, at load (raises FillError on a bad constant)."""
+    return tuple(CompiledAction(a, frozenset(), newlines).fill({}) for a in actions)
