@@ -21,9 +21,11 @@ import pytest
 
 from bridge.core.events import Signal
 from bridge.session.client import SessionClient
+from bridge.session.hub import start_hub
+from bridge.session.hubconfig import HubConfig
 from tests.conftest import scaled
-from tests.helpers.hub import HubHandle, running_hub
-from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.hub import HubHandle, running_hub, test_credentials
+from tests.helpers.mosquitto import Mosquitto, free_port
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
 
@@ -303,3 +305,33 @@ async def test_session_link_lost_safe_action_first_telemetry_dropped_not_queued(
                 assert json.loads((await op.next("tele")).data) == {"v": 3}
                 await op.send("go", {"n": 5})
                 assert await pair.read_line(scaled(10)) == "GO 5"
+
+
+async def test_hub_restart_bridge_joins_again_as_a_new_connection(tmp_path: Path) -> None:
+    key, secret = test_credentials()
+    config = HubConfig(api_key=key, api_secret=secret, host="127.0.0.1", port=free_port())
+    hub = await start_hub(config)
+    handle = HubHandle(hub.url, hub.http_url, hub.port, key, secret)
+    try:
+        with PtyPair(tmp_path / "rover") as pair:
+            path = tmp_path / "bridge.yaml"
+            path.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: s3, token: "{handle.token('s3')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules: [{{signal: go, send: {{device: base, line: GO}}}}]
+                safety: {{on_disconnect: [{{device: base, line: STOP}}]}}
+                """))
+            async with bridge_process(path) as bridge:
+                await bridge.wait_for(r"device base: up")
+                first = await bridge.wait_for(r"connected as (\S+)")
+                mark = len(bridge.stderr)
+                await hub.close()                 # the hub goes away with every session in it
+                assert await pair.read_line(scaled(10)) == "STOP"
+                hub = await start_hub(config)     # back on the same port, knowing nobody
+                again = await bridge.wait_for(r"connected as (\S+)", timeout=40, after=mark)
+                assert again.split("connected as ")[1] != first.split("connected as ")[1]
+                async with SessionClient(hub.url, "s3", handle.token("s3")) as c:
+                    await c.signal("go", "")
+                    assert await pair.read_line(scaled(10)) == "GO"
+    finally:
+        await hub.close()
