@@ -122,7 +122,8 @@ async def test_grace_window_end_destroys_with_network_disconnected() -> None:
 
 
 async def test_heartbeat_notices_a_silent_link() -> None:
-    async with running_hub(reconnect_grace_s=0.2, heartbeat_s=0.4) as h:
+    # heartbeat 1 s: the hub gives a pong 0.5 s, well above a loop stall of a busy machine
+    async with running_hub(reconnect_grace_s=0.2, heartbeat_s=scaled(1.0)) as h:
         a = await raw_connect(h, "s")
         b = await raw_connect(h, "s")
         assert (await a.recv())["op"] == "connection_created"
