@@ -132,7 +132,7 @@ class Operator:
 class World:
     hub: HubHandle
     pty: PtyPair
-    mqtt: aiomqtt.Client
+    mqtt: aiomqtt.Client | None
     bridge: Bridge
     op: Operator
     broker: Mosquitto
@@ -140,24 +140,31 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[World]:
-    async with running_hub() as hub:
-        with PtyPair(tmp_path / "rover") as pair:
-            config = tmp_path / "bridge.yaml"
-            config.write_text(CONFIG.format(url=hub.url, session=SESSION, token=hub.token(SESSION),
-                                            port=pair.path, mqtt_port=mosquitto.port))
-            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
-                await sub.subscribe("arm/grip/#", qos=1)
-                async with bridge_process(config) as bridge:
-                    await bridge.wait_for(r"READY")
-                    await bridge.wait_for(r"device base: up")
-                    await bridge.wait_for(r"device arm: up")
-                    async with SessionClient(hub.url, SESSION, hub.token(SESSION, role="moderator")) as c:
-                        op = Operator(c)
-                        yield World(hub, pair, sub, bridge, op, mosquitto, config)
+async def world(request: pytest.FixtureRequest, tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[World]:
+    """The whole rig. Parametrize indirectly with False for no MQTT subscriber (broker restart test:
+    a subscriber whose broker dies leaves an unretrieved aiomqtt future behind)."""
+    subscribe = getattr(request, "param", True)
+    async with contextlib.AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(running_hub())
+        pair = stack.enter_context(PtyPair(tmp_path / "rover"))
+        config = tmp_path / "bridge.yaml"
+        config.write_text(CONFIG.format(url=hub.url, session=SESSION, token=hub.token(SESSION),
+                                        port=pair.path, mqtt_port=mosquitto.port))
+        sub = None
+        if subscribe:
+            sub = await stack.enter_async_context(aiomqtt.Client("127.0.0.1", mosquitto.port))
+            await sub.subscribe("arm/grip/#", qos=1)
+        bridge = await stack.enter_async_context(bridge_process(config))
+        await bridge.wait_for(r"READY")
+        await bridge.wait_for(r"device base: up")
+        await bridge.wait_for(r"device arm: up")
+        c = await stack.enter_async_context(
+            SessionClient(hub.url, SESSION, hub.token(SESSION, role="moderator")))
+        yield World(hub, pair, sub, bridge, Operator(c), mosquitto, config)
 
 
-async def next_message(sub: aiomqtt.Client, timeout: float = 10.0) -> aiomqtt.Message:
+async def next_message(sub: aiomqtt.Client | None, timeout: float = 10.0) -> aiomqtt.Message:
+    assert sub is not None
     async with asyncio.timeout(scaled(timeout)):
         async for message in sub.messages:
             return message
@@ -215,6 +222,7 @@ async def test_serial_port_vanishes_and_comes_back(world: World) -> None:
     assert json.loads((await world.op.next("robot.telemetry")).data) == {"battery": 50, "speed": 0}
 
 
+@pytest.mark.parametrize("world", [False], indirect=True)
 async def test_broker_restart_commands_flow_again(world: World) -> None:
     mark = len(world.bridge.stderr)
     world.broker.restart()
