@@ -343,3 +343,37 @@ async def test_hub_restart_bridge_joins_again_as_a_new_connection(tmp_path: Path
                     assert await pair.read_line(scaled(10)) == "GO"
     finally:
         await hub.close()
+
+
+async def test_commands_replayed_after_resume_are_dropped_as_stale(tmp_path: Path) -> None:
+    """The hub buffers retry signals for the bridge while its link is down and replays them on resume
+    with their original hub timestamp: older than max_age_ms by then, they must never be written."""
+    async with running_hub() as hub, TcpProxy("127.0.0.1", hub.port) as proxy:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "ws://127.0.0.1:{proxy.port}", session_id: s4, token: "{hub.token('s4')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - {{signal: go, params: {{n: {{type: int}}}}, send: {{device: base, line: "GO {{n}}"}},
+                     max_age_ms: 200, ack: true}}
+                safety: {{on_disconnect: [{{device: base, line: STOP}}]}}
+                """))
+            async with bridge_process(config) as bridge, SessionClient(
+                    hub.url, "s4", hub.token("s4", role="moderator")) as c:
+                op = Operator(c)
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                mark = len(bridge.stderr)
+                proxy.refuse(True)
+                await proxy.cut()
+                assert await pair.read_line(scaled(10)) == "STOP"
+                await op.send("go", {"n": 1, "id": "old"})   # retry: the hub keeps it for the bridge
+                # The command's age is what is under test: let it grow past max_age_ms.
+                await asyncio.sleep(0.4)
+                proxy.refuse(False)
+                await bridge.wait_for(r"connected as", after=mark)
+                ack = json.loads((await op.next("bridge.ack")).data)
+                assert (ack["id"], ack["status"]) == ("old", "stale")
+                await op.send("go", {"n": 2})
+                assert await pair.read_line(scaled(10)) == "GO 2"     # GO 1 never reached the wire
