@@ -39,6 +39,7 @@ async def _main(args: argparse.Namespace) -> int:
             for name in rig_names:
                 print(f"== {name}", flush=True)
                 await RIG_BENCHMARKS[name](rig, results, quick=args.quick)
+            _show_complaints(rig)
     if "scale" in wanted:
         print("== scale", flush=True)
         with tempfile.TemporaryDirectory(prefix="sigbridge-scale-") as tmp:
@@ -58,6 +59,18 @@ async def _main(args: argparse.Namespace) -> int:
         if plot(results, Path(args.plot)):
             print(f"plot written to {args.plot}")
     return 0
+
+
+def _show_complaints(rig: Rig) -> None:
+    """What the children logged at WARNING and above: the first place to look when a figure is odd."""
+    for side in rig.sides:
+        for name, child in side.procs.items():
+            bad = [ln for ln in child.lines if any(w in ln for w in ("WARNING", "ERROR", "Traceback"))]
+            if bad:
+                print(f"-- {side.name}/{name} logged {len(bad)} warning(s)/error(s); last ones:",
+                      file=sys.stderr)
+                for ln in bad[-8:]:
+                    print("   " + ln[:300], file=sys.stderr)
 
 
 def main() -> int:

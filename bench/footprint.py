@@ -15,7 +15,7 @@ import time
 from bench.common import PYTHON, Child, Pty, Results, Row, peak_rss_mb, scaled
 from bench.pingpong import interleaved
 from bench.rig import BRIDGE_DATA, Rig, bridge_yaml, token_for, wait_for_connection, wait_for_line
-from bench.throughput import Flood, flood, install_line, move_data
+from bench.throughput import SERIAL_E2E_WINDOW, Flood, flood, install_line, move_data
 
 CPU_PAIRS = {"bridge": "device", "hub": "relay"}
 
@@ -24,7 +24,8 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
     """Targets (issue 6): bridge peak RSS <= 40 MB; start-up to ready < 1 s."""
     count = 1_000 if quick else 10_000
     got = await interleaved(rig, 1 if quick else 2,
-                            lambda s: flood(s, "robot.move", move_data, install_line, 120, count))
+                            lambda s: flood(s, "robot.move", move_data, install_line, 120, count,
+                                            SERIAL_E2E_WINDOW))
     section = "footprint"
     if rig.bridge is None:
         results.add(Row(section, "all", float("nan"), "", note="bridge not running"))

@@ -9,7 +9,7 @@ import json
 from bench.common import Results
 from bench.pingpong import Probe, Waiters, latency_benchmark, seq_of_json
 from bench.rig import Rig, Side
-from bench.throughput import flood_benchmark, install_mqtt
+from bench.throughput import MQTT_E2E_WINDOW, flood_benchmark, install_mqtt
 
 
 def _install(side: Side, waiters: Waiters) -> None:
@@ -34,4 +34,5 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
                             p50_target=1.3, p99_target=2.0)
     f_rounds, seconds, max_count = (1, 0.3, 300) if quick else (3, 3.0, 200_000)
     await flood_benchmark(rig, results, "mqtt throughput", "arm.grip", grip_data, install_mqtt,
-                          rounds=f_rounds, seconds=seconds, max_count=max_count, target=None)
+                          rounds=f_rounds, seconds=seconds, max_count=max_count, target=None,
+                          e2e_window=MQTT_E2E_WINDOW)

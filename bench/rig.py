@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shlex
 import socket
 import tempfile
 import time
@@ -83,17 +85,29 @@ def token_for(session_id: str, role: str = "publisher", data: str = "") -> str:
                              data=data, now=time.time())
 
 
-async def start_hub(workdir: Path, rate_limit: float = 0) -> tuple[Child, int]:
+async def start_hub(workdir: Path, rate_limit: float = 0,
+                    heartbeat_s: float | None = None) -> tuple[Child, int]:
     """Start ``python -m bridge hub`` on a free port. ``rate_limit`` 0 lifts the per-connection limit
-    (the default 1,000/s would cap every throughput figure)."""
+    (the default 1,000/s would cap every throughput figure); ``heartbeat_s`` None keeps the default."""
     port = free_port()
     conf = workdir / "hub.yaml"
-    conf.write_text(f"rate_limit: {{per_second: {rate_limit}, burst: {max(rate_limit * 2, 1)}}}\n")
-    argv = [PYTHON, "-m", "bridge", "hub", "-c", str(conf), "--listen", f"127.0.0.1:{port}"]
+    text = f"rate_limit: {{per_second: {rate_limit}, burst: {max(rate_limit * 2, 1)}}}\n"
+    if heartbeat_s is not None:
+        text += f"heartbeat_s: {heartbeat_s}\n"
+    conf.write_text(text)
+    argv = [*_prefix("BENCH_HUB_PREFIX"), "hub", "-c", str(conf), "--listen", f"127.0.0.1:{port}"]
     env = {"SIGBRIDGE_API_KEY": API_KEY, "SIGBRIDGE_API_SECRET": API_SECRET}
     hub = await Child("hub", argv, env=env).start()
     await wait_port(port, 20, hub)
     return hub, port
+
+
+def _prefix(env_name: str) -> list[str]:
+    """``python -m bridge``, or what ``$env_name`` says instead, to run the hub or the bridge under a
+    profiler: ``BENCH_BRIDGE_PREFIX="py-spy record -o bridge.svg -- python -m bridge"``. CPU and RSS
+    figures are then those of the wrapper process, so use it for profiles only."""
+    value = os.environ.get(env_name)
+    return shlex.split(value) if value else [PYTHON, "-m", "bridge"]
 
 
 def bridge_yaml(hub_port: int, session_id: str, token_file: Path, pty_path: str, mqtt_port: int,
@@ -188,7 +202,7 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
         topic = "bench/bridge/grip"
         conf = workdir / "bridge.yaml"
         conf.write_text(bridge_yaml(hub_port, sid, workdir / "bridge.token", pty.path, mqtt_port, topic))
-        bridge = await Child("bridge", [PYTHON, "-m", "bridge", "run", "-c", str(conf)]).start()
+        bridge = await Child("bridge", [*_prefix("BENCH_BRIDGE_PREFIX"), "run", "-c", str(conf)]).start()
 
         def on_event(event: Any, t: float) -> None:
             if isinstance(event, Signal) and side_box:
