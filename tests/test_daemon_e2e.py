@@ -377,3 +377,32 @@ async def test_commands_replayed_after_resume_are_dropped_as_stale(tmp_path: Pat
                 assert (ack["id"], ack["status"]) == ("old", "stale")
                 await op.send("go", {"n": 2})
                 assert await pair.read_line(scaled(10)) == "GO 2"     # GO 1 never reached the wire
+
+
+async def test_deadman_watchdog_sends_safe_line_in_time(tmp_path: Path) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: s5, token: "{hub.token('s5')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - signal: robot.move
+                    params: {{x: {{type: float, min: -1, max: 1}}}}
+                    send: {{device: base, line: "M {{x:.1f}}"}}
+                    watchdog: {{timeout_ms: 300, send: {{device: base, line: "M 0"}}}}
+                """))
+            async with bridge_process(config) as bridge, SessionClient(hub.url, "s5", hub.token("s5")) as c:
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                loop = asyncio.get_running_loop()
+                for _ in range(3):    # refreshed: no stop in between
+                    sent = loop.time()
+                    await c.signal("robot.move", '{"x":0.5}')
+                    assert await pair.read_line(scaled(10)) == "M 0.5"
+                written = loop.time()
+                assert await pair.read_line(scaled(10)) == "M 0"
+                stopped = loop.time()
+                # Not before timeout_ms after the last command, and soon after it.
+                assert stopped - sent >= 0.3, (sent, stopped)
+                assert stopped - written <= 0.3 + scaled(0.4), (written, stopped)
