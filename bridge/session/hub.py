@@ -365,13 +365,17 @@ async def start_hub(config: HubConfig) -> RunningHub:
     """Bind and serve; ``config.port`` 0 picks a free port (see ``RunningHub.port``)."""
     app = build_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-    await runner.setup()
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    await runner.setup()
     site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx)
-    await site.start()
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     port = int(runner.addresses[0][1])
     return RunningHub(config=config, state=app[_HUB_KEY].state, runner=runner, port=port)
 
@@ -389,8 +393,8 @@ def main(args: argparse.Namespace) -> int:
 async def _serve_forever(config: HubConfig) -> int:
     try:
         hub = await start_hub(config)
-    except OSError as e:
-        print(f"sigbridge hub: cannot listen on {config.host}:{config.port}: {e.strerror}", file=sys.stderr)
+    except OSError as e:  # address in use, no permission, TLS files missing or invalid (SSLError)
+        print(f"sigbridge hub: cannot start on {config.host}:{config.port}: {e}", file=sys.stderr)
         return 1
     print(f"sigbridge hub: listening on {hub.url} (console {hub.http_url}/); "
           f"API credentials from {config.credentials_source}", file=sys.stderr, flush=True)
