@@ -133,6 +133,9 @@ class Daemon:
                 tasks.append(tg.create_task(watchdog_loop(self.notifier), name="systemd watchdog"))
                 if self.audit is not None:
                     tasks.append(tg.create_task(flush_loop(self.audit), name="audit flush"))
+                # Ready for systemd as soon as the devices are being driven: the bridge is useful (and
+                # safe) without the hub, and a hub down at boot must not make systemd time the start out.
+                self.notifier.ready(f"joining session {self.config.session.session_id}")
                 await self._stop.wait()
                 log.info("stopping: running on_shutdown actions")
                 self.notifier.stopping()
@@ -230,7 +233,6 @@ class Daemon:
         self.notifier.status(f"connected as {own}")
         if not self._ready_printed:
             self._ready_printed = True
-            self.notifier.ready(f"connected as {own}")
             print(f"sigbridge run: READY connected to {client.uri} as {own}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------ devices and timers

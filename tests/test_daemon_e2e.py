@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
@@ -85,10 +86,11 @@ async def _pump_stderr(bridge: Bridge) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bridge_process(config_path: Path) -> AsyncIterator[Bridge]:
+async def bridge_process(config_path: Path, env: dict[str, str] | None = None) -> AsyncIterator[Bridge]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "-v", "run", "-c", str(config_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=None if env is None else dict(os.environ, **env))
     bridge = Bridge(proc)
     pump = asyncio.create_task(_pump_stderr(bridge))
     try:
@@ -246,8 +248,15 @@ async def test_audit_then_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -
                 safety: {{on_shutdown: [{{device: base, line: BYE}}]}}
                 audit: {{path: "{tmp_path / 'audit.log'}"}}
                 """))
-            async with bridge_process(config) as bridge, SessionClient(
-                    hub.url, "s1", hub.token("s1", data="op-7")) as c:
+            # Play systemd's side of the notify socket.
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(tmp_path / "notify"))
+            notify.setblocking(False)
+            loop = asyncio.get_running_loop()
+            async with bridge_process(config, {"NOTIFY_SOCKET": str(tmp_path / "notify")}) as bridge, \
+                    SessionClient(hub.url, "s1", hub.token("s1", data="op-7")) as c:
+                assert (await asyncio.wait_for(loop.sock_recv(notify, 4096), scaled(10))).startswith(
+                    b"READY=1")
                 await bridge.wait_for(r"device base: up")
                 await bridge.wait_for(r"READY")
                 await c.signal("go", "")
@@ -255,6 +264,12 @@ async def test_audit_then_sigterm_runs_on_shutdown_and_exits_0(tmp_path: Path) -
                 bridge.proc.send_signal(signal.SIGTERM)
                 assert await pair.read_line(scaled(10)) == "BYE"
                 assert await asyncio.wait_for(bridge.proc.wait(), scaled(10)) == 0
+            notes = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    notes.append(notify.recv(4096))
+            notify.close()
+            assert b"STOPPING=1" in notes, notes
             [record] = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
             assert (record["type"], record["from_data"], record["decision"], record["written"]) == (
                 "go", "op-7", "applied", [{"device": "base", "line": "GO"}])
