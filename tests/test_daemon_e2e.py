@@ -421,3 +421,26 @@ async def test_deadman_watchdog_sends_safe_line_in_time(tmp_path: Path) -> None:
                 # Not before timeout_ms after the last command, and soon after it.
                 assert stopped - sent >= 0.3, (sent, stopped)
                 assert stopped - written <= 0.3 + scaled(0.4), (written, stopped)
+
+
+async def test_expect_reply_goes_back_to_the_sender(tmp_path: Path) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: s6, token: "{hub.token('s6')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - signal: robot.ping
+                    send: {{device: base, line: "P", expect: {{pattern: 'PONG (?P<n>\\d+) (?P<fw>\\S+)',
+                                                              timeout_ms: 5000, reply: robot.pong}}}}
+                """))
+            async with bridge_process(config) as bridge, SessionClient(hub.url, "s6", hub.token("s6")) as c:
+                op = Operator(c)
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                await op.send("robot.ping", {})
+                assert await pair.read_line(scaled(10)) == "P"
+                pair.write_line("PONG 7 v1.2")
+                reply = await op.next("robot.pong")
+                assert json.loads(reply.data) == {"n": 7, "fw": "v1.2"}

@@ -218,7 +218,7 @@ def test_describe_answers_capabilities_targeted() -> None:
 def test_expect_reply_to_sender() -> None:
     e = engine()
     assert send(e, "robot.ping", now=1.0) == [WriteLine("base", "P")]
-    assert e.device_line("base", "PONG 42", 1.1) == [SendSignal("robot.pong", '{"n":"42"}', "op1")]
+    assert e.device_line("base", "PONG 42", 1.1) == [SendSignal("robot.pong", '{"n":42}', "op1")]
     send(e, "robot.ping", now=2.0)
     assert e.next_deadline() == pytest.approx(2.2)
     e.tick(2.3)

@@ -49,7 +49,7 @@ from bridge.core.params import ID_KEY, Checked, decode_data
 from bridge.core.rules import RuleTable
 from bridge.core.safety import SafetyState, is_stale
 from bridge.core.signal import Connection
-from bridge.core.telemetry import Outgoing, TelemetryShaper
+from bridge.core.telemetry import Outgoing, TelemetryShaper, convert
 from bridge.core.templates import FillError
 
 __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "Engine", "Publish",
@@ -332,7 +332,8 @@ class Engine:
         self.counters["expect_matched"] += 1
         if expect.reply is None or expect.to is None or not self.linked:
             return []
-        groups = m.groupdict()
+        # Named groups as JSON fields, numbers converted as for telemetry ("87" -> 87).
+        groups = {k: None if v is None else convert(v) for k, v in m.groupdict().items()}
         data = json.dumps(groups if groups else {"line": m.group(0)}, separators=(",", ":"),
                           ensure_ascii=False)
         return [SendSignal(expect.reply, data, expect.to)]
