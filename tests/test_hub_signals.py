@@ -210,3 +210,20 @@ async def test_clean_disconnect_tells_the_others() -> None:
         await a.signal("t", "", to=b.id)
         assert (await a.recv())["code"] == 404
         await a.close()
+
+
+async def test_a_frame_over_one_mebibyte_closes_the_link_with_1009() -> None:
+    import websockets
+
+    async with running_hub(reconnect_grace_s=0.1) as h:
+        a = await raw_connect(h, "s")
+        watcher = await raw_connect(h, "s")
+        assert (await a.recv())["op"] == "connection_created"
+        await a.ws.send("x" * (2 * 1024 * 1024))
+        with pytest.raises(websockets.ConnectionClosed) as e:
+            await a.recv()
+        assert e.value.rcvd is not None and e.value.rcvd.code == 1009
+        # the hub is fine, and treats it as a dropped link
+        f = await watcher.recv()
+        assert f["op"] == "connection_destroyed" and f["reason"] == "networkDisconnected"
+        await watcher.close()
