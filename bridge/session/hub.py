@@ -145,10 +145,13 @@ class _Hub:
                               rate=config.rate_limit, burst=config.rate_burst)
         self.links: set[_WsLink] = set()
         self.expiry: set[asyncio.TimerHandle] = set()
+        self.closing = False
 
     async def shutdown(self) -> None:
+        self.closing = True
         for h in self.expiry:
             h.cancel()
+
         async def going_away(link: _WsLink) -> None:
             with contextlib.suppress(Exception):
                 await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"hub shutting down")
@@ -260,12 +263,13 @@ class _Hub:
                 if member.link is not link:
                     return  # forced out, or resumed on another link
         finally:
-            if member.link is link:
+            if member.link is link and not self.closing:
                 loop = asyncio.get_running_loop()
                 self.state.link_lost(member, link, loop.time())
                 log.info("session %s: connection %s link lost, %g s to resume", member.session_id,
                          member.connection.id, self.config.reconnect_grace_s)
-                handle = loop.call_later(self.config.reconnect_grace_s, self._expire)
+                # A hair after the deadline, so that the timer never runs just before it.
+                handle = loop.call_later(self.config.reconnect_grace_s + 0.005, self._expire)
                 self.expiry.add(handle)
 
     def _expire(self) -> None:
