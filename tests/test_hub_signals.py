@@ -3,6 +3,7 @@ limits and every nack code, roles, rate limit, ping, malformed frames."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -227,3 +228,13 @@ async def test_a_frame_over_one_mebibyte_closes_the_link_with_1009() -> None:
         f = await watcher.recv()
         assert f["op"] == "connection_destroyed" and f["reason"] == "networkDisconnected"
         await watcher.close()
+
+
+async def test_a_link_that_never_sends_connect_is_refused_401() -> None:
+    import websockets
+
+    async with running_hub(connect_timeout_s=0.2) as h, websockets.connect(h.session_url("s")) as ws:
+        f = json.loads(await asyncio.wait_for(ws.recv(), scaled(10)))
+        assert f["op"] == "error" and f["code"] == 401 and "connect" in f["message"]
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), scaled(10))

@@ -48,8 +48,6 @@ from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
 log = logging.getLogger(__name__)
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
-#: Seconds a new WebSocket has to send its ``connect`` frame.
-CONNECT_TIMEOUT_S = 10.0
 #: Frames up to this size are read and answered with a 413 error; beyond it aiohttp closes the link.
 HARD_FRAME_LIMIT = 16 * MAX_FRAME_BYTES
 #: A receiver with this many frames not yet written is too slow to keep: its link is closed.
@@ -191,9 +189,10 @@ class _Hub:
     async def _connect(self, ws: web.WebSocketResponse, link: _WsLink, session_id: str) -> Member | None:
         """Read and act on the ``connect`` frame; None (after an error frame) when refused."""
         try:
-            msg = await ws.receive(timeout=CONNECT_TIMEOUT_S)
+            msg = await ws.receive(timeout=self.config.connect_timeout_s)
         except TimeoutError:
-            return self._refuse(link, UNAUTHORIZED, f"no connect frame within {CONNECT_TIMEOUT_S:g} s")
+            return self._refuse(link, UNAUTHORIZED,
+                                f"no connect frame within {self.config.connect_timeout_s:g} s")
         if msg.type != WSMsgType.TEXT:
             return self._refuse(link, BAD_REQUEST, "expected a connect text frame")
         try:

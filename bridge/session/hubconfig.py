@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 _KEYS = {"listen", "api_key", "api_secret", "tls", "reconnect_grace_s", "resume_buffer", "rate_limit",
-         "allowed_origins", "heartbeat_s"}
+         "allowed_origins", "heartbeat_s", "connect_timeout_s"}
 
 
 class HubConfigError(ValueError):
@@ -59,6 +59,8 @@ class HubConfig:
     allowed_origins: tuple[str, ...] = ()
     #: WebSocket ping interval; a link with no pong within half of it more is taken as dropped.
     heartbeat_s: float = 2.0
+    #: Seconds a new WebSocket has to send its ``connect`` frame (401 and a close after).
+    connect_timeout_s: float = 10.0
     #: Where the credentials came from (for the startup message), never the secret itself.
     credentials_source: str = "config"
 
@@ -140,6 +142,7 @@ def load_hub_config(path: str | None = None, *, listen: str | None = None, state
         rate_limit=_number(rl, "per_second", cfg.rate_limit, f"{where}: rate_limit"),
         rate_burst=_number(rl, "burst", cfg.rate_burst, f"{where}: rate_limit"),
         allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
+        connect_timeout_s=_number(raw, "connect_timeout_s", cfg.connect_timeout_s, where),
     )
     return _with_credentials(cfg, raw, where, env, state_dir)
 
