@@ -4,6 +4,7 @@ credentials, and `sigbridge hub` / `sigbridge token` as real processes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
 import stat
@@ -154,3 +155,25 @@ async def test_tls_serves_wss_and_https(tmp_path: Path) -> None:
         async with websockets.connect(h.session_url("s"), ssl=ctx) as ws:
             await ws.send(json.dumps({"op": "connect", "token": h.token("s")}))
             assert json.loads(await ws.recv())["op"] == "connected"
+
+
+async def test_tokens_and_secrets_never_reach_the_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with running_hub(reconnect_grace_s=0.1) as h:
+        assert h.hub is not None and h.api_secret not in repr(h.hub.config)
+        good, bad = h.token("s", role="moderator"), h.token("other")
+        a = await raw_connect(h, "s", token=good)
+        refused = await raw_connect(h, "s", token=bad)
+        assert refused.connected["code"] == 403
+        await a.send(op="connect", token=good)
+        assert (await a.recv())["op"] == "error"
+        rest = h.rest_jwt()
+        async with aiohttp.ClientSession() as http:
+            url = f"{h.http_url}/v2/project/{h.api_key}/session/s/signal"
+            async with http.post(url, json={"type": "t"}, headers={"X-OPENTOK-AUTH": rest}) as r:
+                assert r.status == 204
+        await a.ws.close()
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "joined as moderator" in logged  # the hub does log, just never credentials
+    for secret in (h.api_secret, good, bad, rest, a.connected["resume_secret"]):
+        assert secret not in logged

@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ class HubConfig:
     """Everything the hub needs. ``port`` 0 binds a free port (tests)."""
 
     api_key: str
-    api_secret: str
+    api_secret: str = field(repr=False)  # never in logs, not even by accident through repr()
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     tls_cert: str | None = None
