@@ -171,3 +171,20 @@ async def test_force_disconnect_over_websocket() -> None:
         assert f["op"] == "connection_destroyed" and f["connection"]["id"] == gone.id
         for x in (mod, pub):
             await x.close()
+
+
+async def test_rest_signals_are_buffered_for_a_reconnecting_connection() -> None:
+    import aiohttp
+
+    async with running_hub(reconnect_grace_s=30.0) as h:
+        b = await raw_connect(h, "s")
+        _cut(b)
+        await _until(lambda: not _linked(h, "s", b.id))
+        url = f"{h.http_url}/v2/project/{h.api_key}/session/s/connection/{b.id}/signal"
+        async with aiohttp.ClientSession() as http, http.post(
+                url, json={"type": "rest", "data": "d"}, headers={"X-OPENTOK-AUTH": h.rest_jwt()}) as r:
+            assert r.status == 204
+        b2 = await _resume(h, b, 0)
+        s = await b2.recv()
+        assert (s["type"], s["from"], s["seq"]) == ("rest", None, 1)
+        await b2.close()

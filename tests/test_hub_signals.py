@@ -238,3 +238,41 @@ async def test_a_link_that_never_sends_connect_is_refused_401() -> None:
         assert f["op"] == "error" and f["code"] == 401 and "connect" in f["message"]
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), scaled(10))
+
+
+async def test_two_senders_interleaved_keep_each_own_order() -> None:
+    async with running_hub() as h:
+        rx = await raw_connect(h, "s")
+        s1 = await raw_connect(h, "s")
+        s2 = await raw_connect(h, "s")
+        for _ in range(2):
+            assert (await rx.recv())["op"] == "connection_created"
+        n = 200
+
+        async def send_all(c: RawClient) -> None:
+            for i in range(n):
+                await c.signal("n", str(i), to=rx.id)
+
+        await asyncio.gather(send_all(s1), send_all(s2))
+        got = [await rx.recv() for _ in range(2 * n)]
+        for sender in (s1, s2):
+            assert [g["data"] for g in got if g["from"] == sender.id] == [str(i) for i in range(n)]
+        assert [g["seq"] for g in got] == list(range(1, 2 * n + 1))
+        for c in (rx, s1, s2):
+            await c.close()
+
+
+async def test_a_receiver_that_stops_reading_does_not_hold_up_the_sender() -> None:
+    async with running_hub() as h:
+        a, b = await _pair(h)
+        b.ws.transport.pause_reading()
+        n, data = 1500, "x" * 8000  # 12 MB: more than the socket buffers hold
+        for _ in range(n):
+            await a.signal("bulk", data, to=b.id)
+        acks = [await a.recv() for _ in range(n)]
+        assert all(f["op"] == "ack" for f in acks)
+        b.ws.transport.resume_reading()
+        got = [await b.recv() for _ in range(n)]
+        assert [g["seq"] for g in got] == list(range(1, n + 1))
+        await a.close()
+        await b.close()

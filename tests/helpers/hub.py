@@ -149,7 +149,9 @@ async def raw_connect(handle: HubHandle, session_id: str, role: str = "publisher
                       token: str | None = None, resume: dict[str, Any] | None = None) -> RawClient:
     """Open a WebSocket to ``session_id`` and send ``connect``; the hub's first answer (``connected``
     or ``error``) is in ``.connected``."""
-    ws = await websockets.connect(handle.session_url(session_id), max_size=None)
+    # max_queue=None: never stop reading the socket because the test has not read its frames yet
+    # (websockets would, and then a close handshake would wait for its 10 s timeout).
+    ws = await websockets.connect(handle.session_url(session_id), max_size=None, max_queue=None)
     frame: dict[str, Any] = {"op": "connect", "token": token or handle.token(session_id, role, data)}
     if resume is not None:
         frame["resume"] = resume
