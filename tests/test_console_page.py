@@ -126,13 +126,13 @@ async def test_join_by_form_shows_members_and_drives_by_keyboard(page: Page, hub
 
         # A (turn left) then space: one stop at once, none more when the key comes up.
         await page.keyboard.down("a")
-        await robot.wait_for(lambda _: {"x": 0, "y": 0.5} in moves(robot), scaled(10))
+        await robot.wait_for(lambda _: {"x": 0, "y": -0.5} in moves(robot), scaled(10))
         await page.keyboard.press("Space")
         await page.keyboard.up("a")
         await fence(page, robot)
         after = moves(robot)[len(sent):]
         assert after[-1] == STOP and after.count(STOP) == 1 and set(map(json.dumps, after[:-1])) == {
-            json.dumps({"x": 0, "y": 0.5})}
+            json.dumps({"x": 0, "y": -0.5})}
 
 
 async def test_fragment_link_joins_and_controls_come_from_capabilities(page: Page, hub: HubHandle) -> None:
@@ -230,7 +230,7 @@ async def test_telemetry_log_and_joystick(page: Page, hub: HubHandle) -> None:
         await fence(page, robot)
         sent = moves(robot)
         # Pressed down-right of the centre first: backwards and turning right, a quarter each of 0.5.
-        assert abs(sent[0]["x"] + 0.125) <= 0.01 and abs(sent[0]["y"] + 0.125) <= 0.01, sent[0]
+        assert abs(sent[0]["x"] + 0.125) <= 0.01 and abs(sent[0]["y"] - 0.125) <= 0.01, sent[0]
         assert sent.count(STOP) == 1 and sent[-1] == STOP
 
 
@@ -316,12 +316,12 @@ async def test_touch_drives_the_joystick_on_a_phone(browser: Browser, hub: HubHa
 
             await touch("touchStart", (cx - r / 4, cy))             # left of centre: turning left
             await touch("touchMove", (cx - r / 2, cy))
-            await robot.wait_for(lambda _: {"x": 0, "y": 0.25} in moves(robot), scaled(10))
+            await robot.wait_for(lambda _: {"x": 0, "y": -0.25} in moves(robot), scaled(10))
             await touch("touchEnd")
             await robot.wait_for(lambda _: STOP in moves(robot), scaled(10))
             await fence(page, robot)
             sent = moves(robot)
-            assert sent[0]["x"] == 0 and 0.1 <= sent[0]["y"] <= 0.15, sent
+            assert sent[0]["x"] == 0 and -0.15 <= sent[0]["y"] <= -0.1, sent
             assert sent[-1] == STOP and sent.count(STOP) == 1
     finally:
         await context.close()

@@ -5,12 +5,12 @@
 //   - at once when input starts, then every `periodMs` while any input is held (final = false;
 //     the caller sends these with retryAfterReconnect false: a late move is worse than none);
 //   - exactly once with (0, 0, true) when the input is released (and on space, blur, hidden tab).
-// x is forward (+) / backward (-), y is turn left (+) / right (-) (ROS convention), both in [-1, 1]
+// x is forward (+) / backward (-), y is turn right (+) / left (-) (the rover firmware's convention: left motor = x + y), both in [-1, 1]
 // and scaled by the max-speed factor.
 
 const KEYS = {
   w: [1, 0], arrowup: [1, 0], s: [-1, 0], arrowdown: [-1, 0],
-  a: [0, 1], arrowleft: [0, 1], d: [0, -1], arrowright: [0, -1],
+  a: [0, -1], arrowleft: [0, -1], d: [0, 1], arrowright: [0, 1],
 };
 
 const round = (v) => Math.round(v * 100) / 100 + 0;   // + 0 turns -0 into 0
@@ -100,7 +100,7 @@ export class Drive {
     let y = 0;
     if (this.stick) {
       x = -this.stick[1];
-      y = -this.stick[0];
+      y = this.stick[0];
     } else {
       for (const k of this.keys) { x += KEYS[k][0]; y += KEYS[k][1]; }
       x = Math.max(-1, Math.min(1, x));
