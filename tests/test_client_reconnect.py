@@ -167,3 +167,23 @@ async def test_gives_up_after_give_up_s() -> None:
             await asyncio.wait_for(queued, scaled(5))
         assert e.value.code == 500
         assert r.a.state == "closed"
+
+
+async def test_a_retry_signal_relayed_before_a_cut_that_lost_its_ack_arrives_once() -> None:
+    # The worst moment: the hub got a's signal, relayed it and acked it, but the ack died with the link.
+    async with rig() as r:
+        a_id = r.a_id
+        await r.a.ping()
+        r.proxy.blackhole(True, "down")  # a -> hub still flows; hub -> a is lost
+        sent = asyncio.create_task(r.a.signal(type="t", data="ack-lost"))
+        await signals_until(r.b, "ack-lost")  # the hub relayed it (b has it)
+        await next_of(r.a, Reconnecting)  # no pong, no ack: a gives the link up
+        assert not sent.done()
+        r.proxy.blackhole(False, "down")
+        await next_of(r.a, Reconnected)
+        await asyncio.wait_for(sent, scaled(10))  # re-sent with the same id: the hub acks it again...
+        await r.a.signal(type="end", data="A-END")
+        assert datas(await signals_until(r.b, "A-END"), a_id) == []  # ...and does not relay it twice
+        assert r.hub.hub is not None and r.hub.hub.state.metrics.resent == 1
+        # a itself got the broadcast once: replayed after the resume, never twice.
+        assert [s.data for s in await signals_until(r.a, "A-END")].count("ack-lost") == 1

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bridge.core import wire
-from bridge.core.hubstate import HubState, TokenBucket
+from bridge.core.hubstate import MAX_REMEMBERED_NACKS, HubState, TokenBucket
 from bridge.core.signal import Connection
 
 
@@ -99,3 +99,19 @@ def test_state_grace_replay_and_expiry() -> None:
     assert la.sent[-1]["op"] == "connection_destroyed" and la.sent[-1]["reason"] == "networkDisconnected"
     st.leave(a, "clientDisconnected")
     assert st.sessions == {} and st.connection_count == 0
+
+
+def test_member_answers_a_resent_signal_id_again_without_relaying() -> None:
+    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
+    m = st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0)
+    assert m.repeat_answer(1) is None  # a new connection starts fresh
+    m.answered(1, None)
+    nack = wire.nack(2, 404, "no such connection")
+    m.answered(2, nack)
+    assert m.repeat_answer(1) == wire.ack(1) and m.repeat_answer(2) == nack
+    assert m.repeat_answer(3) is None and m.repeat_answer(0) == wire.ack(0)
+    for i in range(3, 3 + MAX_REMEMBERED_NACKS):
+        m.answered(i, wire.nack(i, 429, "slow down"))
+    # Only the latest nacks are kept: an id older than those is answered with an ack.
+    assert m.repeat_answer(2) == wire.ack(2)
+    assert m.repeat_answer(3) == wire.nack(3, 429, "slow down")

@@ -188,3 +188,36 @@ async def test_rest_signals_are_buffered_for_a_reconnecting_connection() -> None
         s = await b2.recv()
         assert (s["type"], s["from"], s["seq"]) == ("rest", None, 1)
         await b2.close()
+
+
+async def test_a_resent_signal_id_is_answered_again_and_not_relayed_twice() -> None:
+    async with running_hub(reconnect_grace_s=30.0) as h:
+        a = await raw_connect(h, "s")
+        b = await raw_connect(h, "s")
+        assert (await a.recv())["op"] == "connection_created"
+        await a.send(op="signal", id=5, type="t", data="once", to=b.id)
+        assert await a.recv() == {"op": "ack", "id": 5}
+        await a.send(op="signal", id=6, type="t", data="x", to="nobody")
+        refused = await a.recv()
+        assert refused["op"] == "nack" and refused["code"] == 404
+        _cut(a)  # as if both answers had been lost with the link
+        await _until(lambda: not _linked(h, "s", a.id))
+        a2 = await _resume(h, a, last_seq=0)
+        assert a2.connected["resumed"] is True
+        # The client re-sends with the same ids (they count up over the connection's life).
+        await a2.send(op="signal", id=5, type="t", data="once", to=b.id)
+        assert await a2.recv() == {"op": "ack", "id": 5}
+        await a2.send(op="signal", id=6, type="t", data="x", to="nobody")
+        assert await a2.recv() == refused
+        await a2.send(op="signal", id=7, type="t", data="new", to=b.id)
+        assert await a2.recv() == {"op": "ack", "id": 7}
+        assert [(await b.recv())["data"] for _ in range(2)] == ["once", "new"]
+        assert h.hub is not None and h.hub.state.metrics.resent == 2
+        # A new connection starts its ids afresh.
+        c = await raw_connect(h, "s")
+        assert (await b.recv())["op"] == "connection_created"
+        await c.send(op="signal", id=1, type="t", data="from-c", to=b.id)
+        assert await c.recv() == {"op": "ack", "id": 1}
+        assert (await b.recv())["data"] == "from-c"
+        for x in (a2, b, c):
+            await x.close()

@@ -59,7 +59,7 @@ export class Session extends Emitter {
     this._ws = null;
     this._secret = null;
     this._lastSeq = 0;
-    this._nextId = 0;                    // signal/ping ids count up per link
+    this._nextId = 0;                    // signal/ping ids count up for the client's life (hub dedup)
     this._pending = new Map();           // id -> {frame, retry, resolve, reject} awaiting ack
     this._queue = [];                    // retry=true signals waiting for a resume
     this._pings = new Map();             // ping id -> local send time
@@ -111,7 +111,8 @@ export class Session extends Emitter {
   }
 
   _send(item) {
-    const id = ++this._nextId;
+    // A re-sent signal keeps its id: the hub answers it again without relaying it twice.
+    const id = item.id ?? (item.id = ++this._nextId);
     this._pending.set(id, item);
     this.stats.sent += 1;
     this._ws.send(JSON.stringify({ ...item.frame, id }));
@@ -168,7 +169,6 @@ export class Session extends Emitter {
   /** Take over an authenticated link: update identity and members, start pings, flush the queue. */
   _adopt(ws, msg, reconnecting) {
     this._ws = ws;
-    this._nextId = 0;
     this._secret = msg.resume_secret;
     if (msg.limits && Number.isInteger(msg.limits.max_type) && Number.isInteger(msg.limits.max_data)) {
       this.limits = { max_type: msg.limits.max_type, max_data: msg.limits.max_data };

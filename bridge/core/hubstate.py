@@ -10,6 +10,12 @@ link is up or not, so that frames written into a link that then died are not los
 with ``last_seq`` = N, the frames with ``seq`` > N are sent again, in order. Signals sent with
 ``retry: false`` to a member without a link are dropped (and counted).
 
+Duplicate signals *from* a member: a client re-sends a retry signal whose ack it did not get before its
+link dropped, with the same ``id`` (ids count up over the connection's life, across resumes). The hub
+may have relayed it already (only the ack was lost), so each member remembers the highest signal id it
+has answered; :meth:`Member.repeat_answer` gives, for an id not above it, the answer to send again
+(the ack, or the nack it got) and the hub does not relay that signal a second time.
+
 Time is passed in: ``now`` is a monotonic clock in seconds (grace deadlines, token buckets). Nothing
 here blocks, sleeps or schedules; the adapter calls :meth:`HubState.expire` when a deadline is due.
 """
@@ -70,16 +76,21 @@ class Metrics:
     dropped: int = 0  # frames lost: retry:false to a member without link, or pushed out of its buffer
     resumes: int = 0
     auth_failures: int = 0
+    resent: int = 0  # signals re-sent by their client with an id already answered: answered, not relayed
 
     def nack(self, code: int) -> None:
         self.nacks[code] = self.nacks.get(code, 0) + 1
 
 
+#: Nacks remembered per member for re-sent ids (a client re-sends only what it sent just before a drop).
+MAX_REMEMBERED_NACKS = 256
+
+
 class Member:
     """One connection of a session (see the module docstring for the life cycle)."""
 
-    __slots__ = ("_linked_until", "_replay_size", "bucket", "connection", "grace_deadline", "link",
-                 "metrics", "replay", "secret", "seq", "session_id")
+    __slots__ = ("_linked_until", "_nacks", "_replay_size", "bucket", "connection", "grace_deadline",
+                 "last_signal_id", "link", "metrics", "replay", "secret", "seq", "session_id")
 
     def __init__(self, session_id: str, connection: Connection, link: Link, bucket: TokenBucket,
                  replay_size: int, metrics: Metrics) -> None:
@@ -96,6 +107,26 @@ class Member:
         # seq of the last frame written into a live link before it dropped: frames after it were only
         # buffered, so pushing one of them out of the replay buffer loses it (counted as dropped).
         self._linked_until = 0
+        #: Highest signal id answered for this connection; a new connection starts from 0.
+        self.last_signal_id = 0
+        self._nacks: dict[int, str] = {}
+
+    def repeat_answer(self, signal_id: int) -> str | None:
+        """None for a new signal id (above every id answered so far): the caller checks and relays it.
+        For an id already answered (a re-send after a lost ack), the answer frame to send again: the
+        nack it got, when still remembered, else its ack. The caller must not relay it again."""
+        if signal_id > self.last_signal_id:
+            return None
+        return self._nacks.get(signal_id) or wire.ack(signal_id)
+
+    def answered(self, signal_id: int, nack_frame: str | None) -> None:
+        """Record the answer to new signal ``signal_id``: None for an ack, else the nack frame sent."""
+        self.last_signal_id = signal_id
+        if nack_frame is not None:
+            nacks = self._nacks
+            nacks[signal_id] = nack_frame
+            if len(nacks) > MAX_REMEMBERED_NACKS:
+                del nacks[next(iter(nacks))]  # the oldest (dicts keep insertion order)
 
     def deliver_signal(self, body: wire.SignalBody, retry: bool) -> None:
         """Hand one signal to this member: numbered, sent if linked, kept for replay if ``retry``."""
@@ -217,6 +248,7 @@ class HubState:
             ("signals_delivered_total", "counter", m.signals_delivered),
             ("signals_buffered_total", "counter", m.buffered),
             ("signals_dropped_total", "counter", m.dropped),
+            ("signals_resent_total", "counter", m.resent),
             ("resumes_total", "counter", m.resumes), ("auth_failures_total", "counter", m.auth_failures),
         ]
         lines: list[str] = []

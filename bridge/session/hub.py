@@ -281,34 +281,39 @@ class _Hub:
         """The hot path: checks, one encode, delivery to each receiver's outbox, ack."""
         state = self.state
         state.metrics.signals_in += 1
+        again = member.repeat_answer(f.id)
+        if again is not None:
+            # Re-sent after a drop that lost our answer: answer again, never relay it twice.
+            state.metrics.resent += 1
+            link.send(again)
+            return
+        target: Member | None = None
         if member.connection.role not in SIGNALLING_ROLES:
-            self._nack(link, f.id, FORBIDDEN, f"role {member.connection.role} may not send signals")
-            return
-        refusal = check_signal(f.type, f.data)
-        if refusal is not None:
-            self._nack(link, f.id, refusal.code, refusal.message)
-            return
-        members = state.sessions[member.session_id]
-        target = None
-        if f.to is not None:
-            target = members.get(f.to)
-            if target is None:
-                self._nack(link, f.id, NOT_FOUND, "no connection with that id in this session")
-                return
-        if not member.bucket.take(asyncio.get_running_loop().time()):
-            self._nack(link, f.id, TOO_MANY, "rate limit exceeded, slow down")
-            return
-        link.send(wire.ack(f.id))
-        body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
-        if target is not None:
-            target.deliver_signal(body, f.retry)
+            refusal = (FORBIDDEN, f"role {member.connection.role} may not send signals")
+        elif (checked := check_signal(f.type, f.data)) is not None:
+            refusal = (checked.code, checked.message)
+        elif f.to is not None and (target := state.sessions[member.session_id].get(f.to)) is None:
+            refusal = (NOT_FOUND, "no connection with that id in this session")
+        elif not member.bucket.take(asyncio.get_running_loop().time()):
+            refusal = (TOO_MANY, "rate limit exceeded, slow down")
         else:
-            for m in members.values():  # delivery never changes membership
-                m.deliver_signal(body, f.retry)
+            member.answered(f.id, None)
+            link.send(wire.ack(f.id))
+            body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
+            if target is not None:
+                target.deliver_signal(body, f.retry)
+            else:
+                for m in state.sessions[member.session_id].values():  # delivery never changes membership
+                    m.deliver_signal(body, f.retry)
+            return
+        nack = self._nack(link, f.id, *refusal)
+        member.answered(f.id, nack)
 
-    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> None:
+    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> str:
         self.state.metrics.nack(code)
-        link.send(wire.nack(frame_id, code, message))
+        frame = wire.nack(frame_id, code, message)
+        link.send(frame)
+        return frame
 
     def _ws_force(self, link: _WsLink, member: Member, f: wire.ForceDisconnectFrame) -> None:
         if member.connection.role != MODERATOR:

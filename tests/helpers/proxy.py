@@ -4,6 +4,7 @@
         url = f"ws://127.0.0.1:{p.port}"
         await p.cut()          # abort every current connection (RST): both ends see the link die
         p.blackhole(True)      # keep connections open but forward nothing: a silent dead link
+        p.blackhole(True, "down")  # only target -> client is lost (acks vanish, signals get through)
         p.refuse(True)         # new connections are reset at once (the hub looks unreachable)
 
 Blackholed bytes are discarded, not held back: like a link that went dead, nothing sent meanwhile is
@@ -36,7 +37,7 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._blackhole = False
+        self._blackhole: set[str] = set()  # directions dropped: "up" (client -> target), "down"
         self._refuse = False
 
     async def __aenter__(self) -> TcpProxy:
@@ -68,8 +69,16 @@ class TcpProxy:
         self._pairs.clear()
         await asyncio.sleep(0)  # let the pumps see it
 
-    def blackhole(self, on: bool) -> None:
-        self._blackhole = on
+    def blackhole(self, on: bool, direction: str = "both") -> None:
+        """Drop (``on``) or forward again the bytes of ``direction``: "up" (client -> target), "down"
+        (target -> client) or "both"."""
+        if direction not in ("up", "down", "both"):
+            raise ValueError(f"direction must be up, down or both, not {direction!r}")
+        which = {"up", "down"} if direction == "both" else {direction}
+        if on:
+            self._blackhole |= which
+        else:
+            self._blackhole -= which
 
     def refuse(self, on: bool) -> None:
         self._refuse = on
@@ -86,16 +95,16 @@ class TcpProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst, pair))
+        for src, dst, direction in ((reader, up_writer, "up"), (up_reader, writer, "down")):
+            task = asyncio.create_task(self._pump(src, dst, pair, direction))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter], direction: str) -> None:
         try:
             while data := await src.read(65536):
-                if self._blackhole:
+                if direction in self._blackhole:
                     continue
                 dst.write(data)
                 await dst.drain()
