@@ -135,7 +135,7 @@ def test_stale_dropped() -> None:
 
 def test_estop_latch_and_reset() -> None:
     e = engine()
-    out = send(e, "robot.estop", sender=OP)
+    out = send(e, "robot.estop", sender=OP, now=1.0)
     assert writes(out) == [WriteLine("base", "S")]
     assert any(isinstance(c, SendSignal) and c.type == STATUS for c in out)
     out = send(e, "robot.move", {"x": 0, "y": 0})
@@ -203,8 +203,9 @@ def test_unmatched_counted_and_own_signals_ignored() -> None:
 
 def test_describe_answers_capabilities_targeted() -> None:
     e = engine()
-    [out] = send(e, "bridge.describe")
+    out, status = send(e, "bridge.describe")
     assert out.type == CAPABILITIES and out.to == "op1" and not out.retry
+    assert (status.type, status.to, json.loads(status.data)["state"]) == (STATUS, "op1", "degraded")
     caps = json.loads(out.data)
     assert caps["version"] == 1
     assert caps["rules"][0] == {"signal": "robot.move", "ack": True, "params": {
@@ -233,7 +234,7 @@ def test_lease_rate_and_controller_lost() -> None:
     e = Engine(make_config(rules=rules, control=Control(lease=True)))
     e.link_up("bridge1", 0.0)
     assert acks(send(e, "robot.move", {"x": 0, "y": 0}))[0]["status"] == "no_lease"
-    out = send(e, "control.acquire")
+    out = send(e, "control.acquire", now=1.0)
     assert acks(out)[0]["status"] == "granted"
     assert json.loads(next(c for c in out if c.type == STATUS).data)["lease"] == "op1"
     assert writes(send(e, "robot.move", {"x": 0, "y": 0}, now=10.0)) == [WriteLine("base", "M 0.0 0.0")]

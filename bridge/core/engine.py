@@ -10,30 +10,37 @@ method that returns the commands to carry out, *in order*:
   or None for a REST signal (``from`` null) or an unknown sender;
 - ``connection_destroyed(conn, now)``; ``link_up(own_connection_id, now)``; ``link_down(now)``;
 - ``device_line(device, line, now)``; ``mqtt_message(device, topic, payload, now)``;
-- ``tick(now)``: call it at ``next_deadline()`` (watchdogs, throttled telemetry, expect timeouts);
-- ``shutdown()``: the on_shutdown actions.
+- ``device_state(device, up, now)``: a device link came up or went down (announced in bridge.status);
+- ``tick(now)``: call it at ``next_deadline()`` (watchdogs, throttled telemetry, expect timeouts,
+  coalesced status broadcasts);
+- ``shutdown()``: the on_shutdown actions;
+- ``take_over(old, now)``: on a config reload, the new engine inherits the old one's state.
 
 ``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (local wall clock plus the
 measured offset), used only by the stale guard. Commands are ``WriteLine`` (the link adds the device's
 newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
 
 The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:
-estop latch -> authorise -> stale -> lease -> rate -> params (+slew) -> templates -> outputs. A
-refusal writes nothing. Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack``.
+estop latch -> authorise -> stale -> lease -> rate -> params -> slew -> templates -> commit. A
+refusal writes nothing and changes no state (the slew reference and the watchdog move only at the
+commit). Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack``.
+
+``bridge.status`` (see ``bridge.core.status``) is broadcast on connect and on every change of state,
+coalesced to one per ``status.MIN_INTERVAL_S``; ``bridge.describe`` is answered, targeted, with
+``bridge.capabilities`` and ``bridge.status``.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter, deque
+import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.actions import (
     Audit,
     Command,
-    CompiledAction,
     CompiledRule,
     Publish,
     SendSignal,
@@ -43,13 +50,16 @@ from bridge.core.actions import (
 from bridge.core.capabilities import capabilities
 from bridge.core.decisions import AuditRecord, Decision, MqttWrite, SerialWrite, Verdict, Written
 from bridge.core.events import Signal
+from bridge.core.expects import ExpectTable
 from bridge.core.lease import ControlLease, OutcomeKind
-from bridge.core.model import BridgeConfig, MqttAction, ParamSpec, Rule
+from bridge.core.model import BridgeConfig, ParamSpec, Rule
 from bridge.core.params import ID_KEY, Checked, decode_data
 from bridge.core.rules import RuleTable
 from bridge.core.safety import SafetyState, is_stale
 from bridge.core.signal import Connection
-from bridge.core.telemetry import Outgoing, TelemetryShaper, convert
+from bridge.core.slew import Slewed
+from bridge.core.status import StatusAnnouncer, status_data
+from bridge.core.telemetry import Outgoing, TelemetryShaper
 from bridge.core.templates import FillError
 
 __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "Engine", "Publish",
@@ -59,16 +69,6 @@ DESCRIBE = "bridge.describe"
 CAPABILITIES = "bridge.capabilities"
 ACK = "bridge.ack"
 STATUS = "bridge.status"
-#: Pending ``expect:`` replies kept per device; beyond this the oldest is dropped (never a growing queue).
-MAX_PENDING_EXPECTS = 16
-
-
-@dataclass(slots=True)
-class _Expect:
-    pattern: re.Pattern[str]
-    deadline: float
-    reply: str | None
-    to: str | None
 
 
 # ---------------------------------------------------------------- the engine
@@ -92,7 +92,10 @@ class Engine:
         self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
                                for r in config.rules if r.watchdog is not None}
         self._lease = ControlLease() if config.control.lease else None
-        self._expects: dict[str, deque[_Expect]] = {}
+        self._expects = ExpectTable()
+        self._announcer = StatusAnnouncer()
+        #: device name -> link up; every device starts down until its link reports up.
+        self.devices: dict[str, bool] = dict.fromkeys(config.devices, False)
         self._own_id: str | None = None
         self._audit = config.audit is not None
         # The signal being handled (for audit records): set at the top of signal().
@@ -115,12 +118,15 @@ class Engine:
         if type_ == self._estop_type:
             return self._estop(sig, now)
         if type_ == self._reset_type:
-            return self._reset(sig, sender)
+            return self._reset(sig, sender, now)
         if type_ == DESCRIBE:
-            return [SendSignal(CAPABILITIES, self.capabilities, sig.from_id)] if sig.from_id else []
+            if sig.from_id is None:
+                return []
+            return [SendSignal(CAPABILITIES, self.capabilities, sig.from_id),
+                    SendSignal(STATUS, self._status_data(), sig.from_id)]
         lease = self._lease
         if lease is not None and type_ in (self.config.control.acquire, self.config.control.release):
-            return self._control(sig, sender)
+            return self._control(sig, sender, now)
         rule = self._table.match(type_)
         if rule is None:
             self.counters["unmatched"] += 1
@@ -137,19 +143,28 @@ class Engine:
         if outcome.kind is not OutcomeKind.CONTROLLER_LOST:
             return []
         self._reset_slews(now)
-        return [*self._on_controller_lost, self._status()]
+        return [*self._on_controller_lost, *self._announce(now)]
 
     def link_up(self, own_connection_id: str, now: float) -> list[Command]:
-        """The session link is (back) up under ``own_connection_id``: announce what we do."""
+        """The session link is (back) up under ``own_connection_id``: announce what we do and how we are."""
         self._own_id = own_connection_id
         self.linked = True
-        return [SendSignal(CAPABILITIES, self.capabilities), self._status()]
+        self._announcer.sent(now)
+        return [SendSignal(CAPABILITIES, self.capabilities), SendSignal(STATUS, self._status_data())]
 
     def link_down(self, now: float) -> list[Command]:
         """The session link is lost or reconnecting: the safe actions, before anything else."""
         self.linked = False
+        self._announcer.cancel()
         self._reset_slews(now)
         return list(self._on_disconnect)
+
+    def device_state(self, device: str, up: bool, now: float) -> list[Command]:
+        """A device link came up or went down: remembered for bridge.status and announced."""
+        if device not in self.devices or self.devices[device] == up:
+            return []
+        self.devices[device] = up
+        return self._announce(now)
 
     def shutdown(self) -> list[Command]:
         return list(self._on_shutdown)
@@ -157,13 +172,11 @@ class Engine:
     # ------------------------------------------------------------ device events
 
     def device_line(self, device: str, line: str, now: float) -> list[Command]:
-        pending = self._expects.get(device)
-        if pending:
-            for i, expect in enumerate(pending):
-                m = expect.pattern.fullmatch(line)
-                if m is not None:
-                    del pending[i]
-                    return self._expect_reply(expect, m)
+        matched = self._expects.match(device, line)
+        if matched is not None:
+            self.counters["expect_matched"] += 1
+            reply = matched[0].answer(matched[1])
+            return [reply] if reply is not None and self.linked else []
         return self._telemetry_out(self._telemetry.serial_line(device, line, now))
 
     def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Command]:
@@ -176,18 +189,44 @@ class Engine:
             out.extend(self._watchdog_cmds[index])
         if out:
             self._reset_slews(now)
-        for pending in self._expects.values():
-            while pending and pending[0].deadline <= now:
-                pending.popleft()
-                self.counters["expect_timeouts"] += 1
+        self.counters["expect_timeouts"] += self._expects.expire(now)
         out.extend(self._telemetry_out(self._telemetry.due(now)))
+        if self._announcer.due(now) and self.linked:
+            out.append(SendSignal(STATUS, self._status_data()))
         return out
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next be called (monotonic seconds), or None when nothing is pending."""
-        candidates = [self._safety.next_deadline(), self._telemetry.next_deadline()]
-        candidates.extend(p[0].deadline for p in self._expects.values() if p)
+        candidates = [self._safety.next_deadline(), self._telemetry.next_deadline(),
+                      self._expects.next_deadline(), self._announcer.next_deadline()]
         return min((c for c in candidates if c is not None), default=None)
+
+    def take_over(self, old: Engine, now: float) -> list[Command]:
+        """A config reload: this (new) engine inherits ``old``'s state and returns what to carry out.
+
+        Kept: the e-stop latch (a reload never unlatches), the lease holder (when the lease is still on),
+        the link and own connection id, device states, counters. Not kept: watchdogs - every pending
+        one fires its (old) safe action now, so nothing keeps moving under rules that may be gone - and
+        slew references (restart from 0), rate buckets, pending expects, held telemetry. When linked,
+        the new capabilities and the status are broadcast."""
+        out: list[Command] = []
+        for index in old._safety.expired(math.inf):
+            self.counters["watchdog_fired"] += 1
+            out.extend(old._watchdog_cmds[index])
+        if old.estopped:
+            self._safety.estop()
+        holder = old._lease.holder if old._lease is not None else None
+        if self._lease is not None and holder is not None:
+            self._lease.acquire(holder)
+        self._own_id, self.linked = old._own_id, old.linked
+        self.devices.update((d, up) for d, up in old.devices.items() if d in self.devices)
+        self.counters.update(old.counters)
+        self.decisions.update(old.decisions)
+        self._reset_slews(now)
+        if self.linked:
+            self._announcer.sent(now)
+            out += [SendSignal(CAPABILITIES, self.capabilities), SendSignal(STATUS, self._status_data())]
+        return out
 
     @property
     def estopped(self) -> bool:
@@ -222,23 +261,35 @@ class Engine:
         checked = compiled.checker.check(data)
         if not isinstance(checked, Checked):
             return self._decide(rule, sig, data, Decision.REJECTED, checked.reason, [])
-        clamped = checked.clamped
         values = checked.values
-        if compiled.slews:
-            for name, slew in compiled.slews.items():
-                if name in values:
-                    result = slew.limit(float(values[name]), now)
-                    values[name], clamped = result.value, clamped or result.clamped
+        slewed = self._slew(compiled, values, now)
         try:
             out: list[Command] = [a.fill(values) for a in compiled.actions]
         except FillError as e:
             return self._decide(rule, sig, data, Decision.REJECTED, str(e), [])
-        self._safety.refresh(rule, now)
-        for action in compiled.actions:
-            if action.expect is not None:
-                self._add_expect(action, sig, now)
+        self._commit(compiled, sig, slewed, now)
+        clamped = checked.clamped or any(s.clamped for s in slewed.values())
         decision = Decision.CLAMPED if clamped else Decision.APPLIED
         return self._decide(rule, sig, data, decision, "", out)
+
+    @staticmethod
+    def _slew(compiled: CompiledRule, values: dict[str, Any], now: float) -> dict[str, Slewed]:
+        """Slew-limit ``values`` in place; the limiters' references move only at ``_commit``."""
+        slewed: dict[str, Slewed] = {}
+        for name, slew in compiled.slews.items():
+            if name in values:
+                result = slewed[name] = slew.propose(float(values[name]), now)
+                values[name] = result.value
+        return slewed
+
+    def _commit(self, compiled: CompiledRule, sig: Signal, slewed: dict[str, Slewed], now: float) -> None:
+        """The command is written: move the slew references, re-arm the watchdog, wait for expects."""
+        for name, result in slewed.items():
+            compiled.slews[name].commit(result, now)
+        self._safety.refresh(compiled.rule, now)
+        for action in compiled.actions:
+            if action.expect is not None:
+                self._expects.add(action, sig.from_id, now)
 
     def _check_estop(self) -> Verdict | None:
         return None if self._safety.admit() else _ESTOPPED
@@ -289,19 +340,19 @@ class Engine:
         if self._audit:
             out.append(self._audit_record(sig, Decision.APPLIED, "e-stop", out))
         if not was:
-            out.append(self._status())
+            out.extend(self._announce(now))
         return out
 
-    def _reset(self, sig: Signal, sender: Connection | None) -> list[Command]:
+    def _reset(self, sig: Signal, sender: Connection | None, now: float) -> list[Command]:
         result = self._safety.reset(sender.role if sender is not None else None)
         self.counters[f"estop_reset_{result}"] += 1
-        out: list[Command] = [self._status()] if result == "unlatched" else []
+        out = self._announce(now) if result == "unlatched" else []
         if self._audit:
             decision = Decision.UNAUTHORISED if result == "denied" else Decision.APPLIED
             out.append(self._audit_record(sig, decision, f"e-stop reset: {result}", []))
         return out
 
-    def _control(self, sig: Signal, sender: Connection | None) -> list[Command]:
+    def _control(self, sig: Signal, sender: Connection | None, now: float) -> list[Command]:
         assert self._lease is not None
         sender_id = sender.id if sender is not None else None
         if sig.type == self.config.control.acquire:
@@ -319,24 +370,8 @@ class Engine:
             ack = {"id": _ack_id(data, sig.seq), "status": outcome.kind.value, "reason": reason or None}
             out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
         if outcome.changed:
-            out.append(self._status())
+            out.extend(self._announce(now))
         return out
-
-    def _add_expect(self, action: CompiledAction, sig: Signal, now: float) -> None:
-        expect = action.action.expect if not isinstance(action.action, MqttAction) else None
-        assert expect is not None and action.expect is not None
-        pending = self._expects.setdefault(action.action.device, deque(maxlen=MAX_PENDING_EXPECTS))
-        pending.append(_Expect(action.expect, now + expect.timeout_ms / 1000.0, expect.reply, sig.from_id))
-
-    def _expect_reply(self, expect: _Expect, m: re.Match[str]) -> list[Command]:
-        self.counters["expect_matched"] += 1
-        if expect.reply is None or expect.to is None or not self.linked:
-            return []
-        # Named groups as JSON fields, numbers converted as for telemetry ("87" -> 87).
-        groups = {k: None if v is None else convert(v) for k, v in m.groupdict().items()}
-        data = json.dumps(groups if groups else {"line": m.group(0)}, separators=(",", ":"),
-                          ensure_ascii=False)
-        return [SendSignal(expect.reply, data, expect.to)]
 
     # ------------------------------------------------------------ helpers
 
@@ -356,12 +391,17 @@ class Engine:
                 if slew is not None:
                     slew.reset(0.0 if _zero_in_range(spec) else None, now)
 
-    def status(self) -> dict[str, Any]:
-        return {"estopped": self._safety.latched,
-                "lease": self._lease.holder if self._lease is not None else None}
+    def _status_data(self) -> str:
+        return status_data(estopped=self._safety.latched,
+                           lease=self._lease.holder if self._lease is not None else None,
+                           devices=self.devices, counters=self.counters, decisions=self.decisions)
 
-    def _status(self) -> SendSignal:
-        return SendSignal(STATUS, json.dumps(self.status(), separators=(",", ":")))
+    def _announce(self, now: float) -> list[Command]:
+        """The state changed: a status broadcast now, or later (coalesced, see ``tick``), or none while
+        the link is down (the next connect sends a fresh one)."""
+        if self.linked and self._announcer.changed(now):
+            return [SendSignal(STATUS, self._status_data())]
+        return []
 
 
 _ESTOPPED = Verdict(Decision.ESTOPPED, "e-stop latched")

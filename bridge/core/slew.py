@@ -6,8 +6,10 @@ request (decision ``clamped``). It protects gearboxes and keeps a joystick glitc
 
 Contract with the engine:
 
-- call :meth:`SlewLimiter.limit` last, once the command is known to be applied (after authorisation,
-  lease, rate limit, stale guard, range checks): it records the returned value as the new reference;
+- call :meth:`SlewLimiter.propose` once the command passed every check (authorisation, lease, rate
+  limit, stale guard, range checks) to get the value to write, and :meth:`SlewLimiter.commit` with that
+  result only once the templates filled and the command is really written: a command refused at the
+  last step must not move the reference (``limit`` is both at once, for callers with nothing to fail);
 - the very first command (no reference yet) passes unchanged - there is nothing to slew from;
 - after a safe action (watchdog, e-stop, controller lost, disconnect) the hardware is no longer where
   the last command left it: call :meth:`reset` with the value the safe action sets (e.g. 0 for a stop),
@@ -23,7 +25,7 @@ Pure: the caller passes time in (monotonic seconds).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.core.model import ParamSpec
 
@@ -34,6 +36,8 @@ class Slewed:
 
     value: float | int
     clamped: bool
+    #: The unrounded value recorded by :meth:`SlewLimiter.commit` (ints: ``value`` before rounding).
+    reference: float | None = field(default=None, compare=False)
 
 
 class SlewLimiter:
@@ -66,6 +70,12 @@ class SlewLimiter:
 
     def limit(self, value: float, now: float) -> Slewed:
         """Limit ``value`` against the last applied one and record the result as applied at ``now``."""
+        result = self.propose(value, now)
+        self.commit(result, now)
+        return result
+
+    def propose(self, value: float, now: float) -> Slewed:
+        """What ``value`` becomes at ``now`` (the limiter's state is not changed)."""
         last = self._last
         ref = float(value)
         clamped = False
@@ -82,9 +92,12 @@ class SlewLimiter:
             # a slow slew at a high command rate (step < 1 per command) must still make progress.
             result = int(value) if not clamped else (
                 math.floor(ref) if last is not None and ref > last else math.ceil(ref))
-        self._last = ref
+        return Slewed(result, clamped, ref)
+
+    def commit(self, applied: Slewed, now: float) -> None:
+        """Record ``applied`` (a :meth:`propose` result that was written) as the reference at ``now``."""
+        self._last = applied.reference if applied.reference is not None else float(applied.value)
         self._last_t = now
-        return Slewed(result, clamped)
 
     def reset(self, value: float | None, now: float = 0.0) -> None:
         """Set the reference after a safe action moved the hardware (None: forget it)."""
