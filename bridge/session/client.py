@@ -5,137 +5,51 @@
         async for event in s.events():
             ...
 
-A thin pump around the pure parts in `bridge.core`: frames are built and parsed by
-`client_protocol`, the link state lives in the `linkstate` table, the clock offset in `clock`. This
-module only owns the socket, the timers and the futures that callers await.
-
-Tasks: ``connect()`` opens the first link itself (its failure is the caller's exception); after that
-one supervisor task owns the link: it reads frames, runs a keep-alive beside the reader, and on a drop
-reconnects with backoff and ``resume``. Everything runs on the caller's event loop; no locks are
-needed because every state change happens between awaits.
+This module is the public API (what DESIGN.md promises); the link itself (socket, pump, keep-alive,
+reconnection with ``resume``) is :class:`bridge.session.clientlink.LinkSupervisor`, which
+:class:`SessionClient` extends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import random
-import time
+import ssl as _ssl
 from collections.abc import AsyncIterator
 from types import TracebackType
 from urllib.parse import quote
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from bridge.core.client_protocol import (
-    Ack,
-    Connected,
-    HubDisconnected,
-    HubError,
-    Nack,
-    Outbox,
-    Outgoing,
-    Pong,
-    ProtocolError,
-    Resume,
-    SeqFilter,
-    connect_frame,
-    disconnect_frame,
-    force_disconnect_frame,
-    parse_hub_frame,
-    ping_frame,
-)
-from bridge.core.clock import ClockEstimator
-from bridge.core.events import (
-    ConnectionCreated,
-    ConnectionDestroyed,
-    Disconnected,
-    Reconnected,
-    Reconnecting,
-    SessionEvent,
-    Signal,
-)
-from bridge.core.linkstate import LinkEvent, LinkMachine, LinkState, Notice, backoff_delay
-from bridge.core.signal import (
-    BAD_REQUEST,
-    CLIENT_DISCONNECTED,
-    FORCE_DISCONNECTED,
-    MAX_FRAME_BYTES,
-    NETWORK_DISCONNECTED,
-    NOT_CONNECTED,
-    Connection,
-    check_signal,
-)
-
-log = logging.getLogger(__name__)
-
-# Failures of one connection attempt that are worth another attempt.
-_RETRYABLE = (OSError, TimeoutError, WebSocketException, ProtocolError)
+from bridge.core.client_protocol import disconnect_frame, force_disconnect_frame, ping_frame
+from bridge.core.events import Disconnected, SessionEvent
+from bridge.core.linkstate import LinkEvent, LinkState
+from bridge.core.signal import BAD_REQUEST, CLIENT_DISCONNECTED, NOT_CONNECTED, check_signal
+from bridge.session.clientlink import RETRYABLE, LinkSupervisor, Refused, SignalError, wall_ms
 
 
-class SignalError(Exception):
-    """A refused signal or request: ``code`` is 400/403/404/413/429 (from the hub or the local check)
-    or 500 (not connected). A refused *connection* raises it too, with the hub's 401/403 or 500."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class _Refused(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(code, message)
-        self.code, self.message = code, message
-
-
-_Out = Outgoing["asyncio.Future[None]"]
-
-
-def _wall_ms() -> float:
-    return time.time() * 1000.0
-
-
-class SessionClient:
+class SessionClient(LinkSupervisor):
     """One connection to a session; see the module docstring and DESIGN.md (Python client API).
 
     Options: ``ping_interval_s`` between keep-alive pings; ``link_timeout_s`` of silence after which
     the link is considered lost; ``reconnect_min_s``/``reconnect_max_s`` bound the exponential backoff
     (jittered to 50-100 %); ``give_up_s`` after a drop before ending with Disconnected (None: never);
     ``open_timeout_s`` per connection attempt; ``event_queue_size`` events kept for ``events()``
-    (when full, the oldest is dropped and counted in ``stats["events_dropped"]``).
+    (when full, the oldest is dropped and counted in ``stats["events_dropped"]``); ``ssl`` the TLS
+    context for a ``wss://`` hub (None: the system's default CA store; e.g.
+    ``ssl.create_default_context(cafile="hub-ca.pem")`` for a private CA or a self-signed hub).
     """
 
     def __init__(self, url: str, session_id: str, token: str, *, ping_interval_s: float = 2.0,
                  link_timeout_s: float = 6.0, reconnect_min_s: float = 0.5, reconnect_max_s: float = 5.0,
                  give_up_s: float | None = 60.0, open_timeout_s: float = 10.0,
-                 event_queue_size: int = 1000) -> None:
-        self.uri = f"{url.rstrip('/')}/v1/session/{quote(session_id, safe='')}"
-        self._token = token
-        self._ping_interval_s = ping_interval_s
-        self._link_timeout_s = link_timeout_s
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
-        self._give_up_s = give_up_s
-        self._open_timeout_s = open_timeout_s
-        self._link = LinkMachine()
-        self._clock = ClockEstimator()
-        self._seq = SeqFilter()
-        self._events: asyncio.Queue[SessionEvent] = asyncio.Queue(max(1, event_queue_size))
-        self._ws: ClientConnection | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._closing = False
-        self._last_rx = 0.0
-        self._outbox: Outbox[asyncio.Future[None]] = Outbox()
-        self._requests: dict[int, asyncio.Future[None]] = {}
-        self._pings: dict[int, tuple[float, asyncio.Future[float] | None]] = {}
-        self._resume_secret = ""
-        self.connection: Connection | None = None
-        self.connections: dict[str, Connection] = {}
-        self.stats: dict[str, int] = {"sent": 0, "acked": 0, "dropped": 0, "duplicates": 0,
-                                      "reconnects": 0, "received": 0, "events_dropped": 0}
+                 event_queue_size: int = 1000, ssl: _ssl.SSLContext | None = None) -> None:
+        super().__init__(f"{url.rstrip('/')}/v1/session/{quote(session_id, safe='')}", token,
+                         ping_interval_s=ping_interval_s, link_timeout_s=link_timeout_s,
+                         reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
+                         give_up_s=give_up_s, open_timeout_s=open_timeout_s,
+                         event_queue_size=event_queue_size, ssl=ssl)
 
     # ---- public state --------------------------------------------------------------------------
 
@@ -160,7 +74,7 @@ class SessionClient:
 
     def hub_time_ms(self) -> float:
         """Now on the hub's clock: the local wall clock plus the offset (to judge a signal's age by ts)."""
-        return _wall_ms() + self._clock.offset_ms
+        return wall_ms() + self._clock.offset_ms
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -179,10 +93,10 @@ class SessionClient:
             raise RuntimeError("connect() may be called once")
         try:
             ws, hello = await self._open(None, self._open_timeout_s)
-        except _Refused as r:
+        except Refused as r:
             self._link.handle(LinkEvent.REFUSED)
             raise SignalError(r.code, r.message) from None
-        except _RETRYABLE as exc:
+        except RETRYABLE as exc:
             self._link.handle(LinkEvent.LOST)
             raise SignalError(NOT_CONNECTED, f"cannot connect to {self.uri}: {exc or type(exc).__name__}") \
                 from None
@@ -256,7 +170,7 @@ class SessionClient:
         ws = self._require_link()
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         id_ = self._outbox.new_id()
-        self._pings[id_] = (_wall_ms(), fut)
+        self._pings[id_] = (wall_ms(), fut)
         await self._send_control(ws, ping_frame(id_))
         return await fut
 
@@ -269,261 +183,11 @@ class SessionClient:
         await self._send_control(ws, force_disconnect_frame(id_, connection_id))
         await fut
 
-    # ---- internals: sending --------------------------------------------------------------------
-
-    @staticmethod
-    def _future() -> asyncio.Future[None]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _send(self, ws: ClientConnection, out: _Out) -> None:
-        self._outbox.sent(out)
-        self.stats["sent"] += 1
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(out.frame)
-        # On ConnectionClosed the supervisor sees the drop and re-queues or fails `out`.
-
     def _require_link(self) -> ClientConnection:
         ws = self._ws
         if ws is None or not self._link.connected:
             raise SignalError(NOT_CONNECTED, f"not connected ({self.state})")
         return ws
 
-    async def _send_control(self, ws: ClientConnection, frame: str) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(frame)
 
-    # ---- internals: the link -------------------------------------------------------------------
-
-    async def _open(self, resume: Resume | None, timeout: float) -> tuple[ClientConnection, Connected]:
-        """One connection attempt: WebSocket handshake, connect frame, the hub's answer."""
-        ws: ClientConnection | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                ws = await connect(self.uri, max_size=MAX_FRAME_BYTES, ping_interval=None,
-                                   compression=None, open_timeout=None, close_timeout=1.0)
-                sent = _wall_ms()
-                await ws.send(connect_frame(self._token, resume))
-                frame = parse_hub_frame(await ws.recv())
-                received = _wall_ms()
-        except BaseException:
-            if ws is not None:
-                ws.transport.abort()
-            raise
-        assert ws is not None
-        if isinstance(frame, HubError):
-            ws.transport.abort()
-            raise _Refused(frame.code, frame.message)
-        if not isinstance(frame, Connected):
-            ws.transport.abort()
-            raise ProtocolError(f"expected 'connected', got {type(frame).__name__}")
-        self._clock.add(sent, frame.server_time, received)
-        return ws, frame
-
-    def _adopt(self, hello: Connected, *, first: bool) -> None:
-        """Take the hub's view of the session; tell the user what changed (all of it the first time:
-        a newcomer gets connectionCreated for each client already there)."""
-        self.connection = hello.connection
-        self._resume_secret = hello.resume_secret
-        now = {c.id: c for c in hello.connections if c.id != hello.connection.id}
-        if not first:
-            for cid, gone in self.connections.items():
-                if cid not in now:
-                    self._emit(ConnectionDestroyed(gone, NETWORK_DISCONNECTED))
-        for cid, conn in now.items():
-            if first or cid not in self.connections:
-                self._emit(ConnectionCreated(conn))
-        self.connections = now
-
-    async def _supervise(self, ws: ClientConnection | None) -> None:
-        try:
-            await self._run_links(ws)
-        except Exception:
-            # A bug here must not leave callers waiting on a client that looks connected.
-            log.exception("session client failed; leaving the session")
-            self._finish(LinkEvent.CLOSE, NETWORK_DISCONNECTED)
-
-    async def _run_links(self, ws: ClientConnection | None) -> None:
-        while ws is not None:
-            ending = await self._serve(ws)
-            if ending is not None or self._closing:
-                self._finish(LinkEvent.CLOSE, ending or CLIENT_DISCONNECTED)
-                return
-            if self._link.handle(LinkEvent.LOST) is Notice.RECONNECTING:
-                log.info("link to %s lost: reconnecting", self.uri)
-                self._emit(Reconnecting())
-            self._requeue_inflight()
-            ws = await self._reconnect()
-
-    async def _serve(self, ws: ClientConnection) -> str | None:
-        """Pump frames until the link ends; returns the hub's `disconnected` reason, or None for a drop."""
-        self._ws = ws
-        self._last_rx = time.monotonic()
-        keepalive = asyncio.create_task(self._keepalive(ws))
-        # Signals queued during an outage go out beside the reader, so acks are read as they come.
-        flusher = asyncio.create_task(self._flush(ws)) if self._outbox.has_queued else None
-        try:
-            async for message in ws:
-                self._last_rx = time.monotonic()
-                try:
-                    frame = parse_hub_frame(message)
-                except ProtocolError as exc:
-                    log.warning("ignoring a bad frame from the hub: %s", exc)
-                    continue
-                if isinstance(frame, HubDisconnected):
-                    return frame.reason or FORCE_DISCONNECTED
-                self._dispatch(frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._ws = None
-            keepalive.cancel()
-            if flusher is not None:
-                flusher.cancel()
-            ws.transport.abort()
-        return None
-
-    def _dispatch(self, frame: object) -> None:
-        if isinstance(frame, Signal):  # the hot path first
-            if self._seq.accept(frame.seq):
-                self.stats["received"] += 1
-                self._emit(frame)
-            else:
-                self.stats["duplicates"] += 1
-        elif isinstance(frame, Ack | Nack):
-            error = None if isinstance(frame, Ack) else SignalError(frame.code, frame.message)
-            out = self._outbox.answered(frame.id)
-            fut = out.ticket if out is not None else self._requests.pop(frame.id, None)
-            if out is not None and error is None:
-                self.stats["acked"] += 1
-            if fut is not None and not fut.done():
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(error)
-        elif isinstance(frame, Pong):
-            sent, waiter = self._pings.pop(frame.id, (None, None))
-            if sent is not None:
-                received = _wall_ms()
-                self._clock.add(sent, frame.server_time, received)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(received - sent)
-        elif isinstance(frame, ConnectionCreated):
-            cid = frame.connection.id
-            if self.connection is not None and cid != self.connection.id and cid not in self.connections:
-                self.connections[cid] = frame.connection
-                self._emit(frame)
-        elif isinstance(frame, ConnectionDestroyed):
-            if self.connections.pop(frame.connection.id, None) is not None:
-                self._emit(frame)
-        else:
-            log.warning("ignoring an unexpected %s frame from the hub", type(frame).__name__)
-
-    async def _keepalive(self, ws: ClientConnection) -> None:
-        """Ping every ping_interval_s; declare the link lost after link_timeout_s without any frame."""
-        tick = min(self._ping_interval_s, self._link_timeout_s / 4)
-        next_ping = time.monotonic()
-        while True:
-            now = time.monotonic()
-            if now - self._last_rx > self._link_timeout_s:
-                log.info("no frame from the hub for %.1f s: link lost", now - self._last_rx)
-                ws.transport.abort()
-                return
-            if now >= next_ping:
-                next_ping = now + self._ping_interval_s
-                id_ = self._outbox.new_id()
-                self._pings[id_] = (_wall_ms(), None)
-                await self._send_control(ws, ping_frame(id_))
-            await asyncio.sleep(tick)
-
-    def _requeue_inflight(self) -> None:
-        """At a drop: unacked retry signals are queued again, the others fail with 500."""
-        for out in self._outbox.link_lost():
-            if not out.ticket.done():
-                self.stats["dropped"] += 1
-                out.ticket.set_exception(SignalError(NOT_CONNECTED, "link lost before the hub's ack"))
-        self._fail_requests("link lost before the hub answered")
-
-    async def _reconnect(self) -> ClientConnection | None:
-        """Retry with backoff until resumed (returns the new link) or refused/given up (returns None)."""
-        assert self.connection is not None
-        deadline = None if self._give_up_s is None else time.monotonic() + self._give_up_s
-        attempt = 0
-        while True:
-            delay = backoff_delay(attempt, self._reconnect_min_s, self._reconnect_max_s,
-                                  random.uniform(0.5, 1.0))
-            attempt += 1
-            if deadline is not None:
-                delay = min(delay, max(0.0, deadline - time.monotonic()))
-            await asyncio.sleep(delay)
-            timeout = self._open_timeout_s
-            if deadline is not None:
-                timeout = min(timeout, deadline - time.monotonic())
-                if timeout <= 0:
-                    log.warning("gave up reconnecting to %s after %.0f s", self.uri, self._give_up_s)
-                    self._finish(LinkEvent.GAVE_UP, NETWORK_DISCONNECTED)
-                    return None
-            resume = Resume(self.connection.id, self._resume_secret, self._seq.last_seq)
-            try:
-                ws, hello = await self._open(resume, timeout)
-            except _Refused as r:
-                log.warning("hub refused to resume the connection (%s: %s)", r.code, r.message)
-                self._finish(LinkEvent.REFUSED, NETWORK_DISCONNECTED)
-                return None
-            except _RETRYABLE as exc:
-                log.debug("reconnection attempt %d failed: %r", attempt, exc)
-                self._link.handle(LinkEvent.LOST)
-                continue
-            if not hello.resumed or hello.connection.id != self.connection.id:
-                # A fresh connection is not ours: others already saw us leave. Give it back.
-                with contextlib.suppress(ConnectionClosed, OSError):
-                    await ws.send(disconnect_frame())
-                ws.transport.abort()
-                self._finish(LinkEvent.REFUSED, NETWORK_DISCONNECTED)
-                return None
-            self._link.handle(LinkEvent.UP)
-            self.stats["reconnects"] += 1
-            log.info("link to %s resumed", self.uri)
-            self._emit(Reconnected())
-            self._adopt(hello, first=False)
-            return ws
-
-    async def _flush(self, ws: ClientConnection) -> None:
-        """Send what was queued during the outage, in order. New signals queue behind until empty."""
-        while (out := self._outbox.next_queued()) is not None:
-            if not out.ticket.done():  # its caller may have given up (cancelled)
-                await self._send(ws, out)
-
-    def _fail_requests(self, why: str) -> None:
-        error = SignalError(NOT_CONNECTED, why)
-        for fut in self._requests.values():
-            if not fut.done():
-                fut.set_exception(error)
-        for _, waiter in self._pings.values():
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
-        self._requests.clear()
-        self._pings.clear()
-
-    def _finish(self, event: LinkEvent, reason: str) -> None:
-        """End the session (idempotent): fail everything pending, emit Disconnected once."""
-        if self._link.handle(event) is Notice.DISCONNECTED:
-            log.info("left session %s: %s", self.uri, reason)
-            self._emit(Disconnected(reason))
-        if self._link.state is not LinkState.CLOSED:
-            return
-        error = SignalError(NOT_CONNECTED, f"not connected (session closed: {reason})")
-        for out in self._outbox.clear():
-            if not out.ticket.done():
-                out.ticket.set_exception(error)
-        self._fail_requests(f"session closed: {reason}")
-        if self._ws is not None:
-            self._ws.transport.abort()
-
-    def _emit(self, event: SessionEvent) -> None:
-        try:
-            self._events.put_nowait(event)
-        except asyncio.QueueFull:
-            # Nobody is draining events() fast enough: the oldest is the stalest, drop it.
-            self._events.get_nowait()
-            self.stats["events_dropped"] += 1
-            self._events.put_nowait(event)
+__all__ = ["SessionClient", "SignalError"]
