@@ -44,6 +44,7 @@ from bridge.core.signal import (
 )
 from bridge.core.tokens import TokenError, verify_client_token
 from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
+from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
 
@@ -412,8 +413,17 @@ async def _serve_forever(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await hub.close()
+    # systemd (Type=notify): READY once listening; WATCHDOG=1 from this loop, so a stuck loop is restarted.
+    notifier = Notifier.from_env()
+    notifier.ready(f"listening on {hub.url}")
+    watchdog = asyncio.create_task(watchdog_loop(notifier))
+    try:
+        await stop.wait()
+        notifier.stopping()
+        await hub.close()
+    finally:
+        watchdog.cancel()
+        notifier.close()
     return 0
 
 
