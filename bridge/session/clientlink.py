@@ -18,6 +18,7 @@ import logging
 import random
 import ssl as _ssl
 import time
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -147,8 +148,10 @@ class LinkSupervisor:
         ws: ClientConnection | None = None
         try:
             async with asyncio.timeout(timeout):
+                # ssl only when given: websockets takes an explicit None as "no TLS" and refuses wss://.
+                tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
                 ws = await connect(self.uri, max_size=MAX_FRAME_BYTES, ping_interval=None,
-                                   compression=None, open_timeout=None, close_timeout=1.0, ssl=self._ssl)
+                                   compression=None, open_timeout=None, close_timeout=1.0, **tls)
                 sent = wall_ms()
                 await ws.send(connect_frame(self._token, resume))
                 frame = parse_hub_frame(await ws.recv())
