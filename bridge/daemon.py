@@ -13,6 +13,12 @@ links without blocking; signals are sent as background tasks (retry disabled: wh
 they fail at once and are counted, never queued). The session link lost -> ``on_disconnect`` actions
 before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean exit 0.
 
+SIGHUP reloads the config file (systemd: RELOADING=1 ... READY=1): a file with errors is refused, its
+errors logged as ``file:line: ...``, and the running config kept; a good one is swapped in as a new
+engine that takes over the old one's state (``Engine.take_over``) while the session link and the device
+links stay as they are. Changes to ``session`` or ``devices`` need a restart: such a reload is refused
+as a whole (see ``bridge.core.reload``).
+
 Logging: INFO only for state changes (link up/down, device up/down, e-stop), never per signal.
 """
 
@@ -39,6 +45,7 @@ from bridge.core.events import (
     Signal,
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
+from bridge.core.reload import restart_needed
 from bridge.core.signal import Connection
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
@@ -89,6 +96,11 @@ class Daemon:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reload_asked = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._audit_task: asyncio.Task[None] | None = None
+        #: Reloads applied / refused since start.
+        self.reloads = {"applied": 0, "refused": 0}
         self._ready_printed = False
         # Telemetry dropped while the link was down: logged once per outage, summed when it ends.
         self._dropped_at_down = 0
@@ -110,6 +122,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_asked.set)
         devices = ", ".join(f"{d.name} ({d.serial.port if d.serial else 'mqtt'})"
                             for d in self.config.devices.values())
         print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
@@ -124,6 +137,7 @@ class Daemon:
                 return 1
         try:
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 tasks = [tg.create_task(link.run(), name=f"device {name}")
                          for name, link in self.links.items()]
                 tasks.append(tg.create_task(self._session_loop(), name="session"))
@@ -131,8 +145,9 @@ class Daemon:
                 tasks.extend(tg.create_task(self._heartbeat(d), name=f"heartbeat {d.name}")
                              for d in self.config.devices.values() if d.heartbeat is not None)
                 tasks.append(tg.create_task(watchdog_loop(self.notifier), name="systemd watchdog"))
+                tasks.append(tg.create_task(self._reloader(), name="reloader"))
                 if self.audit is not None:
-                    tasks.append(tg.create_task(flush_loop(self.audit), name="audit flush"))
+                    self._audit_task = tg.create_task(flush_loop(self.audit), name="audit flush")
                 # Ready for systemd as soon as the devices are being driven: the bridge is useful (and
                 # safe) without the hub, and a hub down at boot must not make systemd time the start out.
                 self.notifier.ready(f"joining session {self.config.session.session_id}")
@@ -147,8 +162,11 @@ class Daemon:
                         await asyncio.wait_for(client.disconnect(), 2.0)
                 for task in tasks:
                     task.cancel()
+                if self._audit_task is not None:
+                    self._audit_task.cancel()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            self._tg = None
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.notifier.close()
             if self.audit is not None:
@@ -249,6 +267,7 @@ class Daemon:
 
     def _on_device(self, name: str, up: bool) -> None:
         log.info("device %s: %s", name, "up" if up else "down")
+        self._execute(self.engine.device_state(name, up, time.monotonic()))
 
     async def _timer(self) -> None:
         """Call ``engine.tick`` at ``engine.next_deadline()``; woken early when a new deadline may exist."""
@@ -276,6 +295,66 @@ class Daemon:
                 elif isinstance(link, MqttLink) and hb.topic is not None:
                     link.publish(hb.topic, hb.payload.encode(), 0)
             await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ reload (SIGHUP)
+
+    async def _reloader(self) -> None:
+        """Carry out SIGHUP reloads one at a time (a second SIGHUP during one triggers one more)."""
+        while True:
+            await self._reload_asked.wait()
+            self._reload_asked.clear()
+            self.notifier.reloading()
+            outcome = await self._reload()
+            self.reloads["applied" if outcome is None else "refused"] += 1
+            self.notifier.ready(outcome or f"config reloaded from {self.config.source}")
+
+    async def _reload(self) -> str | None:
+        """Load the file again and swap it in. Returns None when applied, else why it was refused
+        (logged as errors; the running config is kept)."""
+        path = self.config.source
+        try:
+            new = await asyncio.to_thread(load_config, path)
+        except ConfigError as exc:
+            for issue in exc.errors:
+                log.error("reload: %s", issue)
+            return self._refuse(f"{path}: {len(exc.errors)} error(s)")
+        reasons = restart_needed(self.config, new)
+        if reasons:
+            return self._refuse(f"{path}: {'; '.join(reasons)}: restart the daemon to apply that")
+        try:
+            engine = Engine(new)
+        except ValueError as exc:   # TemplateError too: the loader checks all this; the last guard
+            return self._refuse(f"{path}: {exc}")
+        if new.audit != self.config.audit and not self._swap_audit(new):
+            return self._refuse(f"{path}: cannot open the audit log {new.audit and new.audit.path}")
+        commands = engine.take_over(self.engine, time.monotonic())
+        self.engine, self.config = engine, new
+        self._execute(commands)
+        log.warning("reload: %s: %d rule(s) applied; session link and devices kept", path, len(new.rules))
+        return None
+
+    def _refuse(self, why: str) -> str:
+        log.error("reload refused, running config kept: %s", why)
+        return f"reload refused: {why}"
+
+    def _swap_audit(self, new: BridgeConfig) -> bool:
+        """Open the new audit log (False when it cannot be opened: the reload is refused), close the old."""
+        audit = None
+        if new.audit is not None:
+            try:
+                audit = AuditLog.from_config(new.audit)
+            except OSError as exc:
+                log.error("reload: cannot open the audit log %s: %s", new.audit.path, exc)
+                return False
+        if self._audit_task is not None:
+            self._audit_task.cancel()
+            self._audit_task = None
+        if self.audit is not None:
+            self.audit.close()
+        self.audit = audit
+        if audit is not None and self._tg is not None:
+            self._audit_task = self._tg.create_task(flush_loop(audit), name="audit flush")
+        return True
 
     # ------------------------------------------------------------ carrying out commands
 

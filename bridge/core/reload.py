@@ -1,0 +1,40 @@
+"""What a config reload (SIGHUP) can apply live, and what needs a restart.
+
+Applied live, by swapping in a new engine (``Engine.take_over``): rules, telemetry streams of serial
+devices, safety actions, e-stop, control lease settings, the audit log settings. The session link and
+the device links are kept as they are (same connection id, ports and broker connections not reopened).
+
+Needs a restart (the reload is then refused as a whole and the running config kept): a change to
+``session`` (URL, session id, token), to ``devices`` (ports, brokers, heartbeats, added or removed
+devices), or to the MQTT topics a device subscribes to for telemetry (the link subscribes once, when
+it connects). Refusing rather than applying half keeps one rule simple: after a reload the daemon runs
+either the whole new file or the whole old one.
+
+Pure: compares two frozen configs.
+"""
+
+from __future__ import annotations
+
+from bridge.core.model import BridgeConfig, MqttTelemetry
+
+
+def restart_needed(old: BridgeConfig, new: BridgeConfig) -> list[str]:
+    """Why ``new`` cannot be applied to a daemon running ``old`` without a restart (empty: it can)."""
+    reasons: list[str] = []
+    if new.session != old.session:
+        reasons.append("session settings changed")
+    for name in sorted(old.devices.keys() | new.devices.keys()):
+        before, after = old.devices.get(name), new.devices.get(name)
+        if before is None:
+            reasons.append(f"device {name} added")
+        elif after is None:
+            reasons.append(f"device {name} removed")
+        elif before != after:
+            reasons.append(f"device {name} changed")
+        elif _mqtt_topics(old, name) != _mqtt_topics(new, name):
+            reasons.append(f"device {name}: MQTT telemetry topics changed")
+    return reasons
+
+
+def _mqtt_topics(config: BridgeConfig, device: str) -> set[str]:
+    return {t.topic for t in config.telemetry if isinstance(t, MqttTelemetry) and t.device == device}

@@ -1,0 +1,136 @@
+"""SIGHUP reloads the config of a real `python -m bridge run` process: a bad file is refused (errors with
+file:line logged, old rules kept), a good one is applied without dropping the session link (same
+connection id) or reopening the devices, a device change is refused (needs a restart); systemd is told
+RELOADING=1 ... READY=1 (the test plays its notify socket)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge.session.client import SessionClient
+from tests.conftest import scaled
+from tests.helpers.hub import running_hub
+from tests.helpers.pty import PtyPair
+from tests.test_daemon_e2e import Operator, bridge_process
+
+
+@pytest.fixture
+def notify_sock() -> Iterator[socket.socket]:
+    """systemd's end of $NOTIFY_SOCKET (a short path: AF_UNIX paths are limited to 107 bytes)."""
+    d = tempfile.mkdtemp(prefix="sdr-", dir="/tmp")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(f"{d}/notify")
+    sock.setblocking(False)
+    yield sock
+    sock.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+async def next_note(sock: socket.socket) -> str:
+    """The next state notification (READY, RELOADING, STOPPING), past watchdog pings and STATUS lines."""
+    loop = asyncio.get_running_loop()
+    while True:
+        note = (await asyncio.wait_for(loop.sock_recv(sock, 4096), scaled(10))).decode()
+        if note != "WATCHDOG=1" and not note.startswith("STATUS="):
+            return note
+
+
+def config_text(hub_url: str, token: str, port: str, line: str, baudrate: int = 115200,
+                extra_rule: str = "") -> str:
+    return textwrap.dedent(f"""\
+        session: {{url: "{hub_url}", session_id: r1, token: "{token}"}}
+        devices: {{base: {{serial: {{port: "{port}", baudrate: {baudrate}}}}}}}
+        rules:
+          - signal: go
+            params: {{n: {{type: int}}}}
+            send: {{device: base, line: "{line}"}}
+            ack: true
+        {extra_rule}
+        safety: {{estop: {{signal: stop, reset: reset, send: [{{device: base, line: ESTOP}}]}}}}
+        """)
+
+
+async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_link(
+        tmp_path: Path, notify_sock: socket.socket) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            path = tmp_path / "bridge.yaml"
+            token = hub.token("r1")
+            path.write_text(config_text(hub.url, token, pair.path, "GO {n}"))
+            env = {"NOTIFY_SOCKET": notify_sock.getsockname()}
+            async with bridge_process(path, env) as bridge, SessionClient(
+                    hub.url, "r1", hub.token("r1", role="moderator")) as c:
+                op = Operator(c)
+                assert (await next_note(notify_sock)).startswith("READY=1")
+                await bridge.wait_for(r"device base: up")
+                own = (await bridge.wait_for(r"connected as (\S+)")).split("connected as ")[1].split()[0]
+                await op.send("go", {"n": 1})
+                assert await pair.read_line(scaled(10)) == "GO 1"
+
+                # 1. A bad file: refused, its errors logged with file:line, the old rules kept.
+                mark = len(bridge.stderr)
+                path.write_text(config_text(hub.url, token, pair.path, "GO {n} {m}"))
+                bridge.proc.send_signal(signal.SIGHUP)
+                assert (await next_note(notify_sock)).startswith("RELOADING=1\nMONOTONIC_USEC=")
+                assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=reload refused")
+                where = rf"reload: {path}:6: rules\[0\]\.send\.line: "
+                await bridge.wait_for(where + r".*\{m\} is not a declared param", after=mark)
+                await bridge.wait_for(r"reload refused, running config kept", after=mark)
+                await op.send("go", {"n": 2})
+                assert await pair.read_line(scaled(10)) == "GO 2"
+
+                # 2. A good file, with the e-stop latched: applied live, same link, devices not reopened,
+                # the latch kept; the new capabilities are announced by the same connection.
+                await op.send("stop", {})
+                assert await pair.read_line(scaled(10)) == "ESTOP"
+                mark = len(bridge.stderr)
+                path.write_text(config_text(hub.url, token, pair.path, "RUN {n}",
+                                            extra_rule="  - {signal: hello, send: {device: base, line: HI}}"))
+                bridge.proc.send_signal(signal.SIGHUP)
+                assert (await next_note(notify_sock)).startswith("RELOADING=1")
+                assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=config reloaded")
+                while True:      # past the announcement made when the bridge joined
+                    caps = await op.next("bridge.capabilities")
+                    assert caps.from_id == own
+                    if [r["signal"] for r in json.loads(caps.data)["rules"]] == ["go", "hello"]:
+                        break
+                status = await op.next("bridge.status")
+                assert json.loads(status.data)["estopped"] is True
+                await op.send("go", {"n": 3})
+                ack = json.loads((await op.next("bridge.ack")).data)
+                assert ack["status"] == "estopped"
+                await op.send("reset", {})
+                await op.send("go", {"n": 4})
+                assert await pair.read_line(scaled(10)) == "RUN 4"
+                await op.send("hello", {})
+                assert await pair.read_line(scaled(10)) == "HI"
+
+                # 3. A device change needs a restart: refused as a whole, the running config kept.
+                mark2 = len(bridge.stderr)
+                path.write_text(config_text(hub.url, token, pair.path, "NEW {n}", baudrate=9600))
+                bridge.proc.send_signal(signal.SIGHUP)
+                assert (await next_note(notify_sock)).startswith("RELOADING=1")
+                assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=reload refused")
+                await bridge.wait_for(r"device base changed: restart the daemon", after=mark2)
+                await op.send("go", {"n": 5})
+                assert await pair.read_line(scaled(10)) == "RUN 5"
+
+                text = "".join(bridge.stderr)
+                assert text.count("connected as") == 1, text          # the link was never dropped
+                assert text.count("device base: up") == 1, text       # the port was never reopened
+                assert "device base: down" not in text and c.connections.get(own) is not None
+                with contextlib.suppress(BlockingIOError):
+                    while True:     # nothing else was said: no second READY, no STOPPING
+                        note = notify_sock.recv(4096)
+                        assert note == b"WATCHDOG=1" or note.startswith(b"STATUS="), note
