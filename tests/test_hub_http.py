@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import jwt
 import pytest
 import websockets
 
@@ -133,6 +134,30 @@ async def test_hub_process_and_token_command(tmp_path: Path) -> None:
         c = await raw_connect(h, "lab-1", token=token)
         assert c.connected["op"] == "connected" and c.connected["connection"]["role"] == "moderator"
         await c.close()
+
+
+def test_token_command_flags_role_data_ttl_and_clear_errors(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_API")}
+
+    def token(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "bridge", "token", *args, "--state-dir", str(tmp_path)],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    out = token("lab-2", "--role", "subscriber", "--data", "name=cam", "--ttl", "120")
+    assert out.returncode == 0, out.stderr
+    creds = json.loads((tmp_path / "credentials.json").read_text())
+    claims = jwt.decode(out.stdout.strip(), creds["api_secret"], algorithms=["HS256"])
+    assert (claims["session_id"], claims["role"], claims["connection_data"]) == ("lab-2", "subscriber",
+                                                                                 "name=cam")
+    assert claims["exp"] - claims["iat"] == 120 and claims["scope"] == "session.connect"
+    assert claims["iss"] == creds["api_key"]
+    claims = jwt.decode(token("lab-2").stdout.strip(), creds["api_secret"], algorithms=["HS256"])
+    assert (claims["role"], claims["exp"] - claims["iat"]) == ("publisher", 86400)  # the defaults
+    for args, words in [(["--ttl", "0"], "ttl"), (["--ttl", str(31 * 86400)], "ttl"),
+                        (["--data", "x" * 1001], "1000"), (["--role", "king"], "invalid choice")]:
+        bad = token("lab-2", *args)
+        assert bad.returncode == 2 and bad.stdout == "" and words in bad.stderr, (args, bad.stderr)
+        assert "Traceback" not in bad.stderr
 
 
 def test_example_hub_config_loads_with_the_defaults() -> None:

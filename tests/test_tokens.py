@@ -14,6 +14,8 @@ import jwt
 import pytest
 
 from bridge.core.tokens import (
+    CLOCK_SKEW_S,
+    MAX_REST_JWT_AHEAD_S,
     TokenError,
     mint_client_token,
     mint_rest_jwt,
@@ -112,6 +114,20 @@ def test_rest_jwt() -> None:
         with pytest.raises(TokenError) as e:
             verify_rest_jwt(token, api_key=KEY, api_secret=SECRET, now=NOW)
         assert e.value.code == 403, why
+
+
+def test_rest_jwt_expiry_at_most_five_minutes_ahead() -> None:
+    assert MAX_REST_JWT_AHEAD_S == 300
+    for ttl in (1, 180, 300, 300 + CLOCK_SKEW_S):  # 5 minutes, plus the clock skew allowed
+        verify_rest_jwt(mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW, ttl_s=ttl), api_key=KEY,
+                        api_secret=SECRET, now=NOW)
+    with pytest.raises(TokenError) as e:
+        verify_rest_jwt(mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW, ttl_s=300 + CLOCK_SKEW_S + 1),
+                        api_key=KEY, api_secret=SECRET, now=NOW)
+    assert e.value.code == 403 and "5 minutes" in e.value.message
+    no_exp = jwt.encode({"iss": KEY, "ist": "project", "iat": int(NOW)}, SECRET, algorithm="HS256")
+    with pytest.raises(TokenError):
+        verify_rest_jwt(no_exp, api_key=KEY, api_secret=SECRET, now=NOW)
 
 
 def test_session_ids_are_opentok_format() -> None:
