@@ -111,9 +111,14 @@ async def device(url: str, pty_path: str, mqtt_port: int | None, topic: str) -> 
         def readable() -> None:  # telemetry: pty line -> frame
             nonlocal buf
             try:
-                data = buf + os.read(fd, 1 << 16)
+                chunk = os.read(fd, 1 << 16)
             except OSError:
+                chunk = b""
+            if not chunk:  # the pty is gone: stop, rather than spin on a dead descriptor
+                loop.remove_reader(fd)
+                stop.set()
                 return
+            data = buf + chunk
             *lines, buf = data.split(b"\n")
             for line in lines:
                 m = TELEMETRY.match(line.rstrip(b"\r"))

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -241,9 +242,10 @@ class Child:
 
     async def start(self) -> Child:
         self.started_at = time.perf_counter()
+        # A session of its own, so that stop() ends a wrapper (a profiler) and what it runs together.
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         self._tasks.append(asyncio.create_task(self._pump()))
         return self
 
@@ -273,6 +275,11 @@ class Child:
         except TimeoutError:
             raise TimeoutError(f"{self.name}: no '{marker}' within {timeout}s:\n{self.tail()}") from None
 
+    def _signal_group(self, sig: int) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)  # its own session: the group id is its pid
+
     def tail(self, n: int = 30) -> str:
         return "\n".join(self.lines[-n:])
 
@@ -281,12 +288,14 @@ class Child:
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), scaled(5))
             except TimeoutError:
-                self.proc.kill()
+                self._signal_group(signal.SIGKILL)
                 await self.proc.wait()
+        if self.proc is not None:
+            self._signal_group(signal.SIGKILL)  # anything the child left behind in its group
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

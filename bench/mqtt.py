@@ -9,7 +9,7 @@ import json
 from bench.common import Results
 from bench.pingpong import Probe, Waiters, latency_benchmark, seq_of_json
 from bench.rig import Rig, Side
-from bench.throughput import MQTT_E2E_WINDOW, flood_benchmark, install_mqtt
+from bench.throughput import MQTT_E2E_WINDOW, flood_benchmark, install_mqtt, overload
 
 
 def _install(side: Side, waiters: Waiters) -> None:
@@ -36,3 +36,5 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
     await flood_benchmark(rig, results, "mqtt throughput", "arm.grip", grip_data, install_mqtt,
                           rounds=f_rounds, seconds=seconds, max_count=max_count, target=None,
                           e2e_window=MQTT_E2E_WINDOW)
+    await overload(rig, results, "mqtt throughput", "arm.grip", grip_data, install_mqtt,
+                   300 if quick else 10_000)

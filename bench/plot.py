@@ -15,19 +15,24 @@ def plot(results: Results, path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         print("matplotlib not installed (pip install -e '.[bench]'): no plot")
         return False
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), constrained_layout=True)
     sections = ["command latency", "telemetry latency", "mqtt latency"]
+    results.samples.setdefault("command latency/hub only", results.samples.get("hub-only latency/bridge", []))
     for ax, section in zip(axes.flat, sections, strict=False):
-        for side, style in (("bridge", "-"), ("baseline", "--")):
+        for side, style, label in (("bridge", "-", "signal-bridge"), ("baseline", "--", "baseline"),
+                                   ("hub only", ":", "hub only (SessionClient -> hub -> SessionClient)")):
             xs = sorted(results.samples.get(f"{section}/{side}", []))
             if xs:
                 ys = [(i + 1) / len(xs) for i in range(len(xs))]
-                label = "signal-bridge" if side == "bridge" else "baseline"
                 ax.plot(xs, ys, style, label=f"{label} (n={len(xs)})")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.FixedLocator([0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 10, 20, 50, 100]))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("latency (ms, log)")
         ax.set_ylabel("fraction of samples")
         ax.set_title(section)

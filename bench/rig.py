@@ -260,6 +260,7 @@ async def start_baseline_side(workdir: Path, mqtt_port: int) -> Side:
         await ws.close()
 
     side = Side("baseline", pty, topic, send, {"relay": relay, "device": device})
+    side.info = {"relay_url": f"ws://127.0.0.1:{port}"}
     side.close = [close_ws, device.stop, relay.stop]
     side_box.append(side)
     return side
