@@ -348,3 +348,35 @@ async def test_rover_firmware_keeps_moving_on_heartbeats_and_stops_by_itself_aft
                 assert 0.7 <= stopped - killed <= 1.0 + scaled(0.15), stopped - killed
     finally:
         await sim.close()
+
+
+# ---------------------------------------------------------------- deadman watchdog bound
+
+
+async def test_watchdog_stop_line_within_timeout_plus_100ms(tmp_path: Path) -> None:
+    """The deadman's safe line arrives no sooner than timeout_ms after the last applied command and no
+    later than timeout_ms + 100 ms (both read at the pty), over several stop cycles."""
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: wd, token: "{hub.token('wd')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - signal: move
+                    params: {{x: {{type: int}}}}
+                    send: {{device: base, line: "M {{x}}"}}
+                    watchdog: {{timeout_ms: 250, send: {{device: base, line: STOP}}}}
+                """))
+            async with bridge_process(config) as bridge, SessionClient(hub.url, "wd", hub.token("wd")) as c:
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                loop = asyncio.get_running_loop()
+                delays = []
+                for i in range(4):
+                    await c.signal("move", json.dumps({"x": i}))
+                    assert await pair.read_line(scaled(10)) == f"M {i}"
+                    written = loop.time()
+                    assert await pair.read_line(scaled(10)) == "STOP"
+                    delays.append(loop.time() - written)
+                assert all(0.25 - 0.02 <= d <= 0.25 + scaled(0.1) for d in delays), delays
