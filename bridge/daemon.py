@@ -318,9 +318,9 @@ class Daemon:
             for issue in exc.errors:
                 log.error("reload: %s", issue)
             return self._refuse(f"{path}: {len(exc.errors)} error(s)")
-        reasons = restart_needed(self.config, new)
+        reasons = restart_needed(self.config, new, estopped=self.engine.estopped)
         if reasons:
-            return self._refuse(f"{path}: {'; '.join(reasons)}: restart the daemon to apply that")
+            return self._refuse(f"{path}: {'; '.join(reasons)}")
         try:
             engine = Engine(new)
         except ValueError as exc:   # TemplateError too: the loader checks all this; the last guard

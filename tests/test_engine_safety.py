@@ -133,3 +133,27 @@ def test_slew_reference_moves_only_for_written_commands() -> None:
     out = send(e, "m", {"x": 0.0, "name": "a"}, now=0.6)
     assert acks(out)[0]["status"] == "applied"
     assert [c.payload for c in writes(out)] == [b"0.00"]
+
+
+def test_reload_refusals_name_what_needs_a_restart() -> None:
+    from dataclasses import replace
+
+    from bridge.core.model import Device, Estop, MqttTelemetry, Safety, SerialDeviceConfig, SessionSettings
+    from bridge.core.reload import restart_needed
+
+    old = make_config()
+    assert restart_needed(old, replace(old, rules=())) == []                 # rules: applied live
+    moved = dict(old.devices, base=Device("base", serial=SerialDeviceConfig("/dev/ttyUSB1")))
+    assert restart_needed(old, replace(old, devices=moved)) == ["device base changed (needs a restart)"]
+    extra = dict(old.devices, aux=Device("aux", serial=SerialDeviceConfig("/dev/ttyUSB2")))
+    assert restart_needed(old, replace(old, devices=extra)) == ["device aux added (needs a restart)"]
+    session = replace(old, session=SessionSettings("ws://127.0.0.1:1", "s", "rotated"))
+    assert restart_needed(old, session) == ["session settings changed (needs a restart)"]
+    topics = replace(old, telemetry=(MqttTelemetry("arm", "arm/other/#", "arm.state"),))
+    assert restart_needed(old, topics) == ["device arm: MQTT telemetry topics changed (needs a restart)"]
+    # The latch survives a reload: a config that could never reset it is refused while latched.
+    no_estop = replace(old, safety=Safety())
+    assert restart_needed(old, no_estop) == []
+    assert "e-stop is latched" in restart_needed(old, no_estop, estopped=True)[0]
+    other = replace(old, safety=Safety(estop=Estop("halt", "unhalt")))
+    assert restart_needed(old, other, estopped=True) == []

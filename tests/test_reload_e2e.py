@@ -122,7 +122,7 @@ async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_li
                 bridge.proc.send_signal(signal.SIGHUP)
                 assert (await next_note(notify_sock)).startswith("RELOADING=1")
                 assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=reload refused")
-                await bridge.wait_for(r"device base changed: restart the daemon", after=mark2)
+                await bridge.wait_for(r"device base changed \(needs a restart\)", after=mark2)
                 await op.send("go", {"n": 5})
                 assert await pair.read_line(scaled(10)) == "RUN 5"
 

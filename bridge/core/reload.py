@@ -8,7 +8,8 @@ Needs a restart (the reload is then refused as a whole and the running config ke
 ``session`` (URL, session id, token), to ``devices`` (ports, brokers, heartbeats, added or removed
 devices), or to the MQTT topics a device subscribes to for telemetry (the link subscribes once, when
 it connects). Refusing rather than applying half keeps one rule simple: after a reload the daemon runs
-either the whole new file or the whole old one.
+either the whole new file or the whole old one. Also refused: a config without ``safety.estop`` while
+the e-stop is latched (the latch is kept across a reload, and nothing could reset it).
 
 Pure: compares two frozen configs.
 """
@@ -18,21 +19,27 @@ from __future__ import annotations
 from bridge.core.model import BridgeConfig, MqttTelemetry
 
 
-def restart_needed(old: BridgeConfig, new: BridgeConfig) -> list[str]:
-    """Why ``new`` cannot be applied to a daemon running ``old`` without a restart (empty: it can)."""
+def restart_needed(old: BridgeConfig, new: BridgeConfig, *, estopped: bool = False) -> list[str]:
+    """Why ``new`` cannot be applied live to a daemon running ``old`` (empty: it can).
+
+    ``estopped``: the latch is set now. A reload keeps it latched, so a new config without an e-stop
+    section (hence without a reset signal) is refused: it would latch the bridge for good."""
     reasons: list[str] = []
+    if estopped and new.safety.estop is None:
+        reasons.append("the e-stop is latched and the new config has no safety.estop to reset it "
+                       "(reset it first)")
     if new.session != old.session:
-        reasons.append("session settings changed")
+        reasons.append("session settings changed (needs a restart)")
     for name in sorted(old.devices.keys() | new.devices.keys()):
         before, after = old.devices.get(name), new.devices.get(name)
         if before is None:
-            reasons.append(f"device {name} added")
+            reasons.append(f"device {name} added (needs a restart)")
         elif after is None:
-            reasons.append(f"device {name} removed")
+            reasons.append(f"device {name} removed (needs a restart)")
         elif before != after:
-            reasons.append(f"device {name} changed")
+            reasons.append(f"device {name} changed (needs a restart)")
         elif _mqtt_topics(old, name) != _mqtt_topics(new, name):
-            reasons.append(f"device {name}: MQTT telemetry topics changed")
+            reasons.append(f"device {name}: MQTT telemetry topics changed (needs a restart)")
     return reasons
 
 
