@@ -29,6 +29,7 @@ async def _main(args: argparse.Namespace) -> int:
     wanted = ORDER if args.what == "all" else [args.what]
     results = Results()
     started = time.perf_counter()
+    load_at_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
     rig_names = [w for w in wanted if w in RIG_BENCHMARKS]
     if rig_names:
         async with Rig(want_bridge=not args.baseline_only) as rig:
@@ -45,7 +46,9 @@ async def _main(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="sigbridge-scale-") as tmp:
             await scale.run(results, quick=args.quick, workdir=Path(tmp))
     elapsed = time.perf_counter() - started
-    print(f"\n== results ({elapsed:.0f} s; {platform.python_version()}, {os.cpu_count()} cores)")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n== results ({elapsed:.0f} s; Python {platform.python_version()}, {os.cpu_count()} cores; "
+          f"load average at start {load_at_start}, at end {load})")
     print(results.table())
     if args.markdown:
         Path(args.markdown).write_text(results.table(markdown=True) + "\n")

@@ -129,6 +129,12 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
     return f
 
 
+def _cpu_per_signal_us(f: Flood) -> float:
+    """CPU microseconds per delivered signal, summed over every process of the path (the bench's
+    own included: it is the operator and the pty/MQTT reader)."""
+    return sum(f.cpu.values()) / max(1, len(f.arrivals)) * 1e6
+
+
 def install_line(side: Side, arrive: Arrive) -> None:
     side.on_line = lambda line, t: arrive(seq_of_line(line), t)
 
@@ -162,6 +168,11 @@ async def flood_benchmark(rig: Rig, results: Results, section: str, kind: str, d
     verdict = (rate >= target and clean) if target else None
     results.add(Row(section, "signals/s", rate, "/s", base, ratio, f">= {target:,.0f}/s" if target else "",
                     verdict, note))
+    cpu_b, cpu_a = (statistics.median(_cpu_per_signal_us(f) for f in got[s]) for s in ("bridge", "baseline"))
+    cpu_ratio = median_ratio([(_cpu_per_signal_us(b), _cpu_per_signal_us(a))
+                              for b, a in zip(brs, got["baseline"], strict=True)])
+    results.add(Row(section, "CPU per signal, whole path", cpu_b, "us", cpu_a, cpu_ratio, "", None,
+                    "operator + hub + bridge (baseline: operator + relay + device); steadier than signals/s"))
     base_audit = [sum(f.audit()[i] for f in got["baseline"]) for i in range(3)]
     results.add(Row(section, "lost/dup/reordered", lost + dup + reord, "", sum(base_audit), None,
                     "0 (retry: true)", clean, f"lost {lost}, duplicated {dup}, reordered {reord}"))
