@@ -58,7 +58,11 @@ def decode_data(data: str) -> Any:
     Raises ValueError (json.JSONDecodeError is one) on bad input."""
     if not data.strip():
         return {}
-    return _DECODER.decode(data)
+    try:
+        return _DECODER.decode(data)
+    except RecursionError:
+        # Deep nesting ("[" * 4000 fits in the hub's 8 KB): a refusal like any bad JSON, never a crash.
+        raise ValueError("JSON nested too deeply") from None
 
 
 class ParamChecker:
