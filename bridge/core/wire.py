@@ -99,7 +99,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         raise WireError(TOO_LARGE, f"frame larger than {MAX_FRAME_BYTES} bytes")
     try:
         obj = _loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:   # RecursionError: "[" * 100000 fits in a frame
         raise WireError(BAD_REQUEST, f"frame is not valid JSON: {e}") from None
     if not isinstance(obj, dict):
         raise WireError(BAD_REQUEST, "frame must be a JSON object")
