@@ -75,6 +75,9 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
     the missing ones count as lost."""
     f = Flood()
     progress = asyncio.Event()
+    # One permit per signal allowed in flight; an arrival gives one back and wakes one sender only
+    # (an Event would wake all 64 senders per arrival, and the bench would measure itself).
+    permits = asyncio.Semaphore(e2e_window)
 
     def arrive(n: int | None, t: float) -> None:
         if n is None:
@@ -84,6 +87,7 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
             return
         f.arrivals.append(n)
         f.last_arrival = t
+        permits.release()
         progress.set()
 
     install(side, arrive)
@@ -95,12 +99,13 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
 
     async def sender() -> None:
         while time.perf_counter() < end and f.sent < max_count:
-            while f.sent - f.refused - len(f.arrivals) >= e2e_window:
-                progress.clear()
+            if permits.locked():
                 try:
-                    await asyncio.wait_for(progress.wait(), scaled(2))
+                    await asyncio.wait_for(permits.acquire(), scaled(2))
                 except TimeoutError:
                     return  # stalled: something was lost
+            else:
+                await permits.acquire()  # free: returns at once
             n = f.last_n = next_seq()
             f.sent += 1
             try:
@@ -108,6 +113,7 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
             except Exception as e:  # a refusal (e.g. 429) is counted, not fatal
                 f.refused += 1
                 f.refusal = f"{type(e).__name__}: {e}"[:200]
+                permits.release()  # it will never arrive
 
     window = BRIDGE_WINDOW if side.name == "bridge" else 1
     try:
