@@ -4,18 +4,21 @@ Contract: ``CompiledRule(rule, newlines)`` compiles a rule's params checker, act
 regexes, authoriser, rate limiter and slew limiters once, at load (raises TemplateError/ValueError on
 what cannot compile; the config loader has normally refused it with file:line first).
 ``CompiledAction.fill(values)`` returns one command or raises FillError. ``constant_commands`` fills the
-param-less safe actions (on_disconnect, watchdog, e-stop, ...) once, at load.
+param-less safe actions (on_disconnect, watchdog, e-stop, ...) once, at load. ``ack_signal`` builds a
+``bridge.ack``; ``written`` lists what a command list puts on the hardware (for audit records).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.core.authz import Authorizer
-from bridge.core.decisions import AuditRecord
+from bridge.core.decisions import AuditRecord, MqttWrite, SerialWrite, Written
 from bridge.core.model import Action, MqttAction, Rule, Scalar
-from bridge.core.params import ParamChecker
+from bridge.core.params import ID_KEY, ParamChecker
 from bridge.core.ratelimit import RateLimiter
 from bridge.core.slew import SlewLimiter
 from bridge.core.templates import LineTemplate, PayloadTemplate, TopicTemplate
@@ -103,3 +106,32 @@ class CompiledRule:
 def constant_commands(actions: tuple[Action, ...], newlines: dict[str, str]) -> tuple[Command, ...]:
     """Safe actions name no params: fill them once, at load (raises FillError on a bad constant)."""
     return tuple(CompiledAction(a, frozenset(), newlines).fill({}) for a in actions)
+
+
+# ---------------------------------------------------------------- acks and audit helpers
+
+ACK = "bridge.ack"
+
+
+def ack_signal(data: Any, seq: int, status: str, reason: str, to: str) -> SendSignal:
+    """A targeted ``bridge.ack``: ``{"id", "status", "reason"}``; ``id`` is the client's correlation id
+    (``"id"`` in the data: a string of at most 128 characters or an int), else the signal's ``seq``."""
+    ack_id: Any = seq
+    if isinstance(data, dict):
+        value = data.get(ID_KEY)
+        if (isinstance(value, str) and len(value) <= 128) or (
+                isinstance(value, int) and not isinstance(value, bool)):
+            ack_id = value
+    body = {"id": ack_id, "status": status, "reason": reason or None}
+    return SendSignal(ACK, json.dumps(body, separators=(",", ":")), to)
+
+
+def written(commands: list[Command]) -> tuple[Written, ...]:
+    """What ``commands`` put on the hardware: every line and every published message, in order."""
+    out: list[Written] = []
+    for c in commands:
+        if isinstance(c, WriteLine):
+            out.append(SerialWrite(c.device, c.line))
+        elif isinstance(c, Publish):
+            out.append(MqttWrite(c.device, c.topic, c.payload.decode("utf-8", "replace")))
+    return tuple(out)

@@ -39,21 +39,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.actions import (
+    ACK,
     Audit,
     Command,
     CompiledRule,
     Publish,
     SendSignal,
     WriteLine,
+    ack_signal,
     constant_commands,
+    written,
 )
 from bridge.core.capabilities import capabilities
-from bridge.core.decisions import AuditRecord, Decision, MqttWrite, SerialWrite, Verdict, Written
+from bridge.core.decisions import AuditRecord, Decision, Verdict
 from bridge.core.events import Signal
 from bridge.core.expects import ExpectTable
 from bridge.core.lease import ControlLease, OutcomeKind
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
-from bridge.core.params import ID_KEY, Checked, decode_data
+from bridge.core.params import Checked, decode_data
 from bridge.core.rules import RuleTable
 from bridge.core.safety import SafetyState, is_stale
 from bridge.core.signal import Connection
@@ -67,7 +70,6 @@ __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "Eng
 
 DESCRIBE = "bridge.describe"
 CAPABILITIES = "bridge.capabilities"
-ACK = "bridge.ack"
 STATUS = "bridge.status"
 
 
@@ -314,20 +316,13 @@ class Engine:
         if self._audit:
             out.append(self._audit_record(sig, decision, reason, out))
         if rule.ack and sig.from_id is not None:
-            ack = {"id": _ack_id(data, sig.seq), "status": decision.value, "reason": reason or None}
-            out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
+            out.append(ack_signal(data, sig.seq, decision.value, reason, sig.from_id))
         return out
 
     def _audit_record(self, sig: Signal, decision: Decision, reason: str, out: list[Command]) -> Audit:
-        written: list[Written] = []
-        for c in out:
-            if isinstance(c, WriteLine):
-                written.append(SerialWrite(c.device, c.line))
-            elif isinstance(c, Publish):
-                written.append(MqttWrite(c.device, c.topic, c.payload.decode("utf-8", "replace")))
         sender = self._sender
         return Audit(AuditRecord(self._hub_ms / 1000.0, sig.from_id, sender.data if sender else None,
-                                 sig.type, decision, reason, tuple(written)))
+                                 sig.type, decision, reason, written(out)))
 
     # ------------------------------------------------------------ e-stop, lease, expect
 
@@ -367,8 +362,7 @@ class Engine:
                 data = None
             reason = "" if outcome.kind in (OutcomeKind.GRANTED, OutcomeKind.RELEASED,
                                             OutcomeKind.ALREADY_HELD) else outcome.reason
-            ack = {"id": _ack_id(data, sig.seq), "status": outcome.kind.value, "reason": reason or None}
-            out.append(SendSignal(ACK, json.dumps(ack, separators=(",", ":")), sig.from_id))
+            out.append(ack_signal(data, sig.seq, outcome.kind.value, reason, sig.from_id))
         if outcome.changed:
             out.extend(self._announce(now))
         return out
@@ -410,16 +404,6 @@ _ESTOPPED = Verdict(Decision.ESTOPPED, "e-stop latched")
 @dataclass(frozen=True, slots=True)
 class _BadJson:
     reason: str
-
-
-def _ack_id(data: Any, seq: int) -> Any:
-    """The client's correlation id (``"id"`` in the data: a string or an int) or else the seq."""
-    if isinstance(data, dict):
-        value = data.get(ID_KEY)
-        if (isinstance(value, str) and len(value) <= 128) or (
-                isinstance(value, int) and not isinstance(value, bool)):
-            return value
-    return seq
 
 
 def _zero_in_range(spec: ParamSpec) -> bool:
