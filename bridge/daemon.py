@@ -340,6 +340,8 @@ class Daemon:
     def _swap_audit(self, new: BridgeConfig) -> bool:
         """Open the new audit log (False when it cannot be opened: the reload is refused), close the old."""
         audit = None
+        if self.audit is not None:
+            self.audit.flush()      # the new log may be the same file: its size is read on opening
         if new.audit is not None:
             try:
                 audit = AuditLog.from_config(new.audit)

@@ -47,7 +47,7 @@ async def next_note(sock: socket.socket) -> str:
 
 
 def config_text(hub_url: str, token: str, port: str, line: str, baudrate: int = 115200,
-                extra_rule: str = "") -> str:
+                extra_rule: str = "", audit: str = "") -> str:
     return textwrap.dedent(f"""\
         session: {{url: "{hub_url}", session_id: r1, token: "{token}"}}
         devices: {{base: {{serial: {{port: "{port}", baudrate: {baudrate}}}}}}}
@@ -58,6 +58,7 @@ def config_text(hub_url: str, token: str, port: str, line: str, baudrate: int = 
             ack: true
         {extra_rule}
         safety: {{estop: {{signal: stop, reset: reset, send: [{{device: base, line: ESTOP}}]}}}}
+        {audit}
         """)
 
 
@@ -95,8 +96,10 @@ async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_li
                 await op.send("stop", {})
                 assert await pair.read_line(scaled(10)) == "ESTOP"
                 mark = len(bridge.stderr)
+                audit = tmp_path / "audit.jsonl"           # the audit log is switched on by the reload
                 path.write_text(config_text(hub.url, token, pair.path, "RUN {n}",
-                                            extra_rule="  - {signal: hello, send: {device: base, line: HI}}"))
+                                            extra_rule="  - {signal: hello, send: {device: base, line: HI}}",
+                                            audit=f'audit: {{path: "{audit}"}}'))
                 bridge.proc.send_signal(signal.SIGHUP)
                 assert (await next_note(notify_sock)).startswith("RELOADING=1")
                 assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=config reloaded")
@@ -118,7 +121,8 @@ async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_li
 
                 # 3. A device change needs a restart: refused as a whole, the running config kept.
                 mark2 = len(bridge.stderr)
-                path.write_text(config_text(hub.url, token, pair.path, "NEW {n}", baudrate=9600))
+                path.write_text(config_text(hub.url, token, pair.path, "NEW {n}", baudrate=9600,
+                                            audit=f'audit: {{path: "{audit}"}}'))
                 bridge.proc.send_signal(signal.SIGHUP)
                 assert (await next_note(notify_sock)).startswith("RELOADING=1")
                 assert (await next_note(notify_sock)).startswith("READY=1\nSTATUS=reload refused")
@@ -134,3 +138,8 @@ async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_li
                     while True:     # nothing else was said: no second READY, no STOPPING
                         note = notify_sock.recv(4096)
                         assert note == b"WATCHDOG=1" or note.startswith(b"STATUS="), note
+            records = [json.loads(line) for line in audit.read_text().splitlines()]
+            assert [(r["type"], r["decision"]) for r in records] == [
+                ("go", "estopped"), ("reset", "applied"), ("go", "applied"), ("hello", "applied"),
+                ("go", "applied")]
+            assert records[2]["written"] == [{"device": "base", "line": "RUN 4"}]
