@@ -91,6 +91,8 @@ HEADER = ["section", "metric", "signal-bridge", "baseline", "ratio", "target", "
 def _fmt(v: float) -> str:
     if v != v:  # NaN
         return "n/a"
+    if v == int(v) and abs(v) < 1000:  # counts
+        return str(int(v))
     if abs(v) >= 1000:
         return f"{v:,.0f}"
     if abs(v) >= 100:
