@@ -50,6 +50,12 @@ def test_parse_each_hub_frame() -> None:
         "resume_secret": "S", "resumed": False, "server_time": 5, "limits": {"max_type": 128}}))
     assert connected == Connected(Connection.from_wire(CONN), (Connection.from_wire(dict(CONN, id="c2")),),
                                   "S", False, 5)
+    assert connected.last_id is None and connected.nacks == ()  # an older hub, or not a resume
+    resumed = parse_hub_frame(json.dumps({
+        "op": "connected", "connection": CONN, "resume_secret": "S", "resumed": True, "server_time": 5,
+        "last_id": 7, "nacks": [{"id": 6, "code": 404, "message": "gone"}]}))
+    assert isinstance(resumed, Connected) and resumed.connections == ()
+    assert (resumed.last_id, resumed.nacks) == (7, (Nack(6, 404, "gone"),))
     assert parse_hub_frame('{"op":"ack","id":1}') == Ack(1)
     assert parse_hub_frame('{"op":"nack","id":2,"code":404,"message":"no such"}') == Nack(2, 404, "no such")
     assert parse_hub_frame('{"op":"pong","id":3,"server_time":42}') == Pong(3, 42)
@@ -77,6 +83,12 @@ def test_parse_each_hub_frame() -> None:
     ('{"op":"signal","seq":1,"type":"t","data":"d","from":3,"ts":1}', "'from' must be"),
     ('{"op":"connected","connection":{"id":1},"server_time":1}', "must be strings"),
     ('{"op":"connected","connection":{},"connections":{},"server_time":1}', "must be a list"),
+    (json.dumps({"op": "connected", "connection": CONN, "server_time": 1, "last_id": "3"}),
+     "'last_id' must be an integer"),
+    (json.dumps({"op": "connected", "connection": CONN, "server_time": 1, "last_id": 3, "nacks": [1]}),
+     "'nacks' must be a list of objects"),
+    (json.dumps({"op": "connected", "connection": CONN, "server_time": 1, "last_id": 3,
+                 "nacks": [{"id": 2, "code": "404"}]}), "'code' must be an integer"),
 ])
 def test_malformed_frames_raise_protocol_error(frame: str | bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
@@ -124,3 +136,15 @@ def test_outbox_clear_returns_everything_pending() -> None:
     box.sent(a)
     box.enqueue(b)
     assert box.clear() == [a, b] and box.clear() == [] and not box.has_queued
+
+
+def test_outbox_resumed_takes_out_what_the_hub_had_and_keeps_the_rest_queued() -> None:
+    box: Outbox[str] = Outbox()
+    outs = [box.new("t", str(i), None, True, f"t{i}") for i in range(4)]  # ids 1..4
+    for out in outs[:3]:
+        box.sent(out)
+    box.enqueue(outs[3])  # queued during the outage, never sent
+    assert box.link_lost() == []
+    assert box.resumed(2) == outs[:2]  # the hub processed 1 and 2: settled, not re-sent
+    assert box.resumed(2) == []
+    assert [box.next_queued(), box.next_queued(), box.next_queued()] == [outs[2], outs[3], None]

@@ -181,9 +181,28 @@ async def test_a_retry_signal_relayed_before_a_cut_that_lost_its_ack_arrives_onc
         assert not sent.done()
         r.proxy.blackhole(False, "down")
         await next_of(r.a, Reconnected)
-        await asyncio.wait_for(sent, scaled(10))  # re-sent with the same id: the hub acks it again...
+        await asyncio.wait_for(sent, scaled(10))  # settled by the resume's last_id, not re-sent...
         await r.a.signal(type="end", data="A-END")
-        assert datas(await signals_until(r.b, "A-END"), a_id) == []  # ...and does not relay it twice
-        assert r.hub.hub is not None and r.hub.hub.state.metrics.resent == 1
+        assert datas(await signals_until(r.b, "A-END"), a_id) == []  # ...so b does not get it twice
+        assert r.hub.hub is not None and r.hub.hub.state.metrics.signals_in == 2  # ack-lost, A-END
+        assert r.a.stats["sent"] == 2 and r.a.stats["acked"] == 2
         # a itself got the broadcast once: replayed after the resume, never twice.
         assert [s.data for s in await signals_until(r.a, "A-END")].count("ack-lost") == 1
+
+
+async def test_a_nack_lost_in_a_cut_still_reaches_the_caller() -> None:
+    async with rig() as r:
+        await r.a.ping()
+        r.proxy.blackhole(True, "down")
+        refused = asyncio.create_task(r.a.signal(type="t", data="x", to="nobody"))
+        ok = asyncio.create_task(r.a.signal(type="t", data="ok", to=r.b_id))
+        await signals_until(r.b, "ok")  # the hub has processed both (in order): only the answers are lost
+        await next_of(r.a, Reconnecting)
+        r.proxy.blackhole(False, "down")
+        await next_of(r.a, Reconnected)
+        await asyncio.wait_for(ok, scaled(10))
+        with pytest.raises(SignalError) as e:
+            await asyncio.wait_for(refused, scaled(10))
+        assert e.value.code == 404  # the nack listed in the resumed `connected`
+        assert r.hub.hub is not None and r.hub.hub.state.metrics.signals_in == 2  # neither re-sent
+        assert r.a.stats["sent"] == 2

@@ -53,6 +53,9 @@ def test_hub_frames_are_json_in_design_key_order() -> None:
     me = Connection("a", "d", "publisher", 5)
     c = json.loads(wire.connected(me, [], "s", True, 7))
     assert c["resumed"] is True and c["connection"] == me.to_wire() and c["limits"]["max_data"] == 8192
+    assert "last_id" not in c and "nacks" not in c  # only a resume that knows them passes them
+    c = json.loads(wire.connected(me, [], "s", True, 7, 9, ((8, 404, "gone"),)))
+    assert (c["last_id"], c["nacks"]) == (9, [{"id": 8, "code": 404, "message": "gone"}])
     assert json.loads(wire.nack(3, 404, "x")) == {"op": "nack", "id": 3, "code": 404, "message": "x"}
     assert json.loads(wire.pong(3, 9)) == {"op": "pong", "id": 3, "server_time": 9}
 
@@ -90,8 +93,9 @@ def test_state_grace_replay_and_expiry() -> None:
     assert (st.metrics.buffered, st.metrics.dropped) == (3, 2)  # "2" pushed out; "nr" not buffered
     assert st.expire(now=5.9) == [] and len(la.sent) == 1  # nobody told yet
     lb2 = _Link()
-    replay = st.resume(b, lb2, last_seq=1)
-    assert [json.loads(f)["data"] for f in replay] == ["3", "4"]
+    resumed = st.resume(b, lb2, last_seq=1)
+    assert [json.loads(f)["data"] for f in resumed.replay] == ["3", "4"]
+    assert (resumed.last_id, resumed.nacks) == (0, ())
     st.link_lost(b, lb2, now=10.0)
     st.link_lost(b, lb, now=10.0)  # a stale link dropping later changes nothing
     assert b.grace_deadline == 15.0
@@ -101,17 +105,24 @@ def test_state_grace_replay_and_expiry() -> None:
     assert st.sessions == {} and st.connection_count == 0
 
 
-def test_member_answers_a_resent_signal_id_again_without_relaying() -> None:
+def test_resume_tells_last_id_and_the_nacks_of_the_previous_link() -> None:
     st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
-    m = st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0)
-    assert m.repeat_answer(1) is None  # a new connection starts fresh
-    m.answered(1, None)
-    nack = wire.nack(2, 404, "no such connection")
-    m.answered(2, nack)
-    assert m.repeat_answer(1) == wire.ack(1) and m.repeat_answer(2) == nack
-    assert m.repeat_answer(3) is None and m.repeat_answer(0) == wire.ack(0)
-    for i in range(3, 3 + MAX_REMEMBERED_NACKS):
-        m.answered(i, wire.nack(i, 429, "slow down"))
-    # Only the latest nacks are kept: an id older than those is answered with an ack.
-    assert m.repeat_answer(2) == wire.ack(2)
-    assert m.repeat_answer(3) == wire.nack(3, 429, "slow down")
+    link = _Link()
+    m = st.join("s", "publisher", "", link, now=0.0, now_ms=0)
+    assert m.last_id == 0  # a new connection starts from 0
+    m.answered(1)
+    m.answered(2, (404, "no such connection"))
+    m.answered(5)
+    st.link_lost(m, link, now=1.0)
+    r = st.resume(m, _Link(), last_seq=0)
+    assert (r.last_id, r.nacks) == (5, ((2, 404, "no such connection"),))
+    # The next resume lists only the nacks of the link in between; last_id is the highest id so far,
+    # also when the client restarted its ids on the new link.
+    m.answered(1, (429, "slow down"))
+    r = st.resume(m, _Link(), last_seq=0)
+    assert (r.last_id, r.nacks) == (5, ((1, 429, "slow down"),))
+    for i in range(6, 6 + MAX_REMEMBERED_NACKS + 10):
+        m.answered(i, (429, "slow down"))
+    r = st.resume(m, _Link(), last_seq=0)
+    assert r.last_id == 5 + MAX_REMEMBERED_NACKS + 10
+    assert [n[0] for n in r.nacks] == list(range(16, 6 + MAX_REMEMBERED_NACKS + 10))  # the latest ones

@@ -190,11 +190,12 @@ async def test_rest_signals_are_buffered_for_a_reconnecting_connection() -> None
         await b2.close()
 
 
-async def test_a_resent_signal_id_is_answered_again_and_not_relayed_twice() -> None:
+async def test_resume_tells_last_id_and_a_client_restarting_its_ids_is_not_dropped() -> None:
     async with running_hub(reconnect_grace_s=30.0) as h:
         a = await raw_connect(h, "s")
         b = await raw_connect(h, "s")
         assert (await a.recv())["op"] == "connection_created"
+        assert "last_id" not in a.connected  # only a resumed connection has a past to tell
         await a.send(op="signal", id=5, type="t", data="once", to=b.id)
         assert await a.recv() == {"op": "ack", "id": 5}
         await a.send(op="signal", id=6, type="t", data="x", to="nobody")
@@ -204,20 +205,21 @@ async def test_a_resent_signal_id_is_answered_again_and_not_relayed_twice() -> N
         await _until(lambda: not _linked(h, "s", a.id))
         a2 = await _resume(h, a, last_seq=0)
         assert a2.connected["resumed"] is True
-        # The client re-sends with the same ids (they count up over the connection's life).
-        await a2.send(op="signal", id=5, type="t", data="once", to=b.id)
-        assert await a2.recv() == {"op": "ack", "id": 5}
-        await a2.send(op="signal", id=6, type="t", data="x", to="nobody")
-        assert await a2.recv() == refused
-        await a2.send(op="signal", id=7, type="t", data="new", to=b.id)
-        assert await a2.recv() == {"op": "ack", "id": 7}
-        assert [(await b.recv())["data"] for _ in range(2)] == ["once", "new"]
-        assert h.hub is not None and h.hub.state.metrics.resent == 2
-        # A new connection starts its ids afresh.
-        c = await raw_connect(h, "s")
-        assert (await b.recv())["op"] == "connection_created"
-        await c.send(op="signal", id=1, type="t", data="from-c", to=b.id)
-        assert await c.recv() == {"op": "ack", "id": 1}
-        assert (await b.recv())["data"] == "from-c"
-        for x in (a2, b, c):
+        # The hub tells what it processed: the client settles 5 and 6 from this, re-sends nothing.
+        assert a2.connected["last_id"] == 6
+        assert a2.connected["nacks"] == [{k: refused[k] for k in ("id", "code", "message")}]
+        # A third-party client that restarts its ids at 1 on the new link (wire v1 allows it) is
+        # served normally: relayed, not dropped as a re-send.
+        for i, data in ((1, "new-1"), (2, "new-2")):
+            await a2.send(op="signal", id=i, type="t", data=data, to=b.id)
+            assert await a2.recv() == {"op": "ack", "id": i}
+        assert [(await b.recv())["data"] for _ in range(3)] == ["once", "new-1", "new-2"]
+        await a2.send(op="signal", id=3, type="t", data="x", to="nobody")
+        assert (await a2.recv())["code"] == 404
+        _cut(a2)
+        await _until(lambda: not _linked(h, "s", a.id))
+        a3 = await _resume(h, a, last_seq=0)
+        # The highest id so far, and only the nacks of the link that just dropped.
+        assert (a3.connected["last_id"], [n["id"] for n in a3.connected["nacks"]]) == (6, [3])
+        for x in (a3, b):
             await x.close()

@@ -69,11 +69,17 @@ def force_disconnect_frame(id_: int, connection_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Connected:
+    """The hub's answer to ``connect``. On a resume, a hub that knows it sends ``last_id`` (the
+    highest signal id it has processed for this connection) and ``nacks`` (the refusals among them
+    given on the previous link); None from an older hub, which leaves the client to re-send."""
+
     connection: Connection
     connections: tuple[Connection, ...]
     resume_secret: str
     resumed: bool
     server_time: int
+    last_id: int | None = None
+    nacks: tuple[Nack, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +144,21 @@ def _connected(f: dict[str, Any]) -> Connected:
     others = f.get("connections", [])
     if not isinstance(others, list):
         raise ProtocolError("connected: 'connections' must be a list")
+    last_id: int | None = None
+    nacks: tuple[Nack, ...] = ()
+    if "last_id" in f:
+        last_id = _int(f, "last_id")
+        refused = f.get("nacks", [])
+        if not isinstance(refused, list) or not all(isinstance(n, dict) for n in refused):
+            raise ProtocolError("connected: 'nacks' must be a list of objects")
+        nacks = tuple(_nack(dict(n, op="connected nack")) for n in refused)
     return Connected(_conn(f.get("connection")), tuple(_conn(c) for c in others),
-                     _str(f, "resume_secret", ""), f.get("resumed") is True, _int(f, "server_time"))
+                     _str(f, "resume_secret", ""), f.get("resumed") is True, _int(f, "server_time"),
+                     last_id, nacks)
+
+
+def _nack(f: dict[str, Any]) -> Nack:
+    return Nack(_int(f, "id"), _int(f, "code"), _str(f, "message", ""))
 
 
 def _signal(f: dict[str, Any]) -> Signal:
@@ -152,7 +171,7 @@ def _signal(f: dict[str, Any]) -> Signal:
 _PARSERS: dict[str, Callable[[dict[str, Any]], HubFrame]] = {
     "signal": _signal,
     "ack": lambda f: Ack(_int(f, "id")),
-    "nack": lambda f: Nack(_int(f, "id"), _int(f, "code"), _str(f, "message", "")),
+    "nack": _nack,
     "pong": lambda f: Pong(_int(f, "id"), _int(f, "server_time")),
     "connected": _connected,
     "connection_created": lambda f: ConnectionCreated(_conn(f.get("connection"))),
@@ -218,9 +237,12 @@ class Outbox(Generic[T]):
     """Client-side bookkeeping of signals: ids, in flight (sent, unanswered), queued (for after a
     resume), and what a dropped link does to them.
 
-    Ids count up over the client's whole life, not per link, so a re-sent signal keeps its id and
-    pings and requests never collide with signals. Contract: send what :meth:`next_queued` returns
-    before anything new while :attr:`has_queued` is true, so order is kept per sender.
+    Ids count up over the client's whole life, not per link, so that pings and requests never
+    collide with signals, and so that the ``last_id`` of a resumed ``connected`` (the highest signal
+    id the hub has processed for this connection) sorts what was in flight at the drop: at or below
+    it, processed (only the answer was lost; :meth:`resumed` hands them back to be settled); above
+    it, never seen, re-sent. Contract: send what :meth:`next_queued` returns before anything new
+    while :attr:`has_queued` is true, so order is kept per sender.
     """
 
     def __init__(self) -> None:
@@ -262,6 +284,15 @@ class Outbox(Generic[T]):
         self._inflight.clear()
         self._queue.extendleft(reversed([o for o in pending if o.retry]))
         return [o for o in pending if not o.retry]
+
+    def resumed(self, last_id: int) -> list[Outgoing[T]]:
+        """The hub resumed the connection having processed every signal id up to ``last_id``: the
+        queued signals at or below it are taken out (to be settled with the hub's answer, an ack
+        unless it sent a nack); the others stay queued, to be re-sent."""
+        done = [o for o in self._queue if o.id <= last_id]
+        if done:
+            self._queue = deque(o for o in self._queue if o.id > last_id)
+        return done
 
     def clear(self) -> list[Outgoing[T]]:
         """The session ended: everything still pending, to fail."""

@@ -10,11 +10,12 @@ link is up or not, so that frames written into a link that then died are not los
 with ``last_seq`` = N, the frames with ``seq`` > N are sent again, in order. Signals sent with
 ``retry: false`` to a member without a link are dropped (and counted).
 
-Duplicate signals *from* a member: a client re-sends a retry signal whose ack it did not get before its
-link dropped, with the same ``id`` (ids count up over the connection's life, across resumes). The hub
-may have relayed it already (only the ack was lost), so each member remembers the highest signal id it
-has answered; :meth:`Member.repeat_answer` gives, for an id not above it, the answer to send again
-(the ack, or the nack it got) and the hub does not relay that signal a second time.
+Signals *from* a member: the hub keeps, per connection, ``last_id``, the highest signal id it has
+processed (acked or nacked) on any of its links, and the nacks given on the current link. A resumed
+``connected`` carries both (:meth:`HubState.resume`), so a client knows which of its unanswered
+signals the hub already had (only their answers were lost with the link) and re-sends only those
+above ``last_id``. Ids are otherwise taken as they come: nothing is dropped for its id, so a client
+that restarts its ids at 1 on a new link (wire v1 allows it) is served normally.
 
 Time is passed in: ``now`` is a monotonic clock in seconds (grace deadlines, token buckets). Nothing
 here blocks, sleeps or schedules; the adapter calls :meth:`HubState.expire` when a deadline is due.
@@ -76,13 +77,12 @@ class Metrics:
     dropped: int = 0  # frames lost: retry:false to a member without link, or pushed out of its buffer
     resumes: int = 0
     auth_failures: int = 0
-    resent: int = 0  # signals re-sent by their client with an id already answered: answered, not relayed
 
     def nack(self, code: int) -> None:
         self.nacks[code] = self.nacks.get(code, 0) + 1
 
 
-#: Nacks remembered per member for re-sent ids (a client re-sends only what it sent just before a drop).
+#: Nacks of the current link remembered per member for the next resume (the most recent ones).
 MAX_REMEMBERED_NACKS = 256
 
 
@@ -90,7 +90,7 @@ class Member:
     """One connection of a session (see the module docstring for the life cycle)."""
 
     __slots__ = ("_linked_until", "_nacks", "_replay_size", "bucket", "connection", "grace_deadline",
-                 "last_signal_id", "link", "metrics", "replay", "secret", "seq", "session_id")
+                 "last_id", "link", "metrics", "replay", "secret", "seq", "session_id")
 
     def __init__(self, session_id: str, connection: Connection, link: Link, bucket: TokenBucket,
                  replay_size: int, metrics: Metrics) -> None:
@@ -107,24 +107,19 @@ class Member:
         # seq of the last frame written into a live link before it dropped: frames after it were only
         # buffered, so pushing one of them out of the replay buffer loses it (counted as dropped).
         self._linked_until = 0
-        #: Highest signal id answered for this connection; a new connection starts from 0.
-        self.last_signal_id = 0
-        self._nacks: dict[int, str] = {}
+        #: Highest signal id processed (acked or nacked) for this connection; a new one starts from 0.
+        self.last_id = 0
+        self._nacks: dict[int, tuple[int, str]] = {}  # id -> (code, message), current link only
 
-    def repeat_answer(self, signal_id: int) -> str | None:
-        """None for a new signal id (above every id answered so far): the caller checks and relays it.
-        For an id already answered (a re-send after a lost ack), the answer frame to send again: the
-        nack it got, when still remembered, else its ack. The caller must not relay it again."""
-        if signal_id > self.last_signal_id:
-            return None
-        return self._nacks.get(signal_id) or wire.ack(signal_id)
-
-    def answered(self, signal_id: int, nack_frame: str | None) -> None:
-        """Record the answer to new signal ``signal_id``: None for an ack, else the nack frame sent."""
-        self.last_signal_id = signal_id
-        if nack_frame is not None:
+    def answered(self, signal_id: int, refusal: tuple[int, str] | None = None) -> None:
+        """Record that signal ``signal_id`` was processed: acked (``refusal`` None) or nacked with
+        ``(code, message)``. Call it for every signal as it is answered."""
+        if signal_id > self.last_id:
+            self.last_id = signal_id
+        if refusal is not None:
             nacks = self._nacks
-            nacks[signal_id] = nack_frame
+            nacks.pop(signal_id, None)  # re-inserted last: the newest (a client may reuse an id)
+            nacks[signal_id] = refusal
             if len(nacks) > MAX_REMEMBERED_NACKS:
                 del nacks[next(iter(nacks))]  # the oldest (dicts keep insertion order)
 
@@ -156,6 +151,16 @@ class Member:
 
     def replay_after(self, last_seq: int) -> list[str]:
         return [frame for seq, frame in self.replay if seq > last_seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """The outcome of :meth:`HubState.resume`: ``last_id`` and ``nacks`` (id, code, message) for the
+    ``connected`` frame, then ``replay``, the signal frames to send after it, in order."""
+
+    last_id: int
+    nacks: tuple[tuple[int, int, str], ...]
+    replay: list[str]
 
 
 class HubState:
@@ -190,16 +195,23 @@ class HubState:
     def others(self, member: Member) -> list[Connection]:
         return [m.connection for m in self.sessions.get(member.session_id, {}).values() if m is not member]
 
-    def resume(self, member: Member, link: Link, last_seq: int) -> list[str]:
+    def resume(self, member: Member, link: Link, last_seq: int) -> Resumed:
         """Attach a new link to ``member`` (closing an old one the hub had not yet seen die).
-        Returns the frames to replay after ``connected``, in order."""
+
+        Returns what the resumed ``connected`` frame needs and the frames to replay after it. The nacks
+        handed back are those given on the previous link (anything a client still waits for was last
+        sent on that link) and are forgotten here. Contract for the adapter: once this has returned,
+        frames still arriving on the old link must be ignored, not processed: ``last_id`` has been
+        told to the client, which re-sends on the new link whatever lies above it."""
         old = member.link
         member.link = link
         member.grace_deadline = None
         if old is not None and old is not link:
             old.close()
         self.metrics.resumes += 1
-        return member.replay_after(last_seq)
+        nacks = tuple((i, code, message) for i, (code, message) in member._nacks.items())
+        member._nacks.clear()
+        return Resumed(member.last_id, nacks, member.replay_after(last_seq))
 
     def link_lost(self, member: Member, link: Link, now: float) -> None:
         """The link of ``member`` dropped without ``disconnect``: start its grace window."""
@@ -248,7 +260,6 @@ class HubState:
             ("signals_delivered_total", "counter", m.signals_delivered),
             ("signals_buffered_total", "counter", m.buffered),
             ("signals_dropped_total", "counter", m.dropped),
-            ("signals_resent_total", "counter", m.resent),
             ("resumes_total", "counter", m.resumes), ("auth_failures_total", "counter", m.auth_failures),
         ]
         lines: list[str] = []

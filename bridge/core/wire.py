@@ -173,10 +173,18 @@ LIMITS = {"max_type": MAX_TYPE_CHARS, "max_data": MAX_DATA_BYTES}
 
 
 def connected(me: Connection, others: list[Connection], resume_secret: str, resumed: bool,
-              server_time: int) -> str:
-    return _dumps({"op": "connected", "connection": me.to_wire(),
-                   "connections": [c.to_wire() for c in others], "resume_secret": resume_secret,
-                   "resumed": resumed, "server_time": server_time, "limits": LIMITS})
+              server_time: int, last_id: int | None = None,
+              nacks: tuple[tuple[int, int, str], ...] = ()) -> str:
+    """The answer to ``connect``. A resumed connection passes ``last_id`` (the highest signal id
+    processed for it) and the ``nacks`` (id, code, message) of its previous link: both are added to
+    the frame (an addition to v1; clients that ignore them re-send and still work)."""
+    frame: dict[str, object] = {
+        "op": "connected", "connection": me.to_wire(), "connections": [c.to_wire() for c in others],
+        "resume_secret": resume_secret, "resumed": resumed, "server_time": server_time, "limits": LIMITS}
+    if last_id is not None:
+        frame["last_id"] = last_id
+        frame["nacks"] = [{"id": i, "code": code, "message": message} for i, code, message in nacks]
+    return _dumps(frame)
 
 
 def error(code: int, message: str) -> str:

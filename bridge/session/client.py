@@ -139,8 +139,9 @@ class SessionClient(LinkSupervisor):
         """Send a signal (broadcast, or to connection ``to``) and wait for the hub's ack.
 
         Raises SignalError: 400/413 from the local check, 400/403/404/413/429 from the hub, 500 when
-        not connected. While reconnecting, a retry signal is queued and sent after the resume (and
-        re-sent until acked); a non-retry one fails at once and counts in ``stats["dropped"]``.
+        not connected. While reconnecting, a retry signal is queued and sent after the resume (one in
+        flight at a drop is re-sent, unless the resume's ``last_id`` shows the hub had it: then it is
+        settled with its lost answer); a non-retry one fails at once and counts in ``stats["dropped"]``.
         """
         refusal = check_signal(type, data)
         if refusal is not None:

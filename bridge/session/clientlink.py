@@ -241,16 +241,14 @@ class LinkSupervisor:
             else:
                 self.stats["duplicates"] += 1
         elif isinstance(frame, Ack | Nack):
-            error = None if isinstance(frame, Ack) else SignalError(frame.code, frame.message)
             out = self._outbox.answered(frame.id)
-            fut = out.ticket if out is not None else self._requests.pop(frame.id, None)
-            if out is not None and error is None:
-                self.stats["acked"] += 1
-            if fut is not None and not fut.done():
-                if error is None:
+            if out is not None:
+                self._settle(out, frame)
+            elif (fut := self._requests.pop(frame.id, None)) is not None and not fut.done():
+                if isinstance(frame, Ack):
                     fut.set_result(None)
                 else:
-                    fut.set_exception(error)
+                    fut.set_exception(SignalError(frame.code, frame.message))
         elif isinstance(frame, Pong):
             sent, waiter = self._pings.pop(frame.id, (None, None))
             if sent is not None:
@@ -268,6 +266,26 @@ class LinkSupervisor:
                 self._emit(frame)
         else:
             log.warning("ignoring an unexpected %s frame from the hub", type(frame).__name__)
+
+    def _settle(self, out: _Out, answer: Ack | Nack) -> None:
+        """Resolve a signal's caller with the hub's answer."""
+        if out.ticket.done():  # its caller gave up (cancelled)
+            return
+        if isinstance(answer, Ack):
+            self.stats["acked"] += 1
+            out.ticket.set_result(None)
+        else:
+            out.ticket.set_exception(SignalError(answer.code, answer.message))
+
+    def _settle_resumed(self, hello: Connected) -> None:
+        """Signals in flight at the drop with an id up to the hub's ``last_id`` were processed (their
+        answer was lost with the link): settle them with the ack, or the nack the hub lists, instead
+        of re-sending them. An older hub sends no ``last_id``: everything queued is re-sent."""
+        if hello.last_id is None:
+            return
+        nacks = {n.id: n for n in hello.nacks}
+        for out in self._outbox.resumed(hello.last_id):
+            self._settle(out, nacks.get(out.id) or Ack(out.id))
 
     async def _keepalive(self, ws: ClientConnection) -> None:
         """Ping every ping_interval_s; declare the link lost after link_timeout_s without any frame."""
@@ -336,6 +354,7 @@ class LinkSupervisor:
             log.info("link to %s resumed", self.uri)
             self._emit(Reconnected())
             self._adopt(hello, first=False)
+            self._settle_resumed(hello)
             return ws
 
     async def _flush(self, ws: ClientConnection) -> None:

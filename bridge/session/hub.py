@@ -210,23 +210,22 @@ class _Hub:
             state.metrics.auth_failures += 1
             return self._refuse(link, e.code, e.message)
         loop = asyncio.get_running_loop()
-        replay: list[str] = []
-        resumed = False
         member = state.find(session_id, frame.resume.connection_id) if frame.resume else None
         if frame.resume is not None and member is not None:
             if not hmac.compare_digest(member.secret, frame.resume.secret):
                 return self._refuse(link, FORBIDDEN, "resume secret does not match that connection")
-            replay = state.resume(member, link, frame.resume.last_seq)
-            resumed = True
-            log.info("session %s: connection %s resumed, %d signals replayed", session_id,
-                     member.connection.id, len(replay))
-        else:
-            # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
-            member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms())
-            log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
-        link.send(wire.connected(member.connection, state.others(member), member.secret, resumed, _now_ms()))
-        for f in replay:
-            link.send(f)
+            r = state.resume(member, link, frame.resume.last_seq)
+            log.info("session %s: connection %s resumed (last_id %d), %d signals replayed", session_id,
+                     member.connection.id, r.last_id, len(r.replay))
+            link.send(wire.connected(member.connection, state.others(member), member.secret, True,
+                                     _now_ms(), r.last_id, r.nacks))
+            for f in r.replay:
+                link.send(f)
+            return member
+        # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
+        member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms())
+        log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
+        link.send(wire.connected(member.connection, state.others(member), member.secret, False, _now_ms()))
         return member
 
     @staticmethod
@@ -239,6 +238,10 @@ class _Hub:
         """The read loop of a connected member: one frame at a time, in order."""
         try:
             async for msg in ws:
+                if member.link is not link:
+                    # Resumed on another link, whose `connected` told the client our last_id: what
+                    # still arrives here is re-sent there if unanswered, so it must not count twice.
+                    return
                 if msg.type != WSMsgType.TEXT:
                     link.send(wire.error(BAD_REQUEST, "binary frames are not part of the protocol"))
                     continue
@@ -282,12 +285,6 @@ class _Hub:
         """The hot path: checks, one encode, delivery to each receiver's outbox, ack."""
         state = self.state
         state.metrics.signals_in += 1
-        again = member.repeat_answer(f.id)
-        if again is not None:
-            # Re-sent after a drop that lost our answer: answer again, never relay it twice.
-            state.metrics.resent += 1
-            link.send(again)
-            return
         target: Member | None = None
         if member.connection.role not in SIGNALLING_ROLES:
             refusal = (FORBIDDEN, f"role {member.connection.role} may not send signals")
@@ -298,7 +295,7 @@ class _Hub:
         elif not member.bucket.take(asyncio.get_running_loop().time()):
             refusal = (TOO_MANY, "rate limit exceeded, slow down")
         else:
-            member.answered(f.id, None)
+            member.answered(f.id)
             link.send(wire.ack(f.id))
             body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
             if target is not None:
@@ -307,14 +304,12 @@ class _Hub:
                 for m in state.sessions[member.session_id].values():  # delivery never changes membership
                     m.deliver_signal(body, f.retry)
             return
-        nack = self._nack(link, f.id, *refusal)
-        member.answered(f.id, nack)
+        member.answered(f.id, refusal)
+        self._nack(link, f.id, *refusal)
 
-    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> str:
+    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> None:
         self.state.metrics.nack(code)
-        frame = wire.nack(frame_id, code, message)
-        link.send(frame)
-        return frame
+        link.send(wire.nack(frame_id, code, message))
 
     def _ws_force(self, link: _WsLink, member: Member, f: wire.ForceDisconnectFrame) -> None:
         if member.connection.role != MODERATOR:
