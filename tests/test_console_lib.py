@@ -215,6 +215,32 @@ async def test_silent_link_is_detected_and_resumed(page: Page, hub: HubHandle) -
         assert await page.evaluate(SIGNAL, {"type": "after", "data": "resume"}) is None
 
 
+async def test_answers_lost_in_a_cut_are_settled_by_the_resume_not_sent_twice(page: Page,
+                                                                              hub: HubHandle) -> None:
+    sid = new_session()
+    async with TcpProxy("127.0.0.1", hub.port) as proxy, \
+            WirePeer(hub.url, sid, hub.token(sid, data="robot")) as robot:
+        await page.evaluate(JOIN, [f"ws://127.0.0.1:{proxy.port}", sid, hub.token(sid),
+                                   {"pingIntervalMs": 200, "linkTimeoutMs": 800, "connectTimeoutMs": 1000,
+                                    "retryMinMs": 100, "retryMaxMs": 300}])
+        proxy.blackhole(True, "down")  # browser -> hub still flows; the hub's answers are lost
+        await page.evaluate(SIGNAL_LATER, ["refused", {"type": "robot.note", "to": str(uuid.uuid4())}])
+        await page.evaluate(SIGNAL_LATER, ["acked", {"type": "robot.note", "data": "ack-lost",
+                                                     "to": robot.id}])
+        await robot.wait_signal("robot.note", scaled(10))  # the hub processed both, in order
+        await wait_event(page, "sessionReconnecting")
+        assert await page.evaluate("() => outcomes") == {}
+        proxy.blackhole(False, "down")
+        await wait_event(page, "sessionReconnected")
+        # Settled from the resumed `connected` (last_id, nacks), not sent again.
+        await page.wait_for_function("() => outcomes.acked === 'ok' && outcomes.refused === 404",
+                                     timeout=scaled(10) * 1000)
+        assert await page.evaluate("() => s.stats.sent") == 2
+        assert await page.evaluate(SIGNAL, {"type": "sentinel", "to": robot.id}) is None
+        await robot.wait_signal("sentinel", scaled(10))
+        assert [f["data"] for f in robot.signals("robot.note")] == ["ack-lost"]
+
+
 async def test_gives_up_after_the_window_and_fails_what_was_queued(page: Page, hub: HubHandle) -> None:
     sid = new_session()
     async with TcpProxy("127.0.0.1", hub.port) as proxy:

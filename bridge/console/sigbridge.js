@@ -13,7 +13,9 @@
 // - signal() validates locally with the hub's limits (400 bad type/data/to, 413 too long), then
 //   resolves when the hub acked, rejects with the hub's nack code (400/403/404/413/429), or 500 when
 //   not connected. While reconnecting, retryAfterReconnect true (the default) queues the signal and
-//   sends it after resume; false fails at once with 500 and counts it in stats.dropped.
+//   sends it after resume; false fails at once with 500 and counts it in stats.dropped. A retry
+//   signal unanswered when the link dropped is settled by the resume's last_id if the hub had it
+//   (resolved, or rejected with the nack the hub lists), else sent again: never relayed twice.
 // - Events: 'signal' and 'signal:TYPE' {type, data, from, seq, ts} (from: a connection object, or
 //   null for REST signals); 'connectionCreated' / 'connectionDestroyed' {connection, reason};
 //   'sessionReconnecting', 'sessionReconnected', 'sessionDisconnected' {reason}.
@@ -59,7 +61,7 @@ export class Session extends Emitter {
     this._ws = null;
     this._secret = null;
     this._lastSeq = 0;
-    this._nextId = 0;                    // signal/ping ids count up for the client's life (hub dedup)
+    this._nextId = 0;                    // signal/ping ids count up for the client's life (last_id)
     this._pending = new Map();           // id -> {frame, retry, resolve, reject} awaiting ack
     this._queue = [];                    // retry=true signals waiting for a resume
     this._pings = new Map();             // ping id -> local send time
@@ -111,7 +113,7 @@ export class Session extends Emitter {
   }
 
   _send(item) {
-    // A re-sent signal keeps its id: the hub answers it again without relaying it twice.
+    // A re-sent signal keeps its id, so that the last_id of a resume can tell whether the hub had it.
     const id = item.id ?? (item.id = ++this._nextId);
     this._pending.set(id, item);
     this.stats.sent += 1;
@@ -205,7 +207,20 @@ export class Session extends Emitter {
     }
     const queued = this._queue;
     this._queue = [];
-    for (const item of queued) this._send(item);
+    // A resuming hub tells the highest signal id it processed (last_id) and the nacks among them:
+    // those signals reached it and only the answer was lost, so they are settled, not sent twice.
+    // An older hub sends no last_id: everything queued goes out again.
+    const lastId = msg.resumed && Number.isInteger(msg.last_id) ? msg.last_id : -1;
+    const refused = new Map();
+    for (const n of Array.isArray(msg.nacks) ? msg.nacks : []) {
+      if (n && Number.isInteger(n.id)) refused.set(n.id, n);
+    }
+    for (const item of queued) {
+      if (item.id === undefined || item.id > lastId) { this._send(item); continue; }
+      const n = refused.get(item.id);
+      if (n) item.reject(new SignalError(n.code || 500, n.message || 'refused'));
+      else item.resolve();
+    }
     // The socket may have closed between `connected` and now, while no handler of ours listened.
     if (ws.readyState !== WebSocket.OPEN) this._lost('link closed');
   }
@@ -311,7 +326,7 @@ export class Session extends Emitter {
     this.state = 'reconnecting';
     this._lostAt = Date.now();
     this._attempt = 0;
-    // Unacked signals: retry=true ones go out again after resume (receivers drop duplicates);
+    // Unacked signals: retry=true ones wait for the resume (settled by its last_id, or sent again);
     // retry=false ones fail now, their fate is unknown and they must not be replayed late.
     const inflight = [...this._pending.values()];
     this._pending.clear();
