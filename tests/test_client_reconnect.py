@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import websockets
 
 from bridge.core.signal import NETWORK_DISCONNECTED
 from bridge.session import (
@@ -206,3 +208,33 @@ async def test_a_nack_lost_in_a_cut_still_reaches_the_caller() -> None:
         assert e.value.code == 404  # the nack listed in the resumed `connected`
         assert r.hub.hub is not None and r.hub.hub.state.metrics.signals_in == 2  # neither re-sent
         assert r.a.stats["sent"] == 2
+
+
+async def test_an_older_hub_without_last_id_gets_the_unanswered_signal_again() -> None:
+    # A scripted hub from before last_id: it takes the signal, dies before the ack, resumes without it.
+    conn = {"id": "c-1", "data": "", "role": "publisher", "creation_time": 1}
+    got: list[dict[str, Any]] = []
+    links = 0
+
+    async def old_hub(ws: websockets.ServerConnection) -> None:
+        nonlocal links
+        links += 1
+        hello = json.loads(await ws.recv())
+        await ws.send(json.dumps({"op": "connected", "connection": conn, "connections": [],
+                                  "resume_secret": "s", "resumed": "resume" in hello, "server_time": 1}))
+        async for text in ws:
+            frame = json.loads(text)
+            if frame["op"] == "signal":
+                got.append(frame)
+                if links == 1:
+                    ws.transport.abort()  # the answer is lost with the link
+                    return
+                await ws.send(json.dumps({"op": "ack", "id": frame["id"]}))
+
+    async with websockets.serve(old_hub, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        opts: dict[str, Any] = dict(FAST)
+        async with SessionClient(f"ws://127.0.0.1:{port}", SID, "token", **opts) as a:
+            await asyncio.wait_for(a.signal(type="t", data="again"), scaled(10))
+            assert [(f["id"], f["data"]) for f in got] == [(got[0]["id"], "again")] * 2
+            assert a.stats["reconnects"] == 1
