@@ -68,11 +68,12 @@ def _show_complaints(rig: Rig) -> None:
     """What the children logged at WARNING and above: the first place to look when a figure is odd."""
     for side in rig.sides:
         for name, child in side.procs.items():
-            bad = [ln for ln in child.lines if any(w in ln for w in ("WARNING", "ERROR", "Traceback"))]
+            lines = child.lines
+            bad = [i for i, ln in enumerate(lines) if "WARNING" in ln or "ERROR" in ln]
             if bad:
-                print(f"-- {side.name}/{name} logged {len(bad)} warning(s)/error(s); last ones:",
+                print(f"-- {side.name}/{name} logged {len(bad)} warning(s)/error(s); the last one:",
                       file=sys.stderr)
-                for ln in bad[-8:]:
+                for ln in lines[bad[-1]:bad[-1] + 12]:  # with its traceback, if any
                     print("   " + ln[:300], file=sys.stderr)
 
 

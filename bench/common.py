@@ -223,7 +223,8 @@ class Pty:
 
 
 class Child:
-    """A child process whose stdout lines are collected; ``wait_line`` waits for a marker."""
+    """A child process whose stdout+stderr lines are collected; ``wait_line`` waits for a marker.
+    With ``BENCH_LOG_DIR`` set, every line is also written to ``$BENCH_LOG_DIR/NAME-PID.log``."""
 
     def __init__(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
@@ -253,11 +254,23 @@ class Child:
 
     async def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.lines.append(line.decode(errors="replace").rstrip())
-            if len(self.lines) > 2000:  # a chatty child must not eat memory
-                del self.lines[:1000]
-            self._new_line.set()
+        log_dir = os.environ.get("BENCH_LOG_DIR")
+        log = open(Path(log_dir) / f"{self.name}-{self.proc.pid}.log", "w") if log_dir else None  # noqa: SIM115
+        try:
+            while line := await self.proc.stdout.readline():
+                text = line.decode(errors="replace").rstrip()
+                if log is not None:
+                    log.write(text + "\n")
+                self._keep(text)
+        finally:
+            if log is not None:
+                log.close()
+        self._new_line.set()
+
+    def _keep(self, text: str) -> None:
+        self.lines.append(text)
+        if len(self.lines) > 2000:  # a chatty child must not eat memory
+            del self.lines[:1000]
         self._new_line.set()
 
     async def wait_line(self, marker: str, timeout: float) -> str:
