@@ -344,8 +344,9 @@ async def test_rover_firmware_keeps_moving_on_heartbeats_and_stops_by_itself_aft
                 assert await bridge.proc.wait() == -9
                 await until(lambda: sim.left == 0.0, timeout=5)
                 stopped = time.monotonic()
-                # The last K came at most 0.2 s (5 Hz) before the kill; the firmware stops 1 s after it.
-                assert 0.7 <= stopped - killed <= 1.0 + scaled(0.15), stopped - killed
+                # The last K came at most 0.2 s (5 Hz, more on a loaded machine) before the kill; the firmware
+                # stops 1 s after it, by itself: not at once (the port stays open on the rover's side).
+                assert 0.5 <= stopped - killed <= 1.0 + scaled(0.15), stopped - killed
     finally:
         await sim.close()
 
