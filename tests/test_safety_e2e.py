@@ -89,6 +89,45 @@ async def test_status_on_connect_on_device_and_estop_changes_and_on_describe(tmp
                     assert "device base: down" in "".join(bridge.stderr)
 
 
+async def test_flapping_device_cannot_flood_the_session_with_status(tmp_path: Path) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: fl, token: "{hub.token('fl')}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}", reopen_min_s: 0.02, reopen_max_s: 0.05}}}}}}
+                rules: [{{signal: go, send: {{device: base, line: GO}}}}]
+                """))
+            async with bridge_process(config) as bridge, \
+                    SessionClient(hub.url, "fl", hub.token("fl")) as c:
+                op = Operator(c)
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"READY")
+                while not op.signals.empty():       # what was said before the flapping starts
+                    op.signals.get_nowait()
+                loop = asyncio.get_running_loop()
+                start = loop.time()
+                transitions = 0
+                for _ in range(10):
+                    mark = len(bridge.stderr)
+                    pair.vanish()
+                    await bridge.wait_for(r"device base: down", after=mark)
+                    mark = len(bridge.stderr)
+                    pair.recreate()
+                    await bridge.wait_for(r"device base: up", after=mark)
+                    transitions += 2
+                # The last state always gets out (at the end of the coalescing interval at the latest).
+                n = 0
+                while True:
+                    n += 1
+                    status = json.loads((await op.next("bridge.status")).data)
+                    if status["devices"] == {"base": "up"} and op.signals.empty():
+                        break
+                elapsed = loop.time() - start
+                # At most one broadcast per 0.5 s (without coalescing: one per transition, 21 here).
+                assert n <= elapsed / 0.5 + 2, (n, elapsed, transitions)
+
+
 # ---------------------------------------------------------------- audit log
 
 
