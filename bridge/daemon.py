@@ -16,8 +16,9 @@ before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean ex
 SIGHUP reloads the config file (systemd: RELOADING=1 ... READY=1): a file with errors is refused, its
 errors logged as ``file:line: ...``, and the running config kept; a good one is swapped in as a new
 engine that takes over the old one's state (``Engine.take_over``) while the session link and the device
-links stay as they are. Changes to ``session`` or ``devices`` need a restart: such a reload is refused
-as a whole (see ``bridge.core.reload``).
+links stay as they are. A new token is used from the next new connection on. Changes to the session
+URL or id, or to ``devices``, need a restart: such a reload is refused as a whole (see
+``bridge.core.reload``).
 
 Logging: INFO only for state changes (link up/down, device up/down, e-stop), never per signal.
 """
@@ -177,10 +178,10 @@ class Daemon:
     # ------------------------------------------------------------ session
 
     async def _session_loop(self) -> None:
-        s = self.config.session
         delay = RESTART_MIN_S
         failing = False
         while True:
+            s = self.config.session     # read each time: a reload may have brought a new token
             client = SessionClient(s.url, s.session_id, s.token)
             try:
                 await client.connect()

@@ -147,8 +147,10 @@ def test_reload_refusals_name_what_needs_a_restart() -> None:
     assert restart_needed(old, replace(old, devices=moved)) == ["device base changed (needs a restart)"]
     extra = dict(old.devices, aux=Device("aux", serial=SerialDeviceConfig("/dev/ttyUSB2")))
     assert restart_needed(old, replace(old, devices=extra)) == ["device aux added (needs a restart)"]
-    session = replace(old, session=SessionSettings("ws://127.0.0.1:1", "s", "rotated"))
-    assert restart_needed(old, session) == ["session settings changed (needs a restart)"]
+    renewed = replace(old, session=SessionSettings("ws://127.0.0.1:1", "s", "renewed"))
+    assert restart_needed(old, renewed) == []                                # a new token: live
+    session = replace(old, session=SessionSettings("ws://127.0.0.1:1", "other", "t"))
+    assert restart_needed(old, session) == ["session url or session_id changed (needs a restart)"]
     topics = replace(old, telemetry=(MqttTelemetry("arm", "arm/other/#", "arm.state"),))
     assert restart_needed(old, topics) == ["device arm: MQTT telemetry topics changed (needs a restart)"]
     # The latch survives a reload: a config that could never reset it is refused while latched.

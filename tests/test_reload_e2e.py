@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentok import Client
 
 from bridge.session.client import SessionClient
 from tests.conftest import scaled
@@ -143,3 +144,33 @@ async def test_sighup_bad_file_refused_good_file_applied_without_dropping_the_li
                 ("go", "estopped"), ("reset", "applied"), ("go", "applied"), ("hello", "applied"),
                 ("go", "applied")]
             assert records[2]["written"] == [{"device": "base", "line": "RUN 4"}]
+
+
+async def test_sighup_with_a_renewed_token_keeps_the_link_and_the_next_connection_uses_it(
+        tmp_path: Path) -> None:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            path = tmp_path / "bridge.yaml"
+            token_file = tmp_path / "token"
+            token_file.write_text(hub.token("r1", data="v1"))
+            path.write_text(config_text(hub.url, "", pair.path, "GO {n}").replace(
+                'token: ""', 'token_file: token'))
+            async with bridge_process(path) as bridge, SessionClient(
+                    hub.url, "r1", hub.token("r1", role="moderator")) as c:
+                op = Operator(c)
+                await bridge.wait_for(r"device base: up")
+                first = (await bridge.wait_for(r"connected as (\S+)")).split("connected as ")[1].split()[0]
+                token_file.write_text(hub.token("r1", data="v2"))      # renewal: replace the file, reload
+                mark = len(bridge.stderr)
+                bridge.proc.send_signal(signal.SIGHUP)
+                await bridge.wait_for(r"reload: .* applied", after=mark)
+                assert "connected as" not in "".join(bridge.stderr[mark:])     # the link is kept
+                assert c.connections[first].data == "v1"
+                # The hub ends that connection: the bridge joins again, now with the new token.
+                client = Client(hub.api_key, hub.api_secret, api_url=hub.http_url, timeout=10)
+                await asyncio.to_thread(client.force_disconnect, "r1", first)
+                while (caps := await op.next("bridge.capabilities")).from_id == first:
+                    pass
+                assert caps.from_id is not None and c.connections[caps.from_id].data == "v2"
+                await op.send("go", {"n": 7})
+                assert await pair.read_line(scaled(10)) == "GO 7"

@@ -1,15 +1,17 @@
 """What a config reload (SIGHUP) can apply live, and what needs a restart.
 
 Applied live, by swapping in a new engine (``Engine.take_over``): rules, telemetry streams of serial
-devices, safety actions, e-stop, control lease settings, the audit log settings. The session link and
-the device links are kept as they are (same connection id, ports and broker connections not reopened).
+devices, safety actions, e-stop, control lease settings, the audit log settings, and a new session
+token (renewal: the link up now is kept; the next new connection uses the new token). The session link
+and the device links are kept as they are (same connection id, ports and broker connections not
+reopened).
 
-Needs a restart (the reload is then refused as a whole and the running config kept): a change to
-``session`` (URL, session id, token), to ``devices`` (ports, brokers, heartbeats, added or removed
-devices), or to the MQTT topics a device subscribes to for telemetry (the link subscribes once, when
-it connects). Refusing rather than applying half keeps one rule simple: after a reload the daemon runs
-either the whole new file or the whole old one. Also refused: a config without ``safety.estop`` while
-the e-stop is latched (the latch is kept across a reload, and nothing could reset it).
+Needs a restart (the reload is then refused as a whole and the running config kept): a change to the
+session URL or session id, to ``devices`` (ports, brokers, heartbeats, added or removed devices), or to
+the MQTT topics a device subscribes to for telemetry (the link subscribes once, when it connects).
+Refusing rather than applying half keeps one rule simple: after a reload the daemon runs either the
+whole new file or the whole old one. Also refused: a config without ``safety.estop`` while the e-stop
+is latched (the latch is kept across a reload, and nothing could reset it).
 
 Pure: compares two frozen configs.
 """
@@ -28,8 +30,9 @@ def restart_needed(old: BridgeConfig, new: BridgeConfig, *, estopped: bool = Fal
     if estopped and new.safety.estop is None:
         reasons.append("the e-stop is latched and the new config has no safety.estop to reset it "
                        "(reset it first)")
-    if new.session != old.session:
-        reasons.append("session settings changed (needs a restart)")
+    # A new token alone is fine: the link up now stays as it is, the next new connection uses it.
+    if (new.session.url, new.session.session_id) != (old.session.url, old.session.session_id):
+        reasons.append("session url or session_id changed (needs a restart)")
     for name in sorted(old.devices.keys() | new.devices.keys()):
         before, after = old.devices.get(name), new.devices.get(name)
         if before is None:
