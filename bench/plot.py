@@ -37,7 +37,7 @@ def plot(results: Results, path: Path) -> bool:
         ax.set_ylabel("fraction of samples")
         ax.set_title(section)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower right", fontsize=8)
     ax = axes.flat[3]
     for key, style in (("fanout p50/hub", "o-"), ("fanout last/hub", "s-"),
                        ("fanout p50/relay", "o--"), ("fanout last/relay", "s--")):
