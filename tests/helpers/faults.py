@@ -20,6 +20,7 @@ import os
 import re
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -288,6 +289,27 @@ class Probe:
         self.pair.close()
 
 
+class WakeLateness:
+    """How late this machine wakes a sleeping thread right now: a thread sleeps ``seconds`` and measures
+    its overshoot. A timing bound on *another* process is checked with this as an allowance: nothing in
+    user space is woken more promptly than the machine allows (100+ ms on a 2-core machine running two
+    CPU burners and other test suites)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.late = 0.0
+        self._thread = threading.Thread(target=self._run, args=(seconds,), daemon=True)
+        self._thread.start()
+
+    def _run(self, seconds: float) -> None:
+        start = time.monotonic()
+        time.sleep(seconds)
+        self.late = max(0.0, time.monotonic() - start - seconds)
+
+    async def result(self) -> float:
+        await asyncio.to_thread(self._thread.join)
+        return self.late
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -304,6 +326,7 @@ class Ledger:
     never_delivered: int = 0               # sent while the path was broken: lost, and never written
     commands_written: int = 0              # command lines checked for age at the pty
     worst_age_ms: float = 0.0              # oldest command line seen at the pty (send -> read)
+    machine_lateness: float = 0.0          # worst WakeLateness seen while checking a timing bound
     safe_delays: dict[str, list[float]] = field(default_factory=dict)
     recoveries: dict[str, list[float]] = field(default_factory=dict)
     floods: list[dict[str, float]] = field(default_factory=list)
@@ -317,7 +340,7 @@ class Ledger:
     def summary(self) -> dict[str, Any]:
         def ms(values: list[float]) -> dict[str, float]:
             return {"n": len(values), "worst_ms": round(max(values) * 1000, 1),
-                    "median_ms": round(sorted(values)[len(values) // 2] * 1000, 1)}
+                    "median_ms": round(statistics.median(values) * 1000, 1)}
         return {
             "faults_injected": sum(self.faults.values()),
             "faults": dict(sorted(self.faults.items())),
@@ -330,6 +353,7 @@ class Ledger:
             "command_lines_checked": self.commands_written,
             "oldest_command_written_ms": round(self.worst_age_ms, 1),
             "safe_action_delay": {k: ms(v) for k, v in sorted(self.safe_delays.items())},
+            "machine_wake_lateness_worst_ms": round(self.machine_lateness * 1000, 1),
             "recovery_time": {k: ms(v) for k, v in sorted(self.recoveries.items())},
             "floods": self.floods,
         }
