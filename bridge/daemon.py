@@ -9,8 +9,10 @@ Everything that decides lives in the engine; this module only moves data between
 - heartbeats (``devices.NAME.heartbeat``) and the systemd notify/watchdog pings.
 
 The engine's commands are carried out at once and in order: lines and publishes are handed to the
-links without blocking; signals are sent as background tasks (retry disabled: while the link is down
-they fail at once and are counted, never queued). The session link lost -> ``on_disconnect`` actions
+links without blocking; signals with retry disabled (all the engine makes today) are
+written at once with ``SessionClient.send_nowait`` (no ack awaited; while the link is down or its write
+buffer is full they fail at once and are counted, never queued), the others are sent as background
+tasks. The session link lost -> ``on_disconnect`` actions
 before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean exit 0.
 
 SIGHUP reloads the config file (systemd: RELOADING=1 ... READY=1): a file with errors is refused, its
@@ -55,7 +57,7 @@ from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
 
-#: Signals being sent at once (each waits for the hub's ack); beyond this, new ones are dropped+counted.
+#: Retry signals being sent at once (each waits for the hub's ack); beyond this, new ones are dropped+counted.
 MAX_SIGNALS_IN_FLIGHT = 256
 #: Backoff between session clients after one gave up for good.
 RESTART_MIN_S = 0.5
@@ -394,6 +396,15 @@ class Daemon:
         client = self.client
         if client is None or not self.engine.linked:
             self.counters["signals_failed"] += 1
+            return
+        if not cmd.retry:
+            # Telemetry, acks, status: the hub's ack serves no purpose, so nothing waits for it.
+            try:
+                if not client.send_nowait(cmd.type, cmd.data, cmd.to):
+                    self.counters["signals_failed"] += 1
+            except SignalError as exc:
+                self.counters["signals_failed"] += 1
+                log.debug("signal %s not sent: %s", cmd.type, exc)
             return
         if len(self._in_flight) >= MAX_SIGNALS_IN_FLIGHT:
             self.counters["signals_overflow"] += 1

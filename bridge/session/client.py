@@ -22,7 +22,7 @@ from urllib.parse import quote
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from bridge.core.client_protocol import disconnect_frame, force_disconnect_frame, ping_frame
+from bridge.core.client_protocol import disconnect_frame, force_disconnect_frame, ping_frame, signal_frame
 from bridge.core.events import Disconnected, SessionEvent
 from bridge.core.linkstate import LinkEvent, LinkState
 from bridge.core.signal import BAD_REQUEST, CLIENT_DISCONNECTED, NOT_CONNECTED, check_signal
@@ -165,6 +165,29 @@ class SessionClient(LinkSupervisor):
         else:
             raise SignalError(NOT_CONNECTED, f"not connected ({state.value})")
         await out.ticket
+
+    def send_nowait(self, type: str = "", data: str = "", to: str | None = None) -> bool:
+        """Send a signal with ``retry`` false and forget it: no ack awaited, no future, no task.
+
+        For signals whose ack nobody needs (telemetry, status): the frame is written at once, in order
+        with the other signals of this client. Returns False, counted in ``stats["dropped"]``, when it
+        cannot be written now (not connected, reconnecting, or the link's write buffer is full); it is
+        never queued. The hub's ack is ignored; a nack is counted in ``stats["nowait_nacked"]`` and
+        logged at DEBUG. Raises SignalError (400/413) for a signal the local check refuses.
+        """
+        refusal = check_signal(type, data)
+        if refusal is not None:
+            raise SignalError(refusal.code, refusal.message)
+        if to is not None and (not isinstance(to, str) or not to):
+            raise SignalError(BAD_REQUEST, "'to' must be a connection id")
+        ws = self._ws
+        # Queued retry signals (a resume still flushing) go first: overtaking them would reorder.
+        if (ws is None or self._link.state is not LinkState.CONNECTED or self._outbox.has_queued
+                or not self._write_now(ws, signal_frame(self._outbox.new_id(), type, data, to, False))):
+            self.stats["dropped"] += 1
+            return False
+        self.stats["sent"] += 1
+        return True
 
     async def ping(self) -> float:
         """One keep-alive exchange now; returns its round-trip time in ms (also updates the clock)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.protocol import State
 
 from bridge.core.client_protocol import (
     Ack,
@@ -122,7 +123,8 @@ class LinkSupervisor:
         self.connection: Connection | None = None
         self.connections: dict[str, Connection] = {}
         self.stats: dict[str, int] = {"sent": 0, "acked": 0, "dropped": 0, "duplicates": 0,
-                                      "reconnects": 0, "received": 0, "events_dropped": 0}
+                                      "reconnects": 0, "received": 0, "events_dropped": 0,
+                                      "nowait_nacked": 0}
 
     # ---- internals: sending --------------------------------------------------------------------
 
@@ -136,6 +138,20 @@ class LinkSupervisor:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(out.frame)
         # On ConnectionClosed the supervisor sees the drop and re-queues or fails `out`.
+
+    @staticmethod
+    def _write_now(ws: ClientConnection, frame: str) -> bool:
+        """Write one text frame synchronously; False (nothing written) when the link is not open or
+        its write buffer is over the high-water mark (a fire-and-forget frame is dropped, not queued).
+
+        The same steps as ``ws.send(str)`` up to its ``drain()``, which is the only place that coroutine
+        can suspend: ``protocol.send_text`` frames the message, ``send_data`` hands it to the transport.
+        Frames are never fragmented here, so writes from ``ws.send`` and from here never interleave."""
+        if ws.protocol.state is not State.OPEN or ws.paused or ws.transport.is_closing():
+            return False
+        ws.protocol.send_text(frame.encode())
+        ws.send_data()
+        return True
 
     async def _send_control(self, ws: ClientConnection, frame: str) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -244,11 +260,17 @@ class LinkSupervisor:
             out = self._outbox.answered(frame.id)
             if out is not None:
                 self._settle(out, frame)
-            elif (fut := self._requests.pop(frame.id, None)) is not None and not fut.done():
-                if isinstance(frame, Ack):
+            elif (fut := self._requests.pop(frame.id, None)) is not None:
+                if fut.done():
+                    pass
+                elif isinstance(frame, Ack):
                     fut.set_result(None)
                 else:
                     fut.set_exception(SignalError(frame.code, frame.message))
+            elif isinstance(frame, Nack):
+                # The answer to a send_nowait() signal (its ack is ignored): nobody waits for it.
+                self.stats["nowait_nacked"] += 1
+                log.debug("signal %d refused by the hub: %d %s", frame.id, frame.code, frame.message)
         elif isinstance(frame, Pong):
             sent, waiter = self._pings.pop(frame.id, (None, None))
             if sent is not None:
