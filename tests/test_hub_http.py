@@ -32,6 +32,7 @@ async def test_healthz_metrics_and_console_files() -> None:
         await a.signal("t", "x", to="nobody")
         assert (await a.recv())["code"] == 404
         await a.signal("t", "x")
+        assert (await a.recv())["op"] == "signal"  # the broadcast's own copy, then the ack
         assert (await a.recv())["op"] == "ack"
         async with http.get(h.http_url + "/metrics") as r:
             text = await r.text()

@@ -3,8 +3,9 @@ OpenTok-compatible REST API, ``/healthz``, ``/metrics`` and the web console's st
 
 This module only moves data: frames are parsed by :mod:`bridge.core.wire`, tokens checked by
 :mod:`bridge.core.tokens`, and every session decision is taken by :class:`bridge.core.hubstate.HubState`.
-Each WebSocket gets a :class:`_WsLink`: an outbox drained by its own writer task, so that a slow
-receiver never holds up the sender's read loop (and so per-sender order is the order of the outboxes).
+Each WebSocket gets a :class:`_WsLink`: frames are written at once while the socket keeps up, else
+queued in an outbox drained by its own writer task, so that a slow receiver never holds up the
+sender's read loop (and so per-sender order is the order of the writes).
 
 Start it with ``await start_hub(config)`` (tests, demo) or ``sigbridge hub`` (:func:`main`).
 """
@@ -61,12 +62,18 @@ def _now_ms() -> int:
 
 
 class _WsLink:
-    """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket."""
+    """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket.
 
-    __slots__ = ("_closing", "_outbox", "_wake", "task", "ws")
+    A frame is written straight to the socket when nothing is waiting before it (the common case: one
+    ``transport.write``, no task switch); the outbox and its writer task only take over under
+    back-pressure (the transport holding unsent bytes), so a slow receiver never holds up the sender's
+    read loop and frames keep their order either way."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    __slots__ = ("_closing", "_outbox", "_transport", "_wake", "task", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self.ws = ws
+        self._transport = transport if isinstance(transport, asyncio.WriteTransport) else None
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
         self._closing = False
@@ -75,13 +82,34 @@ class _WsLink:
     def send(self, text: str) -> None:
         if self._closing:
             return
-        if len(self._outbox) >= MAX_OUTBOX:
+        outbox = self._outbox
+        transport = self._transport
+        if not outbox and transport is not None and transport.get_write_buffer_size() == 0:
+            self._write_now(text)
+            return
+        if len(outbox) >= MAX_OUTBOX:
             log.warning("closing a link whose receiver is too slow (%d frames queued)", MAX_OUTBOX)
-            self._outbox.clear()
+            outbox.clear()
             self.close()
             return
-        self._outbox.append(text)
+        outbox.append(text)
         self._wake.set()
+
+    def _write_now(self, text: str) -> None:
+        """``ws.send_str`` run to completion synchronously. Uncompressed (``compress=False``), aiohttp
+        writes the frame to the transport before its only await, the drain that happens while the
+        transport is paused; with an empty write buffer it is not, so the coroutine ends in one step.
+        Should it ever suspend, the frame is already written: the coroutine is closed there and the
+        frames after it go through the outbox (the buffer is no longer empty), whose writer drains."""
+        coro = self.ws.send_str(text)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        except (ConnectionError, RuntimeError):
+            self.close()    # the link died under us; the read loop sees it and starts the grace window
+            return
+        coro.close()
 
     def close(self) -> None:
         """Close after the frames already queued are written."""
@@ -175,7 +203,7 @@ class _Hub:
         ws = web.WebSocketResponse(heartbeat=self.config.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT,
                                    compress=False)
         await ws.prepare(request)
-        link = _WsLink(ws)
+        link = _WsLink(ws, request.transport)
         self.links.add(link)
         try:
             member = await self._connect(ws, link, session_id)
@@ -296,13 +324,15 @@ class _Hub:
             refusal = (TOO_MANY, "rate limit exceeded, slow down")
         else:
             member.answered(f.id)
-            link.send(wire.ack(f.id))
             body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
+            # Deliveries before the ack: the receivers' frames leave first (the ack only tells the
+            # sender, who is not waiting on the receivers). A broadcast's sender sees its copy first.
             if target is not None:
                 target.deliver_signal(body, f.retry)
             else:
                 for m in state.sessions[member.session_id].values():  # delivery never changes membership
                     m.deliver_signal(body, f.retry)
+            link.send(wire.ack(f.id))
             return
         member.answered(f.id, refusal)
         self._nack(link, f.id, *refusal)
@@ -318,7 +348,7 @@ class _Hub:
         if self.state.find(member.session_id, f.connection_id) is None:
             self._nack(link, f.id, NOT_FOUND, "no connection with that id in this session")
             return
-        link.send(wire.ack(f.id))  # before the connection_destroyed it causes, as for signals
+        link.send(wire.ack(f.id))  # before the connection_destroyed it causes
         self.force_disconnect(member.session_id, f.connection_id)
 
     def force_disconnect(self, session_id: str, connection_id: str) -> bool:
