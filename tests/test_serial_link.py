@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,3 +270,39 @@ async def test_device_that_stops_reading_bounds_the_buffer_and_shutdown_does_not
     # running() cancelled the link and it returned although the device never drained; no executor
     # thread is left waiting on the port either.
     await asyncio.wait_for(asyncio.get_running_loop().shutdown_default_executor(), scaled(10))
+
+
+async def test_back_pressure_then_drain_delivers_in_order_without_a_spinning_writer(dev: PtyPair) -> None:
+    """pyserial-asyncio-fast 0.16 left its writer registered after a partial write drained: the loop then
+    ran ``_write_ready`` on every turn and raised ``AssertionError: Write buffer should not be empty``
+    each time (upstream PR home-assistant-libs/pyserial-asyncio-fast#36). Our transport must not."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        async with running(dev.path) as h:
+            assert await h.state() is True
+            accepted: list[str] = []
+            n = 0
+            # The device does not read: the kernel's pty buffer fills (a partial write leaves the rest in
+            # the transport), then the transport's own bound refuses lines.
+            while len(accepted) < 20_000:
+                line = f"M {n} " + "y" * (n % 37)
+                n += 1
+                if not h.link.write_line(line):
+                    break
+                accepted.append(line)
+            assert h.link.stats["write_overflow"] == 1, "the device never pushed back"
+            for want in accepted:                                  # the device drains everything
+                assert await dev.read_line(scaled(10)) == want
+            assert h.link.write_line("S") and await dev.read_line(scaled(10)) == "S"  # still writes
+            # A quiet half second: the loop's thread must be idle (the bug spun it at 100% CPU).
+            cpu = time.thread_time()
+            await asyncio.sleep(0.5)
+            cpu = time.thread_time() - cpu
+            assert h.link.up and dev.pending() == b""
+        assert errors == [], [str(e.get("exception") or e.get("message")) for e in errors[:3]]
+        assert cpu < 0.1, f"the event loop spun for {cpu:.2f} s of CPU in 0.5 s of quiet"
+    finally:
+        loop.set_exception_handler(previous)

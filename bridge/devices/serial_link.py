@@ -2,7 +2,8 @@
 
 The port is anything pyserial's ``serial_for_url`` opens (/dev/tty*, /dev/serial/by-id/..., socket://,
 rfc2217://), driven as an asyncio transport by ``pyserial-asyncio-fast`` (no thread, no byte-wise
-``readline``). The link owns three things and nothing else:
+``readline``; ``_SerialTransport`` works around two of its back-pressure bugs). The link owns three
+things and nothing else:
 
 * framing: ``LineFramer`` cuts incoming bytes into lines with ``bytes.find`` on a ``bytearray``, never
   buffers more than ``max_line`` bytes, and counts what it throws away;
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import select
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -109,6 +113,64 @@ class LineFramer:
             line = raw.decode("utf-8", errors="replace")
         self.lines += 1
         self.on_line(line)
+
+
+class _SerialTransport(serial_asyncio_fast.SerialTransport):
+    """pyserial-asyncio-fast's transport with its two back-pressure bugs fixed as in the open upstream PR
+    https://github.com/home-assistant-libs/pyserial-asyncio-fast/pull/36 ("fix defered writes"); still
+    needed with 0.16, the latest release. Drop this class (and ``_open_transport``) once a release has it.
+
+    1. After a partial write drained, the writer callback stayed registered: ``_write_ready`` then ran on
+       every loop turn with an empty buffer and raised ``AssertionError: Write buffer should not be
+       empty`` (thousands a second, the loop spinning at full CPU) until the next partial write.
+    2. ``write`` on an empty buffer writes at once, and pyserial's non-blocking ``Serial.write`` retries
+       EAGAIN in a busy loop: on a port whose kernel buffer is exactly full it never returns, so the whole
+       event loop hangs until the device reads again (forever, if it stopped).
+
+    Any back-pressure (a device that reads slower than we write) triggers both.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol,
+                 serial_instance: Any) -> None:
+        super().__init__(loop, protocol, serial_instance)
+        self._writable: Any = None
+        # Ports without a file descriptor cannot be polled; the library cannot drive them either.
+        with contextlib.suppress(AttributeError, OSError, ValueError, serial.SerialException):
+            poll = select.poll()
+            poll.register(serial_instance.fileno(), select.POLLOUT)
+            self._writable = poll
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._write_buffer and not self._closing and self._writable is not None \
+                and not self._writable.poll(0):
+            # Bug 2: the kernel buffer is full. Queue the data and let the writer callback send it when
+            # the port can take some, exactly as the library does with the rest of a partial write.
+            # (POLLHUP/POLLERR also make poll() non-empty: the direct write then reports the error.)
+            self._write_buffer.append(data)
+            self._maybe_pause_protocol()
+            self._ensure_writer()
+            return
+        super().write(data)
+
+    def _write_ready(self) -> None:
+        if not self._write_buffer:
+            self._remove_writer()   # bug 1: drained by the previous call; stop watching the port
+            return
+        super()._write_ready()
+
+
+async def _open_transport(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
+                          url: str, **kwargs: Any) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """``serial_asyncio_fast.create_serial_connection`` with ``_SerialTransport`` for real ports.
+
+    socket:// URLs keep the library's path (an asyncio socket transport, not affected by the bugs)."""
+    if urllib.parse.urlparse(url).scheme == "socket":
+        transport, protocol = await serial_asyncio_fast.create_serial_connection(loop, factory, url, **kwargs)
+        return transport, protocol
+    # What the library does: open in a thread (opening can block), then wrap.
+    port = await loop.run_in_executor(None, functools.partial(serial.serial_for_url, url, **kwargs))
+    protocol = factory()
+    return _SerialTransport(loop, protocol, port), protocol
 
 
 class _LinkProtocol(asyncio.Protocol):
@@ -214,7 +276,7 @@ class SerialLink:
     async def _open(self) -> _LinkProtocol:
         self._framer.reset()
         loop = asyncio.get_running_loop()
-        transport, protocol = await serial_asyncio_fast.create_serial_connection(
+        transport, protocol = await _open_transport(
             loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate)
         assert isinstance(protocol, _LinkProtocol)
         if self.config.low_latency:
