@@ -40,11 +40,11 @@ from bridge.audit import AuditLog, flush_loop
 from bridge.config import ConfigError, load_config
 from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteLine
 from bridge.core.events import (
-    ConnectionCreated,
     ConnectionDestroyed,
     Disconnected,
     Reconnected,
     Reconnecting,
+    SessionEvent,
     Signal,
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
@@ -98,7 +98,10 @@ class Daemon:
                                          "sessions": 0}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        # The engine's timer (see _arm_timer): the handle and the deadline it is set for.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._stopped_timer = False
         self._reload_asked = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._audit_task: asyncio.Task[None] | None = None
@@ -144,7 +147,7 @@ class Daemon:
                 tasks = [tg.create_task(link.run(), name=f"device {name}")
                          for name, link in self.links.items()]
                 tasks.append(tg.create_task(self._session_loop(), name="session"))
-                tasks.append(tg.create_task(self._timer(), name="timer"))
+                self._arm_timer()
                 tasks.extend(tg.create_task(self._heartbeat(d), name=f"heartbeat {d.name}")
                              for d in self.config.devices.values() if d.heartbeat is not None)
                 tasks.append(tg.create_task(watchdog_loop(self.notifier), name="systemd watchdog"))
@@ -169,6 +172,9 @@ class Daemon:
                     self._audit_task.cancel()
         finally:
             self._tg = None
+            self._stopped_timer = True
+            if self._timer is not None:
+                self._timer.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.notifier.close()
@@ -213,30 +219,44 @@ class Daemon:
             await asyncio.sleep(delay)
 
     async def _serve(self, client: SessionClient) -> None:
+        """Handle the client's events until it ends. They are taken by callback, in the client's reader
+        (no queue, no task switch per signal, nothing dropped), and handled at once, in order."""
         assert client.connection is not None
         self._link_up(client)
-        async for event in client.events():
-            now = time.monotonic()
-            if isinstance(event, Signal):
-                sender = _sender(client, event)
-                self._execute(self.engine.signal(event, sender, now, int(client.hub_time_ms())))
-            elif isinstance(event, ConnectionDestroyed):
-                self._execute(self.engine.connection_destroyed(event.connection, now))
-            elif isinstance(event, Reconnecting):
-                # Safe actions first: nothing else is handled before they are handed to the devices.
+        ended = asyncio.Event()
+
+        def on_event(event: SessionEvent) -> None:
+            if self._on_event(client, event):
+                ended.set()
+
+        client.set_event_handler(on_event)
+        try:
+            await ended.wait()
+        finally:
+            client.set_event_handler(None)
+
+    def _on_event(self, client: SessionClient, event: SessionEvent) -> bool:
+        """One session event; True when it ends the client (Disconnected)."""
+        now = time.monotonic()
+        if isinstance(event, Signal):
+            sender = _sender(client, event)
+            self._execute(self.engine.signal(event, sender, now, int(client.hub_time_ms())))
+        elif isinstance(event, ConnectionDestroyed):
+            self._execute(self.engine.connection_destroyed(event.connection, now))
+        elif isinstance(event, Reconnecting):
+            # Safe actions first: nothing else is handled before they are handed to the devices.
+            self._link_down(now)
+            log.warning("session: link lost, reconnecting (on_disconnect actions sent)")
+            self.notifier.status("session link lost, reconnecting")
+        elif isinstance(event, Reconnected):
+            self._link_up(client)
+        elif isinstance(event, Disconnected):
+            if self.engine.linked and not self._stop.is_set():
                 self._link_down(now)
-                log.warning("session: link lost, reconnecting (on_disconnect actions sent)")
-                self.notifier.status("session link lost, reconnecting")
-            elif isinstance(event, Reconnected):
-                self._link_up(client)
-            elif isinstance(event, Disconnected):
-                if self.engine.linked and not self._stop.is_set():
-                    self._link_down(now)
-                if not self._stop.is_set():
-                    log.warning("session: disconnected (%s)", event.reason)
-                return
-            elif isinstance(event, ConnectionCreated):
-                pass
+            if not self._stop.is_set():
+                log.warning("session: disconnected (%s)", event.reason)
+            return True
+        return False
 
     def _link_down(self, now: float) -> None:
         self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
@@ -272,19 +292,31 @@ class Daemon:
         log.info("device %s: %s", name, "up" if up else "down")
         self._execute(self.engine.device_state(name, up, time.monotonic()))
 
-    async def _timer(self) -> None:
-        """Call ``engine.tick`` at ``engine.next_deadline()``; woken early when a new deadline may exist."""
-        while True:
-            deadline = self.engine.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._wake.clear()
-            if timeout is None or timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-            now = time.monotonic()
-            deadline = self.engine.next_deadline()
-            if deadline is not None and now >= deadline:
-                self._execute(self.engine.tick(now), wake=False)
+    def _arm_timer(self) -> None:
+        """Have ``engine.tick`` called at ``engine.next_deadline()``. Called after every batch of
+        commands (cheap: a comparison): the timer is moved only when the deadline got earlier than the
+        one it is set for; a later or vanished deadline leaves it, and its early firing re-arms."""
+        deadline = self.engine.next_deadline()
+        if deadline is None or self._stopped_timer:
+            return
+        at = self._timer_at
+        if at is not None and at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        # The loop's clock is time.monotonic() (asyncio's default); call_later keeps that an assumption.
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()),
+                                                            self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_at = None
+        now = time.monotonic()
+        deadline = self.engine.next_deadline()
+        if deadline is not None and now >= deadline:
+            self._execute(self.engine.tick(now))    # re-arms for the next deadline
+        else:
+            self._arm_timer()
 
     async def _heartbeat(self, device: Device) -> None:
         hb = device.heartbeat
@@ -363,7 +395,7 @@ class Daemon:
 
     # ------------------------------------------------------------ carrying out commands
 
-    def _execute(self, commands: Iterable[Command], *, wake: bool = True) -> None:
+    def _execute(self, commands: Iterable[Command]) -> None:
         was_estopped = self.engine.estopped
         for cmd in commands:
             if isinstance(cmd, WriteLine):
@@ -383,8 +415,7 @@ class Daemon:
             log.warning("e-stop %s", "LATCHED" if self.engine.estopped else "reset")
         if not self._drop_logged and not self.engine.linked:
             self._log_first_drop()
-        if wake:
-            self._wake.set()
+        self._arm_timer()
 
     def _log_first_drop(self) -> None:
         dropped = self.engine.counters["telemetry_dropped_link_down"]

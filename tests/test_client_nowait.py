@@ -104,3 +104,32 @@ async def test_nowait_during_reconnect_is_dropped() -> None:
             assert a.send_nowait("t", "x") is False and a.stats["dropped"] == 1
         finally:
             await a.disconnect()
+
+
+async def test_event_handler_gets_queued_then_live_events_in_order_and_survives_its_errors(
+        hub: HubHandle) -> None:
+    async with client(hub) as a, client(hub) as b:
+        assert a.connection is not None and b.connection is not None
+        for i in range(3):                              # queued in b before the handler exists
+            await a.signal(type="n", data=str(i), to=b.connection.id)
+        await b.ping()                                  # the hub sent them before the pong
+        got: list[str] = []
+        done = asyncio.Event()
+
+        def handler(ev: object) -> None:
+            if isinstance(ev, Signal):
+                if ev.data == "boom":
+                    raise RuntimeError("a bug in the handler")
+                got.append(ev.data)
+                if ev.data == "END":
+                    done.set()
+
+        b.set_event_handler(handler)
+        for data in ("3", "boom", "4", "END"):
+            await a.signal(type="n", data=data, to=b.connection.id)
+        await asyncio.wait_for(done.wait(), scaled(10))
+        assert got == ["0", "1", "2", "3", "4", "END"] and b.connected
+        assert b.stats["events_dropped"] == 0
+        b.set_event_handler(None)                       # back to the queue
+        await a.signal(type="n", data="queued", to=b.connection.id)
+        assert [s.data for s in await signals_until(b, "queued")] == []

@@ -199,9 +199,13 @@ class Engine:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` must next be called (monotonic seconds), or None when nothing is pending."""
-        candidates = [self._safety.next_deadline(), self._telemetry.next_deadline(),
-                      self._expects.next_deadline(), self._announcer.next_deadline()]
-        return min((c for c in candidates if c is not None), default=None)
+        # Called after every command (the daemon re-arms its timer): no list, no generator.
+        best = self._safety.next_deadline()
+        for c in (self._telemetry.next_deadline(), self._expects.next_deadline(),
+                  self._announcer.next_deadline()):
+            if c is not None and (best is None or c < best):
+                best = c
+        return best
 
     def take_over(self, old: Engine, now: float) -> list[Command]:
         """A config reload: this (new) engine inherits ``old``'s state and returns what to carry out.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as _ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from urllib.parse import quote
 
@@ -131,6 +131,19 @@ class SessionClient(LinkSupervisor):
             yield event
             if isinstance(event, Disconnected):
                 return
+
+    def set_event_handler(self, handler: Callable[[SessionEvent], None] | None) -> None:
+        """Take events by callback instead of through ``events()`` (None: back to the queue).
+
+        ``handler`` is called synchronously by the client's reader, once per event, in order of
+        arrival (events already queued are handed over first); nothing is queued, so nothing is
+        dropped. It must not block. An exception it raises is logged and the link carries on. This
+        saves the queue and a task switch per event: for a consumer that handles events at once (the
+        bridge daemon)."""
+        self._handler = handler
+        if handler is not None:
+            while not self._events.empty():
+                self._emit(self._events.get_nowait())
 
     # ---- requests ------------------------------------------------------------------------------
 

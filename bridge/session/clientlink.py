@@ -18,6 +18,7 @@ import logging
 import random
 import ssl as _ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -112,6 +113,8 @@ class LinkSupervisor:
         self._clock = ClockEstimator()
         self._seq = SeqFilter()
         self._events: asyncio.Queue[SessionEvent] = asyncio.Queue(max(1, event_queue_size))
+        #: When set (SessionClient.set_event_handler), events are handed to it instead of the queue.
+        self._handler: Callable[[SessionEvent], None] | None = None
         self._ws: ClientConnection | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._closing = False
@@ -412,6 +415,14 @@ class LinkSupervisor:
             self._ws.transport.abort()
 
     def _emit(self, event: SessionEvent) -> None:
+        handler = self._handler
+        if handler is not None:
+            try:
+                handler(event)
+            except Exception:
+                # The handler's bug must not take the link down with it (nor skip the next events).
+                log.exception("session event handler failed on %s", type(event).__name__)
+            return
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:
