@@ -105,6 +105,7 @@ async def test_publishes_keep_their_order(mosquitto: Mosquitto) -> None:
                 assert h.link.publish("arm/seq", str(i).encode(), qos=qos)
             got = [int((await next_message(device)).payload) for _ in range(200)]  # type: ignore[arg-type]
             assert got == list(range(200))
+        await until(lambda: h.link.stats["published"] == 400)   # QoS 0 counted once written too
 
 
 async def test_subscriptions_with_wildcards(mosquitto: Mosquitto) -> None:
@@ -343,6 +344,10 @@ async def test_full_queue_refuses_the_newest_and_counts(mosquitto: Mosquitto,
         await until(lambda: h.link.stats["published"] == 300)
         assert h.link.publish("arm/burst", b"300", qos=1)          # drained: room again
         assert await _collect(device, 1) == [300]
+        await until(lambda: h.link.stats["published"] == 301)     # its PUBACK too: nothing waiting
+        accepted = [h.link.publish("arm/burst", str(i).encode(), qos=0) for i in range(301, 611)]
+        assert accepted == [True] * 300 + [False] * 10          # QoS 0 not yet written: same bound
+        assert await _collect(device, 300) == list(range(301, 601))
 
 
 async def test_queue_at_an_outage_is_dropped_never_replayed(mosquitto: Mosquitto) -> None:

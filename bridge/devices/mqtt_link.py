@@ -53,7 +53,8 @@ _paho_log.setLevel(logging.CRITICAL)
 #: (paho scans the window on every PUBACK); 64 per round trip is still ~1,300/s over a 50 ms link.
 MAX_INFLIGHT = 64
 #: QoS>0 publishes accepted but not yet acknowledged (window included); past this, publish refuses the
-#: new one (counted in publish_overflow). A burst of this many commands is queued, not lost.
+#: new one (counted in publish_overflow). A burst of this many commands is queued, not lost. A QoS 0
+#: publish is refused when this many of ours (QoS 0 not yet written included) are waiting.
 MAX_QUEUED = 10_000
 #: Incoming messages waiting for the loop; past this aiomqtt discards them (counted: incoming_dropped).
 MAX_INCOMING = 1000
@@ -131,6 +132,10 @@ class MqttLink:
         if not topic or "+" in topic or "#" in topic or "\x00" in topic or qos not in (0, 1, 2):
             self.stats["bad_publish_refused"] += 1
             log.warning("mqtt %s: refused publish to %r with qos %r", self.name, topic[:80], qos)
+            return False
+        if qos == 0 and len(self._pending) >= MAX_QUEUED:
+            # paho bounds only QoS>0; QoS 0 packets a stalled socket has not taken yet count here too.
+            self.stats["publish_overflow"] += 1
             return False
         # paho's publish directly, not aiomqtt's: aiomqtt.Client.publish makes this same call first, then
         # awaits the handshake in a task per message whose bookkeeping scans every pending call (O(n) per
