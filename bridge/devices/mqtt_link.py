@@ -121,10 +121,11 @@ class MqttLink:
     def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
         """Start publishing ``payload`` on ``topic`` (never retained) and return at once.
 
-        Returns False, counting why, when the link is down, when MAX_QUEUED QoS>0 publishes are already
-        waiting for their handshake, or when ``topic``/``qos``/``payload`` are not publishable (empty topic,
-        wildcards, NUL, qos not 0-2, payload over MQTT's 256 MB). True means the packet is queued in order
-        on the live connection (sent once the in-flight window has room), not that it arrived."""
+        Returns False, counting why, when the link is down, when MAX_QUEUED publishes are already waiting
+        (QoS>0 ones count until their handshake; for a QoS 0 one, ours not yet written count too), or
+        when ``topic``/``qos``/``payload`` are not publishable (empty topic, wildcards, NUL, qos not 0-2,
+        payload over MQTT's 256 MB). True means the packet is queued in order on the live connection
+        (sent once the in-flight window has room), not that it arrived."""
         client = self._paho
         if client is None or not self._up:
             self.stats["publishes_while_down"] += 1
