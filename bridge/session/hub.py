@@ -3,9 +3,9 @@ OpenTok-compatible REST API, ``/healthz``, ``/metrics`` and the web console's st
 
 This module only moves data: frames are parsed by :mod:`bridge.core.wire`, tokens checked by
 :mod:`bridge.core.tokens`, and every session decision is taken by :class:`bridge.core.hubstate.HubState`.
-Each WebSocket gets a :class:`_WsLink`: frames are written at once while the socket keeps up, else
-queued in an outbox drained by its own writer task, so that a slow receiver never holds up the
-sender's read loop (and so per-sender order is the order of the writes).
+Each WebSocket gets a :class:`bridge.session.hublink.WsLink`: frames are written at once (a burst
+gathered in one write) while the socket keeps up, else queued in an outbox drained by its own writer
+task, so that a slow receiver never holds up the sender's read loop (and per-sender order is kept).
 
 Start it with ``await start_hub(config)`` (tests, demo) or ``sigbridge hub`` (:func:`main`).
 """
@@ -21,7 +21,6 @@ import signal
 import ssl
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from bridge.core.signal import (
 )
 from bridge.core.tokens import TokenError, verify_client_token
 from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
+from bridge.session.hublink import WsLink
 from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
@@ -52,86 +52,11 @@ log = logging.getLogger(__name__)
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 #: Frames up to this size are read and answered with a 413 error; beyond it aiohttp closes the link.
 HARD_FRAME_LIMIT = 16 * MAX_FRAME_BYTES
-#: A receiver with this many frames not yet written is too slow to keep: its link is closed.
-MAX_OUTBOX = 10_000
 MAX_SESSION_ID_CHARS = 256
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class _WsLink:
-    """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket.
-
-    A frame is written straight to the socket when nothing is waiting before it (the common case: one
-    ``transport.write``, no task switch); the outbox and its writer task only take over under
-    back-pressure (the transport holding unsent bytes), so a slow receiver never holds up the sender's
-    read loop and frames keep their order either way."""
-
-    __slots__ = ("_closing", "_outbox", "_transport", "_wake", "task", "ws")
-
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
-        self.ws = ws
-        self._transport = transport if isinstance(transport, asyncio.WriteTransport) else None
-        self._outbox: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self.task = asyncio.get_running_loop().create_task(self._writer())
-
-    def send(self, text: str) -> None:
-        if self._closing:
-            return
-        outbox = self._outbox
-        transport = self._transport
-        if not outbox and transport is not None and transport.get_write_buffer_size() == 0:
-            self._write_now(text)
-            return
-        if len(outbox) >= MAX_OUTBOX:
-            log.warning("closing a link whose receiver is too slow (%d frames queued)", MAX_OUTBOX)
-            outbox.clear()
-            self.close()
-            return
-        outbox.append(text)
-        self._wake.set()
-
-    def _write_now(self, text: str) -> None:
-        """``ws.send_str`` run to completion synchronously. Uncompressed (``compress=False``), aiohttp
-        writes the frame to the transport before its only await, the drain that happens while the
-        transport is paused; with an empty write buffer it is not, so the coroutine ends in one step.
-        Should it ever suspend, the frame is already written: the coroutine is closed there and the
-        frames after it go through the outbox (the buffer is no longer empty), whose writer drains."""
-        coro = self.ws.send_str(text)
-        try:
-            coro.send(None)
-        except StopIteration:
-            return
-        except (ConnectionError, RuntimeError):
-            self.close()    # the link died under us; the read loop sees it and starts the grace window
-            return
-        coro.close()
-
-    def close(self) -> None:
-        """Close after the frames already queued are written."""
-        self._closing = True
-        self._wake.set()
-
-    async def _writer(self) -> None:
-        outbox, ws = self._outbox, self.ws
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while outbox:
-                    await ws.send_str(outbox.popleft())
-                if self._closing:
-                    break
-        except (ConnectionError, RuntimeError):
-            pass  # the link died under us; the read loop sees it and starts the grace window
-        finally:
-            self._closing = True
-            with contextlib.suppress(Exception):
-                await ws.close()
 
 
 @dataclass(slots=True)
@@ -170,7 +95,7 @@ class _Hub:
         self.config = config
         self.state = HubState(grace_s=config.reconnect_grace_s, replay_size=config.resume_buffer,
                               rate=config.rate_limit, burst=config.rate_burst)
-        self.links: set[_WsLink] = set()
+        self.links: set[WsLink] = set()
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
 
@@ -179,7 +104,7 @@ class _Hub:
         for h in self.expiry:
             h.cancel()
 
-        async def going_away(link: _WsLink) -> None:
+        async def going_away(link: WsLink) -> None:
             with contextlib.suppress(Exception):
                 await link.ws.close(code=WSCloseCode.GOING_AWAY, message=b"hub shutting down")
 
@@ -203,7 +128,7 @@ class _Hub:
         ws = web.WebSocketResponse(heartbeat=self.config.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT,
                                    compress=False)
         await ws.prepare(request)
-        link = _WsLink(ws, request.transport)
+        link = WsLink(ws, request.transport)
         self.links.add(link)
         try:
             member = await self._connect(ws, link, session_id)
@@ -215,7 +140,7 @@ class _Hub:
             await link.task
         return ws
 
-    async def _connect(self, ws: web.WebSocketResponse, link: _WsLink, session_id: str) -> Member | None:
+    async def _connect(self, ws: web.WebSocketResponse, link: WsLink, session_id: str) -> Member | None:
         """Read and act on the ``connect`` frame; None (after an error frame) when refused."""
         try:
             msg = await ws.receive(timeout=self.config.connect_timeout_s)
@@ -257,12 +182,12 @@ class _Hub:
         return member
 
     @staticmethod
-    def _refuse(link: _WsLink, code: int, message: str) -> None:
+    def _refuse(link: WsLink, code: int, message: str) -> None:
         link.send(wire.error(code, message))
         link.close()
         return None
 
-    async def _serve(self, ws: web.WebSocketResponse, link: _WsLink, member: Member) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, link: WsLink, member: Member) -> None:
         """The read loop of a connected member: one frame at a time, in order."""
         try:
             async for msg in ws:
@@ -309,7 +234,7 @@ class _Hub:
         for m in self.state.expire(now):
             log.info("connection %s left after its grace window", m.connection.id)
 
-    def _signal(self, link: _WsLink, member: Member, f: wire.SignalFrame) -> None:
+    def _signal(self, link: WsLink, member: Member, f: wire.SignalFrame) -> None:
         """The hot path: checks, one encode, delivery to each receiver's outbox, ack."""
         state = self.state
         state.metrics.signals_in += 1
@@ -337,11 +262,11 @@ class _Hub:
         member.answered(f.id, refusal)
         self._nack(link, f.id, *refusal)
 
-    def _nack(self, link: _WsLink, frame_id: int, code: int, message: str) -> None:
+    def _nack(self, link: WsLink, frame_id: int, code: int, message: str) -> None:
         self.state.metrics.nack(code)
         link.send(wire.nack(frame_id, code, message))
 
-    def _ws_force(self, link: _WsLink, member: Member, f: wire.ForceDisconnectFrame) -> None:
+    def _ws_force(self, link: WsLink, member: Member, f: wire.ForceDisconnectFrame) -> None:
         if member.connection.role != MODERATOR:
             self._nack(link, f.id, FORBIDDEN, "only a moderator may force a disconnect")
             return
