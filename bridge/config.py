@@ -133,8 +133,8 @@ class _Builder:
 
     def _session(self, node: yaml.Node) -> SessionSettings | None:
         path = "session"
-        m = self.r.mapping(node, path, ("url", "session_id", "token", "token_file"),
-                           required=("url", "session_id"))
+        m = self.r.mapping(node, path, ("url", "session_id", "token", "token_file", "keepalive_ms",
+                                        "link_timeout_ms"), required=("url", "session_id"))
         if m is None:
             return None
         url = self.r.string(m["url"], "session.url") if "url" in m else None
@@ -150,9 +150,27 @@ class _Builder:
                 url = None
         session_id = self.r.string(m["session_id"], "session.session_id") if "session_id" in m else None
         token = self._token(m, node)
-        if url is None or session_id is None or token is None:
+        timing = self._session_timing(m)
+        if url is None or session_id is None or token is None or timing is None:
             return None
-        return SessionSettings(url=url, session_id=session_id, token=token)
+        return SessionSettings(url=url, session_id=session_id, token=token,
+                               keepalive_ms=timing[0], link_timeout_ms=timing[1])
+
+    def _session_timing(self, m: dict[str, yaml.Node]) -> tuple[int, int] | None:
+        defaults = SessionSettings("", "", "")
+        keepalive: int | None = defaults.keepalive_ms
+        timeout: int | None = defaults.link_timeout_ms
+        if "keepalive_ms" in m:
+            keepalive = self.r.integer(m["keepalive_ms"], "session.keepalive_ms", minimum=50)
+        if "link_timeout_ms" in m:
+            timeout = self.r.integer(m["link_timeout_ms"], "session.link_timeout_ms", minimum=100)
+        if keepalive is None or timeout is None:
+            return None
+        if timeout <= keepalive:
+            self.r.error(m.get("link_timeout_ms", m.get("keepalive_ms")), "session.link_timeout_ms",
+                         f"must be longer than keepalive_ms ({keepalive}), got {timeout}")
+            return None
+        return keepalive, timeout
 
     def _token(self, m: dict[str, yaml.Node], node: yaml.Node) -> str | None:
         if ("token" in m) == ("token_file" in m):

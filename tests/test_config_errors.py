@@ -413,3 +413,16 @@ def test_self_referencing_payload_is_refused() -> None:
     text = BASE + "rules:\n  - signal: a.b\n    send: {device: arm, topic: t, payload: &p {me: [*p]}}\n"
     assert errors(text) == ["bridge.yaml:7: rules[0].send.payload: too large or too deeply nested (at most "
                             "2000 values, 32 levels)"]
+
+
+def test_session_link_timing() -> None:
+    devices = BASE.split("\n", 1)[1]
+    good = "session: {url: ws://h:1, session_id: s, token: t, keepalive_ms: 250, link_timeout_ms: 1000}\n"
+    Path("bridge.yaml").write_text(good + devices, encoding="utf-8")
+    session = load_config("bridge.yaml", {}).session
+    assert (session.keepalive_ms, session.link_timeout_ms) == (250, 1000)
+    assert errors("session: {url: ws://h:1, session_id: s, token: t, keepalive_ms: 500, "
+                  "link_timeout_ms: 400}\n" + devices) == [
+        "bridge.yaml:1: session.link_timeout_ms: must be longer than keepalive_ms (500), got 400"]
+    assert errors("session: {url: ws://h:1, session_id: s, token: t, keepalive_ms: 10}\n" + devices) == [
+        "bridge.yaml:1: session.keepalive_ms: must be at least 50, got 10"]

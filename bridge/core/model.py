@@ -26,6 +26,10 @@ class SessionSettings:
     url: str
     session_id: str
     token: str
+    #: How often the bridge pings the hub, and after how much silence it takes its link as lost (and
+    #: runs ``safety.on_disconnect``). Lower means a dead network path is noticed sooner.
+    keepalive_ms: int = 2000
+    link_timeout_ms: int = 6000
 
 
 # ---------------------------------------------------------------- devices
