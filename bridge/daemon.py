@@ -190,7 +190,8 @@ class Daemon:
         failing = False
         while True:
             s = self.config.session     # read each time: a reload may have brought a new token
-            client = SessionClient(s.url, s.session_id, s.token)
+            client = SessionClient(s.url, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
+                                   link_timeout_s=s.link_timeout_ms / 1000)
             try:
                 await client.connect()
             except SignalError as exc:

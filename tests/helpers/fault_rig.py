@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import time
 from collections.abc import AsyncIterator
@@ -34,16 +33,17 @@ WATCHDOG_TIMEOUT_MS = 300
 WATCHDOG_SLACK_S = 0.1
 #: A cut link is an RST: the bridge's read fails at once; 1 s covers a loaded 2-core machine.
 CUT_BOUND_S = 1.0
-_CLIENT = inspect.signature(SessionClient.__init__).parameters
-LINK_TIMEOUT_S: float = _CLIENT["link_timeout_s"].default
-PING_INTERVAL_S: float = _CLIENT["ping_interval_s"].default
+#: The bridge's session.keepalive_ms / link_timeout_ms in CONFIG below (defaults 2000 / 6000).
+PING_INTERVAL_S = 0.5
+LINK_TIMEOUT_S = 1.5
 #: A silent link is noticed by the keepalive: no frame for link_timeout_s, checked every tick.
 BLACKHOLE_BOUND_S = LINK_TIMEOUT_S + min(PING_INTERVAL_S, LINK_TIMEOUT_S / 4) + 0.5
 #: The rover stops at its first simulation tick after WATCHDOG_MS of silence.
 ROVER_BOUND_S = WATCHDOG_MS / 1000 + TICK_S + 0.1
 
 CONFIG = """\
-session: {{url: "ws://127.0.0.1:{proxy}", session_id: {session}, token: "{token}"}}
+session: {{url: "ws://127.0.0.1:{proxy}", session_id: {session}, token: "{token}", keepalive_ms: 500,
+          link_timeout_ms: 1500}}
 devices:
   probe: {{serial: {{port: "{probe}", reopen_min_s: 0.05, reopen_max_s: 0.2}}}}
   rover: {{serial: {{port: "{rover}", reopen_min_s: 0.05, reopen_max_s: 0.2}}, heartbeat: {{hz: 5, line: K}}}}
