@@ -227,7 +227,14 @@ class Daemon:
         ended = asyncio.Event()
 
         def on_event(event: SessionEvent) -> None:
-            if self._on_event(client, event):
+            try:
+                if self._on_event(client, event):
+                    ended.set()
+            except Exception:
+                # A bug: stop as a crash would (on_shutdown actions, exit; systemd restarts us) rather
+                # than carry on with an engine in an unknown state.
+                log.exception("session event %s failed; stopping", type(event).__name__)
+                self.stop()
                 ended.set()
 
         client.set_event_handler(on_event)
@@ -312,12 +319,17 @@ class Daemon:
 
     def _on_timer(self) -> None:
         self._timer = self._timer_at = None
-        now = time.monotonic()
-        deadline = self.engine.next_deadline()
-        if deadline is not None and now >= deadline:
-            self._execute(self.engine.tick(now))    # re-arms for the next deadline
-        else:
-            self._arm_timer()
+        try:
+            now = time.monotonic()
+            deadline = self.engine.next_deadline()
+            if deadline is not None and now >= deadline:
+                self._execute(self.engine.tick(now))    # re-arms for the next deadline
+            else:
+                self._arm_timer()
+        except Exception:
+            # Watchdogs would silently stop firing: stop as a crash would (on_shutdown actions, exit).
+            log.exception("engine timer failed; stopping")
+            self.stop()
 
     async def _heartbeat(self, device: Device) -> None:
         hb = device.heartbeat

@@ -97,8 +97,8 @@ class WsLink:
         text frames built here: unmasked, uncompressed, which is what this server's links speak), or
         go to the outbox when the socket has stopped keeping up."""
         burst, self._burst = self._burst, None
-        if not burst or self._closing or self._transport is None:
-            return
+        if not burst or self._closing or self._transport is None or self.ws.closed:
+            return      # closing (a close frame may be out already): nothing may follow it
         transport = self._transport
         if transport.get_write_buffer_size() > BURST_WRITE_LIMIT or transport.is_closing():
             self._outbox.extend(burst)
