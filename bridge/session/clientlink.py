@@ -138,8 +138,10 @@ class LinkSupervisor:
     async def _send(self, ws: ClientConnection, out: _Out) -> None:
         self._outbox.sent(out)
         self.stats["sent"] += 1
+        if self._write_now(ws, out.frame):   # the common case: no coroutine, no context manager
+            return
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(out.frame)
+            await ws.send(out.frame)        # closing, or back-pressure: websockets waits for the drain
         # On ConnectionClosed the supervisor sees the drop and re-queues or fails `out`.
 
     @staticmethod
