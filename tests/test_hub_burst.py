@@ -1,6 +1,6 @@
-"""The hub's write path under bursts: many signals handled in one loop turn leave gathered in one write
-(frames built by the hub itself); they must arrive whole, in order, of every size class (RFC 6455
-7-bit and 16-bit lengths), with acks matching, and the slow-receiver outbox must still take over."""
+"""The hub's write path under bursts: many signals handled in one loop turn, written directly or through
+the outbox when the socket pushes back, must arrive whole, in order, of every size class (WebSocket 7-bit
+and 16-bit lengths), with acks matching."""
 
 from __future__ import annotations
 
