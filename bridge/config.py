@@ -62,15 +62,24 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> B
     return config
 
 
-def check_main(args: argparse.Namespace) -> int:
-    """``sigbridge check -c FILE``: 0 and a short summary on stdout, or 2 and every error on stderr."""
+def load_or_report(path: str, *, consequence: str = "") -> BridgeConfig | None:
+    """``load_config(path)``, or None after printing every error and a count line (ending with
+    ``consequence``, e.g. "; not starting") on stderr. Shared by `sigbridge check` and `sigbridge run`
+    so that both report a bad file the same way."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as exc:
         for issue in exc.errors:
             print(issue, file=sys.stderr)
         n = len(exc.errors)
-        print(f"{args.config}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}{consequence}", file=sys.stderr)
+        return None
+
+
+def check_main(args: argparse.Namespace) -> int:
+    """``sigbridge check -c FILE``: 0 and a short summary on stdout, or 2 and every error on stderr."""
+    config = load_or_report(args.config)
+    if config is None:
         return 2
     print(summary(config))
     return 0

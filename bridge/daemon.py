@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from bridge.audit import AuditLog, flush_loop
-from bridge.config import ConfigError, load_config
+from bridge.config import ConfigError, load_config, load_or_report
 from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteLine
 from bridge.core.events import (
     ConnectionDestroyed,
@@ -68,13 +68,8 @@ SHUTDOWN_GRACE_S = 0.2
 
 def run_main(args: argparse.Namespace) -> int:
     """Load the config (exit 2 with file:line errors, like `sigbridge check`) and run until stopped."""
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        for issue in exc.errors:
-            print(issue, file=sys.stderr)
-        n = len(exc.errors)
-        print(f"{args.config}: {n} error{'s' if n != 1 else ''}; not starting", file=sys.stderr)
+    config = load_or_report(args.config, consequence="; not starting")
+    if config is None:
         return 2
     try:
         return asyncio.run(Daemon(config).run())
