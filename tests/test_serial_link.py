@@ -306,3 +306,42 @@ async def test_back_pressure_then_drain_delivers_in_order_without_a_spinning_wri
         assert cpu < 0.1, f"the event loop spun for {cpu:.2f} s of CPU in 0.5 s of quiet"
     finally:
         loop.set_exception_handler(previous)
+
+
+async def test_lines_of_one_loop_turn_leave_in_one_write_in_order(dev: PtyPair) -> None:
+    """One transport write (one syscall) per event-loop turn, not one per line: the throughput bench's
+    hot path. White-box: counts the calls to the transport's write the link holds."""
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        write = h.link._write
+        assert write is not None
+        writes: list[bytes] = []
+
+        def counting(data: bytes) -> None:
+            writes.append(bytes(data))
+            write(data)
+
+        h.link._write = counting
+        assert all(h.link.write_line(f"M {i}") for i in range(50))
+        assert writes == []                                     # nothing before the turn ends
+        want = b"".join(f"M {i}\n".encode() for i in range(50))
+        assert await dev.read_until(b"M 49\n", scaled(10)) == want
+        assert writes == [want]
+        assert h.link.write_line("S") and await dev.read_line(scaled(10)) == "S"   # the next turn
+        assert len(writes) == 2 and h.link.stats["lines_out"] == 51
+
+
+async def test_lines_still_pending_when_the_link_is_cancelled_are_written_before_it_closes(
+        dev: PtyPair) -> None:
+    """The daemon's on_shutdown lines must reach the device although the port is aborted right after."""
+    up = asyncio.Event()
+    link = SerialLink("base", SerialDeviceConfig(port=dev.path), lambda line: None,
+                      lambda name, state: up.set() if state else None)
+    task = asyncio.create_task(link.run())
+    await asyncio.wait_for(up.wait(), scaled(10))
+    task.cancel()                   # the task's next step is queued before the flush of this line
+    assert link.write_line("S")
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not link.up
+    assert await dev.read_line(scaled(10)) == "S"

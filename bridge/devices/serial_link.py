@@ -7,8 +7,11 @@ things and nothing else:
 
 * framing: ``LineFramer`` cuts incoming bytes into lines with ``bytes.find`` on a ``bytearray``, never
   buffers more than ``max_line`` bytes, and counts what it throws away;
-* writing: ``write_line`` appends the configured newline and hands the bytes to the transport (which
-  never blocks; it buffers what the port cannot take yet, up to a bound);
+* writing: ``write_line`` appends the line and the configured newline to a buffer that is handed to the
+  transport in one write at the end of the event-loop turn (``loop.call_soon``): a burst of commands
+  decoded from one read of the session costs one syscall, not one per line (the ``os.write`` per line
+  was 31 % of the bridge's samples in the throughput bench), and a lone command still leaves in the same
+  loop iteration. The transport never blocks; it buffers what the port cannot take yet, up to a bound;
 * staying open: ``run`` opens the port, waits for it to be lost, and reopens it with a capped exponential
   backoff, logging the loss once (warning) and the recovery once (info, when the port has stayed open
   for twice ``reopen_max_s``), however long the outage and however often the port flaps meanwhile.
@@ -211,6 +214,10 @@ class SerialLink:
         self._transport: asyncio.Transport | None = None
         self._write: Callable[[bytes], None] | None = None
         self._buffered: Callable[[], int] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Lines accepted in this loop turn, not yet handed to the transport; non-empty <=> a flush is
+        # scheduled (or the transport was dropped, which clears it).
+        self._pending = bytearray()
         self._up = False
         self._opened_before = False
         self._counts: dict[str, int] = dict.fromkeys(
@@ -225,7 +232,11 @@ class SerialLink:
     def write_line(self, line: str) -> bool:
         """Send ``line`` + the configured newline without blocking. Returns False (and counts it) when the
         port is down, when the line itself contains CR or LF (it would be two commands), or when the device
-        has stopped reading and MAX_WRITE_BUFFER bytes are already waiting."""
+        has stopped reading and MAX_WRITE_BUFFER bytes are already waiting.
+
+        A True line is written, in order, at the end of the current event-loop turn together with the
+        other lines of that turn (one transport write); closing the link (``run`` cancelled, port lost)
+        hands the lines still pending to the transport first."""
         write = self._write
         if write is None or not self._up:
             self._counts["writes_while_down"] += 1
@@ -234,12 +245,27 @@ class SerialLink:
             self._counts["bad_lines_refused"] += 1
             log.warning("serial %s: refused a line containing CR/LF: %r", self.name, line[:80])
             return False
-        if self._buffered is not None and self._buffered() > MAX_WRITE_BUFFER:
+        pending = self._pending
+        if self._buffered is not None and self._buffered() + len(pending) > MAX_WRITE_BUFFER:
             self._counts["write_overflow"] += 1
             return False
-        write(line.encode() + self._newline)
+        if not pending and self._loop is not None:
+            self._loop.call_soon(self._flush)
+        pending += line.encode()
+        pending += self._newline
         self._counts["lines_out"] += 1
         return True
+
+    def _flush(self) -> None:
+        """Hand the lines of this loop turn to the transport in one write (a no-op when already done)."""
+        pending = self._pending
+        if not pending:
+            return
+        # bytes, not the bytearray itself: the transport keeps a reference to what it cannot write yet.
+        data = bytes(pending)
+        pending.clear()
+        if self._write is not None:
+            self._write(data)
 
     async def run(self) -> None:
         """Open the port and keep it open: reopen with backoff (``reopen_min_s`` doubling up to
@@ -285,11 +311,14 @@ class SerialLink:
             with contextlib.suppress(AttributeError, OSError, ValueError, NotImplementedError):
                 port.set_low_latency_mode(True)
         self._transport = transport
+        self._loop = loop
         self._write = transport.write
         self._buffered = transport.get_write_buffer_size
         return protocol
 
     def _drop_transport(self) -> None:
+        self._flush()   # the lines of this turn (e.g. on_shutdown's) before the port goes
+        self._pending.clear()
         transport, self._transport = self._transport, None
         self._write = self._buffered = None
         if transport is not None and not transport.is_closing():
