@@ -184,22 +184,9 @@ class SilentProxy(TcpProxy):
     passed on to the other, which has to notice the silence by itself. (TcpProxy closes both sides as
     soon as either ends, so the bridge would learn of the dead link from the hub's FIN.)"""
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter], direction: str) -> None:
-        try:
-            while data := await src.read(65536):
-                if direction in self._blackhole:
-                    continue
-                dst.write(data)
-                await dst.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            if not self._blackhole and pair in self._pairs:
-                self._pairs.discard(pair)
-                for w in pair:
-                    with contextlib.suppress(OSError, RuntimeError):
-                        w.close()
+    def _side_ended(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        if not self._blackhole:
+            super()._side_ended(pair)
 
 
 # ---------------------------------------------------------------- the device side

@@ -111,9 +111,12 @@ class TcpProxy:
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
-            # One side ended: end the other too (a FIN stays a FIN unless cut() already aborted).
-            if pair in self._pairs:
-                self._pairs.discard(pair)
-                for w in pair:
-                    with contextlib.suppress(OSError, RuntimeError):
-                        w.close()
+            self._side_ended(pair)
+
+    def _side_ended(self, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]) -> None:
+        """One side ended: end the other too (a FIN stays a FIN unless cut() already aborted)."""
+        if pair in self._pairs:
+            self._pairs.discard(pair)
+            for w in pair:
+                with contextlib.suppress(OSError, RuntimeError):
+                    w.close()
