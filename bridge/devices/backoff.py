@@ -1,4 +1,5 @@
-"""The reconnect policy shared by the device links: capped exponential backoff, and an outage logged once.
+"""What the device links share: their up/down report, and the reconnect policy (capped exponential
+backoff, an outage logged once).
 
 An outage starts with the first failure (cannot open / connect, or lost). It ends only when a connection
 has stayed up for ``stable_s`` (default: twice the longest delay): a port or broker that accepts and drops
@@ -11,6 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+
+
+def report_state(on_state: Callable[[str, bool], None] | None, name: str, up: bool,
+                 log: logging.Logger) -> None:
+    """Tell a link's owner that it went up or down. The owner's exception is logged, never raised into
+    the link's read loop."""
+    if on_state is None:
+        return
+    try:
+        on_state(name, up)
+    except Exception:
+        log.exception("%s: on_state callback failed", name)
 
 
 class Reconnect:

@@ -38,7 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.core.model import MqttDeviceConfig
-from bridge.devices.backoff import Reconnect
+from bridge.devices.backoff import Reconnect, report_state
 
 __all__ = ["MqttLink", "availability_topic", "check_filter"]
 
@@ -264,8 +264,4 @@ class MqttLink:
         if up == self._up:
             return
         self._up = up
-        if self._on_state is not None:
-            try:
-                self._on_state(self.name, up)
-            except Exception:
-                log.exception("mqtt %s: on_state callback failed", self.name)
+        report_state(self._on_state, self.name, up, log)

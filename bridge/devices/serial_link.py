@@ -35,7 +35,7 @@ import serial
 import serial_asyncio_fast
 
 from bridge.core.model import SerialDeviceConfig
-from bridge.devices.backoff import Reconnect
+from bridge.devices.backoff import Reconnect, report_state
 
 __all__ = ["LineFramer", "SerialLink"]
 
@@ -331,11 +331,7 @@ class SerialLink:
         if up == self._up:
             return
         self._up = up
-        if self._on_state is not None:
-            try:
-                self._on_state(self.name, up)
-            except Exception:
-                log.exception("serial %s: on_state callback failed", self.name)
+        report_state(self._on_state, self.name, up, log)
 
     def _deliver(self, line: str) -> None:
         try:
