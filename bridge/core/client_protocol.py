@@ -262,6 +262,11 @@ class Outbox(Generic[T]):
         """Record ``out`` as written to the current link (call before the write)."""
         self._inflight[out.id] = out
 
+    @property
+    def awaiting_answer(self) -> int:
+        """Signals written to the current link and not yet answered."""
+        return len(self._inflight)
+
     def enqueue(self, out: Outgoing[T]) -> None:
         self._queue.append(out)
 
