@@ -1,6 +1,6 @@
-"""The hub's write path under bursts: many signals handled in one loop turn, written directly or through
-the outbox when the socket pushes back, must arrive whole, in order, of every size class (WebSocket 7-bit
-and 16-bit lengths), with acks matching."""
+"""The hub's write path under bursts: many signals handled in one loop turn leave gathered in one write
+(frames built by the hub itself); they must arrive whole, in order, of every size class (RFC 6455
+7-bit and 16-bit lengths), with acks matching, and the slow-receiver outbox must still take over."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from bridge.core.signal import MAX_DATA_BYTES
 from bridge.session import SessionClient, Signal
+from bridge.session.hub import _HUB_KEY
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub
 
@@ -52,3 +53,49 @@ async def test_a_burst_arrives_whole_and_in_order_with_every_frame_size(hub: Hub
         # A bad frame would close the link and the resume would hide it: no reconnect may have happened.
         assert a.stats["reconnects"] == 0 and b.stats["reconnects"] == 0
 
+
+
+class _WriteCounter:
+    """Counts the calls to one transport's ``write`` (the real write still happens)."""
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.calls = 0
+        real = transport.write
+
+        def write(data: bytes | bytearray | memoryview) -> None:
+            self.calls += 1
+            real(data)
+        transport.write = write  # type: ignore[method-assign]
+
+
+async def test_a_burst_sent_in_one_loop_turn_costs_a_few_writes_end_to_end(hub: HubHandle) -> None:
+    """200 signals sent in one loop turn (as acks arriving together wake their senders): the client
+    writes the first two at once and gathers the rest into one write; the hub reads them together and
+    gathers the deliveries (and the acks) of that turn into a few writes, not one per frame."""
+    a = SessionClient(hub.url, SID, hub.token(SID, "publisher", ""))
+    b = SessionClient(hub.url, SID, hub.token(SID, "publisher", ""))
+    async with a, b:
+        assert b.connection is not None and hub.hub is not None
+        to_b = b.connection.id
+        client_writes = _WriteCounter(a._ws.transport)  # type: ignore[union-attr]
+        hub_links = hub.hub.runner.app[_HUB_KEY].links
+        hub_writes = [_WriteCounter(link._transport) for link in hub_links]
+        n = 200
+        # Scheduled together: each runs up to its write in the same loop turn.
+        sends = [asyncio.ensure_future(a.signal("b", str(i), to=to_b)) for i in range(n)]
+        got: list[str] = []
+
+        async def collect() -> None:
+            async for ev in b.events():
+                if isinstance(ev, Signal):
+                    got.append(ev.data)
+                    if len(got) == n:
+                        return
+        await asyncio.wait_for(asyncio.gather(*sends, collect()), scaled(10))
+        assert got == [str(i) for i in range(n)]
+        # The first signal is alone in flight (written at once, nothing gathered); the second opens the
+        # gathering (written at once too); the other 198 leave together.
+        assert client_writes.calls == 3
+        # 200 deliveries to b and 200 acks to a; TCP may hand the hub the burst in a few reads, each
+        # costing a direct write and one gathered write per link: far below one write per frame.
+        assert sum(w.calls for w in hub_writes) <= 20, [w.calls for w in hub_writes]

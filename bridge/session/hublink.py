@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 
 from aiohttp import web
@@ -17,17 +18,36 @@ log = logging.getLogger("bridge.session.hub")
 
 #: A receiver with this many frames not yet written is too slow to keep: its link is closed.
 MAX_OUTBOX = 10_000
+#: A burst is written to the transport only while it holds at most this many unsent bytes.
+BURST_WRITE_LIMIT = 64 * 1024
+
+
+def _text_frame(payload: bytes) -> bytes:
+    """One final, unmasked, uncompressed WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
 class WsLink:
     """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket.
 
-    A frame is written straight to the socket when nothing is waiting before it (no task switch: a
-    signal leaves at once). The outbox and its writer task only take over under back-pressure (the
-    transport holding unsent bytes), so a slow receiver never holds up the sender's read loop; frames
-    keep their order in every case. (Gathering a loop turn's frames into one hand-built write was tried:
-    it cut syscalls in-process but showed no gain above noise in ``python -m bench``, so aiohttp frames
-    every message.)"""
+    The first frame of a loop turn is written straight to the socket when nothing is waiting before it
+    (one ``send`` syscall, no task switch: a lone signal leaves at once); the frames that follow it in
+    the same turn (a burst: one read of many signals) are gathered and written together at the end of
+    the turn, one syscall for all. The outbox and its writer task only take over under back-pressure
+    (the transport holding unsent bytes), so a slow receiver never holds up the sender's read loop;
+    frames keep their order in every case.
 
-    __slots__ = ("_closing", "_outbox", "_transport", "_wake", "task", "ws")
+    Bursts come from senders that write many frames at once: the Python client hands a loop turn's
+    signals to the socket in one write, so the hub reads them together and answers them with one write
+    per link (in ``python -m bench throughput`` the hub's CPU per signal fell from ~34 to ~16 us with
+    both; with only one side batching there was no gain, see bench/README.md)."""
+
+    __slots__ = ("_burst", "_closing", "_outbox", "_transport", "_wake", "task", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
         self.ws = ws
@@ -35,15 +55,23 @@ class WsLink:
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        #: Frames sent after a direct write in this loop turn (None: no direct write this turn).
+        self._burst: list[str] | None = None
         self.task = asyncio.get_running_loop().create_task(self._writer())
 
     def send(self, text: str) -> None:
         if self._closing:
             return
+        burst = self._burst
+        if burst is not None:
+            burst.append(text)
+            return
         outbox = self._outbox
         transport = self._transport
         if not outbox and transport is not None and transport.get_write_buffer_size() == 0:
             self._write_now(text)
+            self._burst = []
+            asyncio.get_running_loop().call_soon(self._end_burst)
             return
         if len(outbox) >= MAX_OUTBOX:
             log.warning("closing a link whose receiver is too slow (%d frames queued)", MAX_OUTBOX)
@@ -69,8 +97,24 @@ class WsLink:
             return
         coro.close()
 
+    def _end_burst(self) -> None:
+        """End of the loop turn: the frames gathered since the direct write leave in one write (as
+        text frames built here: unmasked, uncompressed, which is what this server's links speak), or
+        go to the outbox when the socket has stopped keeping up."""
+        burst, self._burst = self._burst, None
+        if not burst or self._closing or self._transport is None or self.ws.closed:
+            return      # closing (a close frame may be out already): nothing may follow it
+        transport = self._transport
+        if transport.get_write_buffer_size() > BURST_WRITE_LIMIT or transport.is_closing():
+            self._outbox.extend(burst)
+            self._wake.set()
+            return
+        transport.write(b"".join([_text_frame(t.encode()) for t in burst]))
+
     def close(self) -> None:
         """Close after the frames already queued are written."""
+        if self._burst:
+            self._end_burst()
         self._closing = True
         self._wake.set()
 
