@@ -141,6 +141,15 @@ def _cpu_per_signal_us(f: Flood) -> float:
     return sum(f.cpu.values()) / max(1, len(f.arrivals)) * 1e6
 
 
+def _split(floods: list[Flood]) -> str:
+    """Median CPU microseconds per delivered signal of each process, e.g. "hub 20, bridge 38, bench 40"
+    (the bench is the operator and the pty/MQTT reader)."""
+    def per_signal(f: Flood, name: str) -> float:
+        return f.cpu.get(name, 0.0) / max(1, len(f.arrivals)) * 1e6
+    return ", ".join(f"{name} {statistics.median(per_signal(f, name) for f in floods):.0f}"
+                     for name in floods[0].cpu)
+
+
 def install_line(side: Side, arrive: Arrive) -> None:
     side.on_line = lambda line, t: arrive(seq_of_line(line), t)
 
@@ -178,7 +187,8 @@ async def flood_benchmark(rig: Rig, results: Results, section: str, kind: str, d
     cpu_ratio = median_ratio([(_cpu_per_signal_us(b), _cpu_per_signal_us(a))
                               for b, a in zip(brs, got["baseline"], strict=True)])
     results.add(Row(section, "CPU per signal, whole path", cpu_b, "us", cpu_a, cpu_ratio, "", None,
-                    "operator + hub + bridge (baseline: operator + relay + device); steadier than signals/s"))
+                    "operator + hub + bridge (baseline: operator + relay + device); steadier than signals/s; "
+                    f"by process, us: {_split(brs)} (baseline: {_split(got['baseline'])})"))
     base_audit = [sum(f.audit()[i] for f in got["baseline"]) for i in range(3)]
     results.add(Row(section, "lost/dup/reordered", lost + dup + reord, "", sum(base_audit), None,
                     "0 (retry: true)", clean, f"lost {lost}, duplicated {dup}, reordered {reord}"))
