@@ -89,8 +89,7 @@ class Daemon:
         #: Opened by run() (an audit log that cannot be opened stops the start: the operator asked for it).
         self.audit: AuditLog | None = None
         self.notifier = Notifier.from_env()
-        self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "writes_refused": 0,
-                                         "sessions": 0}
+        self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "sessions": 0}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         # The engine's timer (see _arm_timer): the handle and the deadline it is set for.
@@ -409,11 +408,11 @@ class Daemon:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
-                    self.counters["writes_refused"] += 1
+                    self.engine.counters["writes_refused"] += 1   # in bridge.status
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos):
-                    self.counters["writes_refused"] += 1
+                    self.engine.counters["writes_refused"] += 1   # in bridge.status
             elif isinstance(cmd, Audit):
                 if self.audit is not None:
                     self.audit.write(cmd.record)

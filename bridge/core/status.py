@@ -8,7 +8,11 @@ Data (one compact JSON object, version 1)::
      "lease": "CONNECTION_ID" | null,                # null also when control.lease is off
      "devices": {"base": "up", "arm": "down"},
      "counters": {"signals": 12, "unmatched": 1, "telemetry_dropped": 0, "watchdog_fired": 2,
-                  "estops": 0, "decisions": {"applied": 9, "clamped": 0, "rejected": 1, ...}}}
+                  "estops": 0, "writes_refused": 0,
+                  "decisions": {"applied": 9, "clamped": 0, "rejected": 1, ...}}}
+
+``writes_refused`` counts lines and publishes a device link did not take (the device down, or its
+bounded queue full): decided, but never written.
 
 ``decisions`` always holds every decision of :class:`bridge.core.decisions.Decision` (0 when none yet),
 so a reader never has to guess whether a key is missing or zero.
@@ -97,6 +101,7 @@ def status_data(*, estopped: bool, lease: str | None, devices: Mapping[str, bool
             "telemetry_dropped": counters["telemetry_dropped_link_down"],
             "watchdog_fired": counters["watchdog_fired"],
             "estops": counters["estops"],
+            "writes_refused": counters["writes_refused"],
             "decisions": {d.value: decisions[d] for d in Decision},
         },
     }
