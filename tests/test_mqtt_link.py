@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,7 +322,7 @@ async def _collect(c: aiomqtt.Client, n: int) -> list[int]:
 async def test_qos1_burst_is_queued_not_lost_and_arrives_in_order(mosquitto: Mosquitto) -> None:
     # A burst far past the in-flight window, in one go (no loop turn: nothing can be acknowledged
     # meanwhile). The broker keeps all (max_queued_messages 0); so must the link.
-    n = 5_000
+    n = mqtt_link.MAX_QUEUED
     assert n > 10 * mqtt_link.MAX_INFLIGHT
     async with running(mosquitto) as h, peer(mosquitto, "arm/burst") as device:
         assert await h.state() is True
@@ -350,10 +351,23 @@ async def test_full_queue_refuses_the_newest_and_counts(mosquitto: Mosquitto,
         assert await _collect(device, 300) == list(range(301, 601))
 
 
+async def test_the_queue_is_short_enough_that_nothing_waits_long(mosquitto: Mosquitto) -> None:
+    # The real bound, not a patched one: a queue is a delay, and a robot must not act on commands that
+    # waited seconds in it. 1,000 leave a local broker in ~0.3 s.
+    assert mqtt_link.MAX_QUEUED <= 1_000
+    async with running(mosquitto) as h, peer(mosquitto, "arm/burst") as device:
+        assert await h.state() is True
+        started = time.monotonic()
+        accepted = [h.link.publish("arm/burst", str(i).encode(), qos=1) for i in range(1_001)]
+        assert accepted.count(True) == mqtt_link.MAX_QUEUED and accepted[-1] is False
+        assert await _collect(device, mqtt_link.MAX_QUEUED) == list(range(mqtt_link.MAX_QUEUED))
+        print(f"{mqtt_link.MAX_QUEUED} queued publishes delivered in {time.monotonic() - started:.2f} s")
+
+
 async def test_queue_at_an_outage_is_dropped_never_replayed(mosquitto: Mosquitto) -> None:
     async with running(mosquitto) as h:
         assert await h.state() is True
-        n = 3_000
+        n = mqtt_link.MAX_QUEUED
         assert all([h.link.publish("arm/grip/set", f"stale {i}".encode(), qos=1) for i in range(n)])
         mosquitto.stop()      # blocks the loop: most of the burst is still in paho's queue
         assert await h.state() is False
