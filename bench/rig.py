@@ -60,6 +60,9 @@ class Side:
     close: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
     #: bridge side: session_id, hub_port, bridge_id, workdir (for benchmarks that need more clients)
     info: dict[str, Any] = field(default_factory=dict)
+    #: bridge side: the bridge's ``counters.writes_refused`` (asked with ``bridge.describe``): commands
+    #: it received but a device link did not take (bounded queue full). None for the baseline.
+    writes_refused: Callable[[], Awaitable[int]] | None = None
 
     def start(self) -> None:
         self.pty.start_reading(lambda line, t: self.on_line(line, t))
@@ -204,8 +207,16 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
         conf.write_text(bridge_yaml(hub_port, sid, workdir / "bridge.token", pty.path, mqtt_port, topic))
         bridge = await Child("bridge", [*_prefix("BENCH_BRIDGE_PREFIX"), "run", "-c", str(conf)]).start()
 
+        status_waiters: list[asyncio.Future[dict[str, Any]]] = []
+
         def on_event(event: Any, t: float) -> None:
-            if isinstance(event, Signal) and side_box:
+            if not isinstance(event, Signal):
+                return
+            if event.type == "bridge.status" and status_waiters:
+                waiter = status_waiters.pop(0)
+                if not waiter.done():
+                    waiter.set_result(json.loads(event.data))
+            elif side_box:
                 side_box[0].on_signal(event.type, event.data, t)
 
         op = await Operator.join(f"ws://127.0.0.1:{hub_port}", sid, op_token, on_event)
@@ -215,7 +226,14 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
         async def send(kind: str, data: str) -> None:
             await client.signal(type=kind, data=data, to=bridge_id, retry_after_reconnect=True)
 
-        side = Side("bridge", pty, topic, send, {"hub": hub, "bridge": bridge})
+        async def writes_refused() -> int:
+            waiter = asyncio.get_running_loop().create_future()
+            status_waiters.append(waiter)
+            await client.signal(type="bridge.describe", data="{}", to=bridge_id)
+            status = await asyncio.wait_for(waiter, scaled(10))
+            return int(status["counters"]["writes_refused"])
+
+        side = Side("bridge", pty, topic, send, {"hub": hub, "bridge": bridge}, writes_refused=writes_refused)
         side.close = [op.close, bridge.stop, hub.stop]
         side.info = {"session_id": sid, "hub_port": hub_port, "bridge_id": bridge_id, "conf": conf,
                      "operator": client}

@@ -23,7 +23,7 @@ from bench.rig import Rig, Side
 #: Signals awaiting the hub's ack at once (bridge side; SessionClient.signal() returns on the ack).
 BRIDGE_WINDOW = 64
 #: Signals sent and not yet arrived, at most (both sides). Below the bridge's own bounded queues
-#: (SessionClient events: 1000; MQTT publishes in flight: 256), so that what is measured is throughput,
+#: (SessionClient events: 1000; MQTT link queue: 1,000 publishes), so that what is measured is throughput,
 #: not how a queue overflows (see README, "overload").
 SERIAL_E2E_WINDOW = 500
 MQTT_E2E_WINDOW = 200
@@ -33,6 +33,9 @@ MQTT_E2E_WINDOW = 200
 class Flood:
     sent: int = 0
     refused: int = 0
+    #: refused by the bridge itself: received, but its device link's bounded queue was full (counted in
+    #: bridge.status writes_refused); never written, so not lost silently
+    device_refused: int = 0
     arrivals: list[int] = field(default_factory=list)
     first_send: float = 0.0
     last_arrival: float = 0.0
@@ -52,7 +55,7 @@ class Flood:
     def audit(self) -> tuple[int, int, int]:
         """(lost, duplicated, reordered) among the accepted signals."""
         unique = set(self.arrivals)
-        lost = max(0, self.sent - self.refused - len(unique))
+        lost = max(0, self.sent - self.refused - self.device_refused - len(unique))
         dup = len(self.arrivals) - len(unique)
         reordered, high = 0, -1
         for n in self.arrivals:
@@ -91,6 +94,7 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
         progress.set()
 
     install(side, arrive)
+    refused_before = await side.writes_refused() if side.writes_refused is not None else 0
     pids = {name: c.pid for name, c in side.procs.items()} | {"bench": os.getpid()}
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     f.first_n = next_seq()  # every n of this flood is above it
@@ -118,9 +122,12 @@ async def flood(side: Side, kind: str, data: Callable[[int], str], install: Call
     window = BRIDGE_WINDOW if side.name == "bridge" else 1
     try:
         await asyncio.wait_for(asyncio.gather(*(sender() for _ in range(window))), scaled(seconds + 30))
+        if side.writes_refused is not None:
+            # Asked after the last signal, on the same path: answered once the bridge has handled them all.
+            f.device_refused = await side.writes_refused() - refused_before
         drain_from = time.monotonic()
         deadline = drain_from + scaled(30)
-        while len(f.arrivals) < f.sent - f.refused and time.monotonic() < deadline:
+        while len(f.arrivals) < f.sent - f.refused - f.device_refused and time.monotonic() < deadline:
             progress.clear()
             try:
                 await asyncio.wait_for(progress.wait(), scaled(2))
@@ -176,10 +183,12 @@ async def flood_benchmark(rig: Rig, results: Results, section: str, kind: str, d
     ratio = median_ratio([(b.rate, a.rate) for b, a in zip(brs, got["baseline"], strict=True)])
     lost, dup, reord = (sum(f.audit()[i] for f in brs) for i in range(3))
     refused = sum(f.refused for f in brs)
-    clean = lost == dup == reord == refused == 0
+    device_refused = sum(f.device_refused for f in brs)
+    clean = lost == dup == reord == refused == device_refused == 0
     note = (f"median of {rounds} rounds of {seconds:g} s, {sum(f.sent for f in brs)} sent, at most "
             f"{e2e_window} in flight; hub rate limit off"
-            + (f"; refused {refused} ({brs[-1].refusal or 'see log'})" if refused else ""))
+            + (f"; refused {refused} ({brs[-1].refusal or 'see log'})" if refused else "")
+            + (f"; {device_refused} refused by the bridge (device queue full)" if device_refused else ""))
     verdict = (rate >= target and clean) if target else None
     results.add(Row(section, "signals/s", rate, "/s", base, ratio, f">= {target:,.0f}/s" if target else "",
                     verdict, note))
@@ -204,10 +213,12 @@ async def overload(rig: Rig, results: Results, section: str, kind: str, data: Ca
         return
     b, a = got["bridge"][0], got["baseline"][0]
     lost, dup, reord = b.audit()
+    refused = (f"; refused by the bridge, its device queue full (bridge.status writes_refused, never "
+               f"written): {b.device_refused:,}" if b.device_refused else "")
     results.add(Row(section, "overload: lost/dup/reordered", lost + dup + reord, "", sum(a.audit()), None,
                     "0 (retry: true)", lost + dup + reord == 0,
                     f"{count:,} sent with no end-to-end window; lost {lost}, duplicated {dup}, "
-                    f"reordered {reord}"))
+                    f"reordered {reord}{refused}"))
 
 
 async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
