@@ -24,6 +24,17 @@ async def hub() -> AsyncIterator[HubHandle]:
         yield h
 
 
+async def data_of_signals(client: SessionClient, n: int) -> list[str]:
+    """The data of the next ``n`` signals ``client`` receives, in order."""
+    got: list[str] = []
+    async for ev in client.events():
+        if isinstance(ev, Signal):
+            got.append(ev.data)
+            if len(got) == n:
+                break
+    return got
+
+
 async def test_a_burst_arrives_whole_and_in_order_with_every_frame_size(hub: HubHandle) -> None:
     a = SessionClient(hub.url, SID, hub.token(SID, "publisher", ""))
     b = SessionClient(hub.url, SID, hub.token(SID, "publisher", ""))
@@ -39,20 +50,12 @@ async def test_a_burst_arrives_whole_and_in_order_with_every_frame_size(hub: Hub
                 await a.signal(type="b", data=d, to=b.connection.id if b.connection else None)
 
         sends = [asyncio.ensure_future(one(d)) for d in datas]   # scheduled in order: ids in order
-        got: list[str] = []
-
-        async def collect() -> None:
-            async for ev in b.events():
-                if isinstance(ev, Signal):
-                    got.append(ev.data)
-                    if len(got) == n:
-                        return
-        await asyncio.wait_for(asyncio.gather(*sends, collect()), scaled(30))
+        _, got = await asyncio.wait_for(asyncio.gather(asyncio.gather(*sends), data_of_signals(b, n)),
+                                        scaled(30))
         assert got == datas
         assert a.stats["acked"] == n and b.stats["duplicates"] == 0
         # A bad frame would close the link and the resume would hide it: no reconnect may have happened.
         assert a.stats["reconnects"] == 0 and b.stats["reconnects"] == 0
-
 
 
 class _WriteCounter:
@@ -83,15 +86,8 @@ async def test_a_burst_sent_in_one_loop_turn_costs_a_few_writes_end_to_end(hub: 
         n = 200
         # Scheduled together: each runs up to its write in the same loop turn.
         sends = [asyncio.ensure_future(a.signal("b", str(i), to=to_b)) for i in range(n)]
-        got: list[str] = []
-
-        async def collect() -> None:
-            async for ev in b.events():
-                if isinstance(ev, Signal):
-                    got.append(ev.data)
-                    if len(got) == n:
-                        return
-        await asyncio.wait_for(asyncio.gather(*sends, collect()), scaled(10))
+        _, got = await asyncio.wait_for(asyncio.gather(asyncio.gather(*sends), data_of_signals(b, n)),
+                                        scaled(10))
         assert got == [str(i) for i in range(n)]
         # The first signal is alone in flight (written at once, nothing gathered); the second opens the
         # gathering (written at once too); the other 198 leave together.
