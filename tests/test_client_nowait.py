@@ -12,6 +12,7 @@ from bridge.core.signal import MAX_DATA_BYTES
 from bridge.session import Reconnecting, SessionClient, Signal, SignalError
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub
+from tests.test_client_session import signals_until
 
 SID = "lab-1"
 
@@ -24,19 +25,6 @@ async def hub() -> AsyncIterator[HubHandle]:
 
 def client(h: HubHandle, role: str = "publisher") -> SessionClient:
     return SessionClient(h.url, SID, h.token(SID, role, ""))
-
-
-async def signals_until(s: SessionClient, marker: str) -> list[Signal]:
-    got: list[Signal] = []
-
-    async def collect() -> list[Signal]:
-        async for ev in s.events():
-            if isinstance(ev, Signal):
-                if ev.data == marker:
-                    return got
-                got.append(ev)
-        raise AssertionError("events ended before the marker")
-    return await asyncio.wait_for(collect(), scaled(10))
 
 
 async def test_nowait_keeps_order_with_signal_and_leaves_nothing_pending(hub: HubHandle) -> None:
