@@ -203,3 +203,10 @@ def session_id_fields(session_id: str) -> list[str] | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     return raw.split("~")
+
+
+def token_identity(token: str) -> str:
+    """A stable, non-secret name for one client token: the same token gives the same identity on every
+    connection it opens (so limits keyed on it survive reconnecting), and the identity reveals nothing
+    that would let anyone rebuild the token. Never raises, whatever the string holds."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
