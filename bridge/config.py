@@ -59,7 +59,23 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> B
     config = None if root is None else _Builder(reader, Path(path).parent).build(root)
     if reader.issues or config is None:
         raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
+    _compiles(config)
     return config
+
+
+def _compiles(config: BridgeConfig) -> None:
+    """Build the engine from ``config`` exactly as `sigbridge run` (and a reload) will: the last step
+    of every load, so that what `sigbridge check` accepts the daemon starts with. The checks above
+    report problems with their line; this only catches what they missed (a bug), still as an error
+    and never as a traceback."""
+    from bridge.core.engine import Engine  # the engine imports the model only; kept out of --help
+
+    try:
+        Engine(config)
+    except Exception as exc:
+        raise ConfigError([ConfigIssue(config.source, 1, "",
+                                       f"the engine cannot use this config: {type(exc).__name__}: {exc}")],
+                          ) from None
 
 
 def load_or_report(path: str, *, consequence: str = "") -> BridgeConfig | None:

@@ -4,6 +4,10 @@ actions and their templates, telemetry streams, safety, and the cross-references
 Templates follow `bridge.core.templates` (str.format fields that name declared params, no conversions,
 no attribute or index access, no nested specs); here each field's format spec is also tried on a sample
 value of the param's type, so ``{x:d}`` on a float param is a config error, not a refused command.
+Every action is then compiled by the engine's own code (`bridge.core.actions.CompiledAction`), and a
+param-less one (a safe action) filled as the engine fills it at start, so that whatever the engine
+would refuse at start is an error here with its line: `sigbridge check` and `sigbridge run` load a
+config through this same code and cannot disagree. Control characters: `bridge.core.controls`.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ from typing import Any
 import yaml
 
 from bridge.configtree import Reader, join, suggest
+from bridge.core.actions import CompiledAction
+from bridge.core.controls import control_chars, first_control
 from bridge.core.model import Action, Expect, MqttAction, ParamSpec, SerialAction
 from bridge.core.signal import ROLES, SIGNALLING_ROLES, check_signal
+from bridge.core.templates import FillError, TemplateError
 
-#: As bridge.core.params.CONTROL_CHARS: never in a line or a topic (tab is allowed in literal text).
-_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = re.compile(r"[*?\[\]!]")
-_SERIAL_ACTION_KEYS = ("device", "line", "expect")
+_SERIAL_ACTION_KEYS = ("device", "line", "expect", "allow_tab")
 _MQTT_ACTION_KEYS = ("device", "topic", "payload", "qos")
 _FORMATTER = string.Formatter()
 KIND_LABEL = {"serial": "serial", "mqtt": "MQTT"}
@@ -65,29 +70,36 @@ class Checks:
         if "+" in text or "#" in text:
             self.r.error(node, path, f"a topic to publish to cannot hold the wildcards + or #: {text!r}")
             return False
-        if _CONTROL.search(text):
-            self.r.error(node, path, "a topic cannot hold control characters")
+        control = first_control(text)
+        if control is not None:
+            self.r.error(node, path, f"a topic cannot hold control characters (found {control}): {text!r}")
             return False
         return True
 
     def literal_line(self, node: yaml.Node, path: str, newline: str) -> str | None:
-        """A fixed serial line (a heartbeat): no control character, no terminator inside."""
+        """A fixed serial line (a heartbeat): no control character (not even a tab), no terminator."""
         line = self.r.string(node, path)
-        if line is not None and not self._line_text_ok(node, path, line, newline):
+        if line is not None and not self._line_text_ok(node, path, line, newline, allow_tab=False):
             return None
         return line
 
-    def _line_text_ok(self, node: yaml.Node, path: str, text: str, newline: str) -> bool:
-        if (newline and newline in text) or _CONTROL.search(text):
-            self.r.error(node, path, f"a line cannot hold the device's newline or control characters "
-                                     f"(the newline {newline!r} is added when it is written): {text!r}")
+    def _line_text_ok(self, node: yaml.Node, path: str, text: str, newline: str, *, allow_tab: bool) -> bool:
+        if newline and newline in text:
+            self.r.error(node, path, f"a line cannot hold the device's newline (the newline {newline!r} "
+                                     f"is added when it is written): {text!r}")
+            return False
+        control = first_control(text, allow_tab=allow_tab)
+        if control is not None:
+            hint = " (a tab needs allow_tab: true on this action)" if control == "U+0009" else ""
+            self.r.error(node, path, f"a line cannot hold control characters (found {control}){hint}: "
+                                     f"{text!r}")
             return False
         return True
 
     # ------------------------------------------------------------ templates
 
     def template(self, node: yaml.Node, path: str, text: str,
-                 params: Mapping[str, ParamSpec | None] | None) -> bool:
+                 params: Mapping[str, ParamSpec | None] | None, *, allow_tab: bool = False) -> bool:
         """Check a str.format template against the params in scope (None: an action outside a rule,
         which can name no param). Returns False when a problem was recorded."""
         try:
@@ -99,14 +111,14 @@ class Checks:
         for _literal, name, spec, conversion in parts:
             if name is None:
                 continue
-            problem = self._field_problem(name, spec or "", conversion, params)
+            problem = self._field_problem(name, spec or "", conversion, params, allow_tab)
             if problem is not None:
                 self.r.error(node, path, f"template {text!r}: {problem}")
                 ok = False
         return ok
 
     def _field_problem(self, name: str, spec: str, conversion: str | None,
-                       params: Mapping[str, ParamSpec | None] | None) -> str | None:
+                       params: Mapping[str, ParamSpec | None] | None, allow_tab: bool) -> str | None:
         if not name:
             return "{} needs a param name, e.g. {x}"
         if not _PARAM_NAME.fullmatch(name):
@@ -127,7 +139,7 @@ class Checks:
             out = format(_sample(param), spec)
         except (ValueError, TypeError) as exc:
             return f"format spec {{{name}:{spec}}} does not fit {param.type} param {name!r}: {exc}"
-        if _CONTROL.search(out):
+        if control_chars(allow_tab=allow_tab).search(out):
             return f"format spec {{{name}:{spec}}} would write a control character"
         return None
 
@@ -170,22 +182,41 @@ class Checks:
         if keys[1] not in m:
             r.error(node, path, f"missing required key {keys[1]!r} (for the {KIND_LABEL[kind]} device "
                                 f"{device!r})")
+        built: Action | None
         if kind == "serial":
-            return self._serial_action(m, path, device, params)
-        return self._mqtt_action(m, path, device, params)
+            built = self._serial_action(m, path, device, params)
+        else:
+            built = self._mqtt_action(m, path, device, params)
+        return None if built is None else self._compiled(built, node, path, params)
+
+    def _compiled(self, action: Action, node: yaml.Node, path: str,
+                  params: Mapping[str, ParamSpec | None] | None) -> Action | None:
+        """Compile ``action`` as the engine does at start and, for a param-less (safe) action, fill it
+        as the engine does once at start: anything the engine would refuse is an error here."""
+        try:
+            compiled = CompiledAction(action, frozenset(params or ()), self.newlines)
+            if params is None:
+                compiled.fill({})
+        except (TemplateError, FillError, ValueError) as exc:
+            self.r.error(node, path, f"the engine cannot use this action: {exc}")
+            return None
+        return action
 
     def _serial_action(self, m: dict[str, yaml.Node], path: str, device: str | None,
                        params: Mapping[str, ParamSpec | None] | None) -> SerialAction | None:
         r = self.r
         newline = self.newlines.get(device or "", "\n")
+        allow_tab = r.boolean(m["allow_tab"], join(path, "allow_tab")) if "allow_tab" in m else False
         line = r.string(m["line"], join(path, "line")) if "line" in m else None
-        if line is not None and not (self._line_text_ok(m["line"], join(path, "line"), line, newline)
-                                     and self.template(m["line"], join(path, "line"), line, params)):
+        if line is not None and not (
+                self._line_text_ok(m["line"], join(path, "line"), line, newline, allow_tab=bool(allow_tab))
+                and self.template(m["line"], join(path, "line"), line, params, allow_tab=bool(allow_tab))):
             line = None
         expect = self._expect(m["expect"], join(path, "expect")) if "expect" in m else None
-        if device is None or device not in self.kinds or line is None or ("expect" in m and expect is None):
+        if device is None or device not in self.kinds or line is None or ("expect" in m and expect is None) \
+                or allow_tab is None:
             return None
-        return SerialAction(device=device, line=line, expect=expect)
+        return SerialAction(device=device, line=line, expect=expect, allow_tab=allow_tab)
 
     def _expect(self, node: yaml.Node, path: str) -> Expect | None:
         r = self.r

@@ -68,13 +68,20 @@ SHUTDOWN_GRACE_S = 0.2
 
 def run_main(args: argparse.Namespace) -> int:
     """Load the config (exit 2 with file:line errors, like `sigbridge check`) and run until stopped."""
-    config = load_or_report(args.config, consequence="; not starting")
-    if config is None:
+    daemon = prepare(args.config)
+    if daemon is None:
         return 2
     try:
-        return asyncio.run(Daemon(config).run())
+        return asyncio.run(daemon.run())
     except KeyboardInterrupt:   # a second Ctrl-C while shutting down
         return 130
+
+
+def prepare(path: str) -> Daemon | None:
+    """Everything `sigbridge run` does before its event loop: the config loaded through the same code
+    as `sigbridge check` (errors printed as ``file:line: ...``; None), then the daemon built from it."""
+    config = load_or_report(path, consequence="; not starting")
+    return None if config is None else Daemon(config)
 
 
 class Daemon:

@@ -301,8 +301,8 @@ rules:
         "bridge.yaml:9: rules[0].send[1]: missing required key 'line' (for the serial device 'base')",
         "bridge.yaml:10: rules[0].send[2].retain: commands are never retained (a retained command would be "
         "replayed to the device by the broker)",
-        "bridge.yaml:11: rules[0].send[3].line: a line cannot hold the device's newline or control "
-        "characters (the newline '\\n' is added when it is written): 'A\\nB'",
+        "bridge.yaml:11: rules[0].send[3].line: a line cannot hold the device's newline (the newline "
+        "'\\n' is added when it is written): 'A\\nB'",
         "bridge.yaml:12: rules[0].send[4].topic: a topic to publish to cannot hold the wildcards + or #: "
         "'x/+'",
         "bridge.yaml:12: rules[0].send[4].qos: must be at most 2, got 3",

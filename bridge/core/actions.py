@@ -78,7 +78,8 @@ class CompiledAction:
             self.topic = TopicTemplate(action.topic, params)
             self.payload = PayloadTemplate(action.payload, params)
         else:
-            self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"))
+            self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"),
+                                     allow_tab=action.allow_tab)
             if action.expect is not None:
                 self.expect = re.compile(action.expect.pattern)
 

@@ -126,11 +126,13 @@ class Expect:
 
 @dataclass(frozen=True, slots=True)
 class SerialAction:
-    """Write one line (``line`` template + the device's newline) to a serial device."""
+    """Write one line (``line`` template + the device's newline) to a serial device. ``allow_tab``: the
+    template text may hold tabs (never a param value: see ``bridge.core.controls``)."""
 
     device: str
     line: str
     expect: Expect | None = None
+    allow_tab: bool = False
 
 
 @dataclass(frozen=True, slots=True)

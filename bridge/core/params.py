@@ -13,8 +13,8 @@ Rules enforced, in this order for each declared param:
 - types: ``bool`` is only true/false, ``int`` is an integer that is not a bool, ``float`` accepts an
   int or a float (an int is converted), ``string`` is a str; NaN and +-inf are refused;
 - ``min``/``max`` with ``on_range: reject`` (refused) or ``clamp`` (pulled to the bound, ``clamped``);
-- strings: no control character (U+0000-U+001F, U+007F, U+2028, U+2029) anywhere, then ``enum``
-  membership or ``pattern`` full match.
+- strings: no control character anywhere (``bridge.core.controls``: every Unicode Cc character, U+2028
+  and U+2029; a tab too, always), then ``enum`` membership or ``pattern`` full match.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.controls import first_control
 from bridge.core.model import ParamSpec, Scalar
-
-#: Characters that must never reach a device inside a value: C0 controls, DEL and the Unicode line
-#: and paragraph separators (some firmware and terminals treat them as line ends).
-CONTROL_CHARS = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
 
 #: The data key that carries a client's correlation id for ``bridge.ack``.
 ID_KEY = "id"
@@ -124,8 +121,9 @@ class ParamChecker:
         return _check_range(spec, number)
 
     def _check_string(self, spec: ParamSpec, value: str) -> tuple[Scalar, bool] | ParamRefusal:
-        if CONTROL_CHARS.search(value) is not None:
-            return ParamRefusal(f"param {spec.name!r} contains a control character")
+        control = first_control(value)
+        if control is not None:
+            return ParamRefusal(f"param {spec.name!r} contains a control character ({control})")
         if spec.enum is not None and value not in spec.enum:
             return ParamRefusal(f"param {spec.name!r} must be one of {_listing(spec.enum)}")
         pattern = self._patterns.get(spec.name)

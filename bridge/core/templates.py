@@ -9,7 +9,8 @@ Contract:
 - ``Template(text, params)`` compiles (raises TemplateError); ``.fill(values)`` returns the text or
   raises ``FillError`` (a missing optional param, a spec that does not fit the value).
 - ``LineTemplate`` adds the serial rule: the filled line must contain neither the device's newline
-  nor any control character, else ``FillError``; the terminator is added by the serial link.
+  nor any control character (``bridge.core.controls``; a tab only with ``allow_tab``), else
+  ``FillError``; the terminator is added by the serial link.
 - ``PayloadTemplate`` is a string template (UTF-8 bytes) or a JSON mapping in which a value that is
   exactly ``"{param}"`` keeps the param's JSON type and any other string is a template.
 - ``TopicTemplate`` refuses an empty topic, wildcards (``+``, ``#``) and control characters.
@@ -22,8 +23,8 @@ import string
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from bridge.core.controls import CONTROL_CHARS, control_chars
 from bridge.core.model import Scalar
-from bridge.core.params import CONTROL_CHARS
 
 
 class TemplateError(ValueError):
@@ -85,17 +86,20 @@ class Template:
 class LineTemplate:
     """A serial ``line:`` template for a device with the given newline."""
 
-    __slots__ = ("_newline", "_template")
+    __slots__ = ("_controls", "_newline", "_template")
 
-    def __init__(self, text: str, params: Collection[str], newline: str) -> None:
+    def __init__(self, text: str, params: Collection[str], newline: str, *, allow_tab: bool = False) -> None:
         self._template = Template(text, params)
         self._newline = newline
+        # allow_tab: the params checker has already refused a tab in any value, so a tab here can
+        # only come from the config's own template text.
+        self._controls = control_chars(allow_tab=allow_tab)
 
     def fill(self, values: Mapping[str, Scalar]) -> str:
         line = self._template.fill(values)
         if self._newline and self._newline in line:
             raise FillError("the line would contain the device's newline")
-        if CONTROL_CHARS.search(line) is not None:
+        if self._controls.search(line) is not None:
             raise FillError("the line would contain a control character")
         return line
 
