@@ -1,10 +1,18 @@
-"""Clock offset / RTT estimate: min-RTT filter, window ageing, bad samples."""
+"""Clock offset / RTT estimate: min-RTT filter, window ageing, bad samples; and the hub time a client
+estimates (what the stale guard reads) kept against the monotonic clock, so a wall-clock step
+moves nothing."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
 from bridge.core.clock import ClockEstimator
+from bridge.core.safety import is_stale
+from bridge.session.client import SessionClient
+from tests.conftest import scaled
+from tests.helpers.hub import hub_process
 
 
 def test_no_sample_means_zero_offset() -> None:
@@ -46,3 +54,41 @@ def test_negative_rtt_is_ignored() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ClockEstimator(window=0)
+
+
+def test_hub_time_is_the_local_monotonic_time_plus_the_offset() -> None:
+    c = ClockEstimator()
+    c.add(1000.0, 1505.0, 1010.0)
+    assert c.hub_now_ms(4000.0) == pytest.approx(4500.0)
+
+
+# ---------------------------------------------------------------- a wall-clock step on the client host
+
+
+@pytest.mark.parametrize("step_s", [-10.0, 10.0], ids=["back", "forward"])
+async def test_a_wall_clock_step_moves_neither_the_hub_time_nor_the_stale_verdict(
+        monkeypatch: pytest.MonkeyPatch, step_s: float) -> None:
+    """The hub runs in its own process (its clock is not stepped); this process's wall clock is stepped
+    under a connected client, as an NTP correction would. The client's estimate of the hub's time, and
+    with it the stale guard's verdict on a 3 s old and on a fresh command, must not move, neither at
+    once nor after a new clock sample taken under the stepped clock."""
+    real = time.time
+    with hub_process() as hub:
+        async with SessionClient(hub.url, "clk", hub.token("clk")) as c:
+            await c.ping()
+            slack_ms = scaled(0.25) * 1000
+
+            def judged() -> None:
+                hub_now = real() * 1000          # the hub shares this host's (unstepped) clock
+                assert abs(c.hub_time_ms() - hub_now) < slack_ms
+                assert is_stale(300, int(hub_now - 3000), int(c.hub_time_ms()))
+                assert not is_stale(300, int(hub_now - 50), int(c.hub_time_ms()))
+
+            judged()
+            monkeypatch.setattr(time, "time", lambda: real() + step_s)
+            judged()                             # at once
+            for _ in range(3):
+                await c.ping()                   # samples taken under the stepped wall clock
+                judged()
+            # What the client reports as hub minus wall clock shows the step (it is the truth).
+            assert c.clock_offset_ms == pytest.approx(-step_s * 1000, abs=slack_ms)

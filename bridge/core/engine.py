@@ -16,8 +16,9 @@ method that returns the commands to carry out, *in order*:
 - ``shutdown()``: the on_shutdown actions;
 - ``take_over(old, now)``: on a config reload, the new engine inherits the old one's state.
 
-``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (local wall clock plus the
-measured offset), used only by the stale guard. Commands are ``WriteLine`` (the link adds the device's
+``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (the local MONOTONIC
+clock plus the measured offset, ``bridge.core.clock``: a wall-clock step on the bridge host moves
+neither), used only by the stale guard and audit times. Commands are ``WriteLine`` (the link adds the device's
 newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
 
 The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:

@@ -23,7 +23,8 @@ applied command of that rule; when ``now`` passes it, ``expired(now)`` hands bac
 ``now`` is monotonic seconds.
 
 Stale guard: ``is_stale(max_age_ms, ts, hub_now_ms)``: age is the hub's current time (estimated from
-the client's measured clock offset) minus the hub timestamp of the signal.
+the local monotonic clock and the measured offset to the hub, ``bridge.core.clock``, so that a step of
+the local wall clock neither disables nor trips the guard) minus the hub timestamp of the signal.
 """
 
 from __future__ import annotations

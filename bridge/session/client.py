@@ -26,7 +26,7 @@ from bridge.core.client_protocol import disconnect_frame, force_disconnect_frame
 from bridge.core.events import Disconnected, SessionEvent
 from bridge.core.linkstate import LinkEvent, LinkState
 from bridge.core.signal import BAD_REQUEST, CLIENT_DISCONNECTED, NOT_CONNECTED, check_signal
-from bridge.session.clientlink import RETRYABLE, LinkSupervisor, Refused, SignalError, wall_ms
+from bridge.session.clientlink import RETRYABLE, LinkSupervisor, Refused, SignalError, mono_ms, wall_ms
 
 
 class SessionClient(LinkSupervisor):
@@ -64,8 +64,9 @@ class SessionClient(LinkSupervisor):
 
     @property
     def clock_offset_ms(self) -> float:
-        """Hub clock minus local clock, ms (min-RTT filtered)."""
-        return self._clock.offset_ms
+        """Hub clock minus the local wall clock now, ms (min-RTT filtered; the estimate itself is kept
+        against the monotonic clock, so a wall-clock step shows here at once and nowhere else)."""
+        return self._clock.hub_now_ms(mono_ms()) - wall_ms()
 
     @property
     def rtt_ms(self) -> float | None:
@@ -73,8 +74,10 @@ class SessionClient(LinkSupervisor):
         return self._clock.rtt_ms
 
     def hub_time_ms(self) -> float:
-        """Now on the hub's clock: the local wall clock plus the offset (to judge a signal's age by ts)."""
-        return wall_ms() + self._clock.offset_ms
+        """Now on the hub's clock (to judge a signal's age by its ``ts``): estimated from the local
+        monotonic clock, never the wall clock, so that a wall-clock step neither ages nor rejuvenates
+        signals (see ``bridge.core.clock``)."""
+        return self._clock.hub_now_ms(mono_ms())
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -207,7 +210,7 @@ class SessionClient(LinkSupervisor):
         ws = self._require_link()
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         id_ = self._outbox.new_id()
-        self._pings[id_] = (wall_ms(), fut)
+        self._pings[id_] = (mono_ms(), fut)
         await self._send_control(ws, ping_frame(id_))
         return await fut
 

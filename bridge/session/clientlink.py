@@ -93,6 +93,12 @@ def wall_ms() -> float:
     return time.time() * 1000.0
 
 
+def mono_ms() -> float:
+    """The local clock of the hub clock estimate (``bridge.core.clock``): monotonic, so that a step of
+    the wall clock never moves the estimate of the hub's time."""
+    return time.monotonic() * 1000.0
+
+
 class LinkSupervisor:
     """Owns the link to the hub and everything that moves over it; the state the public API reads.
     Not used on its own: see :class:`bridge.session.client.SessionClient` for the options."""
@@ -208,10 +214,10 @@ class LinkSupervisor:
                 tls: dict[str, Any] = {} if self._ssl is None else {"ssl": self._ssl}
                 ws = await connect(self.uri, max_size=MAX_FRAME_BYTES, ping_interval=None,
                                    compression=None, open_timeout=None, close_timeout=1.0, **tls)
-                sent = wall_ms()
+                sent = mono_ms()
                 await ws.send(connect_frame(self._token, resume))
                 frame = parse_hub_frame(await ws.recv())
-                received = wall_ms()
+                received = mono_ms()
         except BaseException:
             if ws is not None:
                 ws.transport.abort()
@@ -314,7 +320,7 @@ class LinkSupervisor:
         elif isinstance(frame, Pong):
             sent, waiter = self._pings.pop(frame.id, (None, None))
             if sent is not None:
-                received = wall_ms()
+                received = mono_ms()
                 self._clock.add(sent, frame.server_time, received)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(received - sent)
@@ -362,7 +368,7 @@ class LinkSupervisor:
             if now >= next_ping:
                 next_ping = now + self._ping_interval_s
                 id_ = self._outbox.new_id()
-                self._pings[id_] = (wall_ms(), None)
+                self._pings[id_] = (mono_ms(), None)
                 await self._send_control(ws, ping_frame(id_))
             await asyncio.sleep(tick)
 
