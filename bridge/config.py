@@ -143,7 +143,7 @@ class _Builder:
         devices = self._devices(top["devices"]) if "devices" in top else {}
         rules = self.checks.rules(top["rules"]) if "rules" in top else ()
         telemetry = self.checks.telemetry(top["telemetry"]) if "telemetry" in top else ()
-        control = self._control(top["control"]) if "control" in top else Control()
+        control = self.checks.control(top["control"], rules) if "control" in top else Control()
         safety = self.checks.safety(top["safety"], control) if "safety" in top else None
         audit = self._audit(top["audit"]) if "audit" in top else None
         self.checks.cross_check(control, top.get("control"))
@@ -343,18 +343,6 @@ class _Builder:
             seen[key] = name
 
     # ------------------------------------------------------------ control, audit
-
-    def _control(self, node: yaml.Node) -> Control:
-        r = self.r
-        m = r.mapping(node, "control", ("lease", "acquire", "release"))
-        if m is None:
-            return Control()
-        kw = self._fields(m, "control", {
-            "lease": r.boolean,
-            "acquire": self.checks.exact_type,
-            "release": self.checks.exact_type,
-        })
-        return Control(**kw)
 
     def _audit(self, node: yaml.Node) -> Audit | None:
         r = self.r

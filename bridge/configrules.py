@@ -1,5 +1,6 @@
-"""The ``rules:``, ``telemetry:`` and ``safety:`` sections of the bridge config, and the checks that
-span sections (a rule that can never match, e-stop and lease signal types that collide).
+"""The ``rules:``, ``telemetry:``, ``safety:`` and ``control:`` sections of the bridge config, and the
+checks that span sections (a rule that can never match, e-stop and lease signal types that collide, a
+lease role no rule lets drive).
 
 Built on `bridge.configcheck.Checks` (actions, templates, signal types); every problem is recorded in
 the shared `Reader` with its line and key path.
@@ -15,6 +16,7 @@ import yaml
 
 from bridge.configcheck import KIND_LABEL, Checks, roles
 from bridge.configtree import Reader, join, suggest
+from bridge.core.lease import driving_roles
 from bridge.core.model import (
     Control,
     Estop,
@@ -33,6 +35,7 @@ _RULE_KEYS = ("signal", "params", "send", "max_age_ms", "watchdog", "ack", "from
 _PARAM_KEYS = ("type", "default", "min", "max", "on_range", "enum", "pattern", "slew_per_s")
 _PARAM_TYPES = ("int", "float", "bool", "string")
 _SAFETY_KEYS = ("on_disconnect", "on_controller_lost", "on_shutdown", "estop")
+_CONTROL_KEYS = ("lease", "acquire", "release", "roles", "idle_timeout_ms")
 
 
 class Sections(Checks):
@@ -298,6 +301,37 @@ class Sections(Checks):
         if None in kw.values() or "signal" not in kw or "reset" not in kw:
             return None
         return Estop(**kw)
+
+    # ------------------------------------------------------------ control
+
+    def control(self, node: yaml.Node, rules: tuple[Rule, ...]) -> Control:
+        """``control:``; ``rules`` (already read) tell which roles may drive: a lease role that no rule
+        lets drive could only hold the lease to block the others, so it is an error."""
+        r = self.r
+        m = r.mapping(node, "control", _CONTROL_KEYS)
+        if m is None:
+            return Control()
+        kw: dict[str, Any] = {}
+        if "lease" in m:
+            kw["lease"] = r.boolean(m["lease"], "control.lease")
+        for key in ("acquire", "release"):
+            if key in m:
+                kw[key] = self.exact_type(m[key], join("control", key))
+        if "roles" in m:
+            kw["roles"] = roles(r, m["roles"], "control.roles")
+        if "idle_timeout_ms" in m:
+            kw["idle_timeout_ms"] = r.integer(m["idle_timeout_ms"], "control.idle_timeout_ms", positive=True)
+        for key in ("roles", "idle_timeout_ms"):
+            if key in m and not kw.get("lease"):
+                r.error(m[key], join("control", key), f"{key} is only used with lease: true")
+        control = Control(**{k: v for k, v in kw.items() if v is not None})
+        if control.roles is not None and rules:
+            driving = driving_roles(rules)
+            for role in sorted(control.roles - driving):
+                r.error(m["roles"], "control.roles", f"no rule lets {role!r} drive (rules allow: "
+                        f"{', '.join(sorted(driving)) or 'none'}); holding the lease it could only block "
+                        f"the others")
+        return control
 
     # ------------------------------------------------------------ across sections
 

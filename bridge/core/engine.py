@@ -55,7 +55,7 @@ from bridge.core.capabilities import capabilities
 from bridge.core.decisions import AuditRecord, Decision, Verdict
 from bridge.core.events import Signal
 from bridge.core.expects import ExpectTable
-from bridge.core.lease import ControlLease, OutcomeKind
+from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, driving_roles
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
 from bridge.core.params import Checked, decode_data
 from bridge.core.rules import RuleTable
@@ -94,7 +94,9 @@ class Engine:
         self._on_shutdown = constant_commands(config.safety.on_shutdown, newlines)
         self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
                                for r in config.rules if r.watchdog is not None}
-        self._lease = ControlLease() if config.control.lease else None
+        control = config.control
+        self._lease = (ControlLease(driving_roles(config.rules) if control.roles is None else control.roles,
+                                    control.idle_timeout_ms / 1000) if control.lease else None)
         self._expects = ExpectTable()
         self._announcer = StatusAnnouncer()
         #: device name -> link up; every device starts down until its link reports up.
@@ -142,11 +144,7 @@ class Engine:
                 compiled.rate.forget(conn.id)
         if self._lease is None:
             return []
-        outcome = self._lease.connection_destroyed(conn.id)
-        if outcome.kind is not OutcomeKind.CONTROLLER_LOST:
-            return []
-        self._reset_slews(now)
-        return [*self._on_controller_lost, *self._announce(now)]
+        return self._lease_lost(self._lease.connection_destroyed(conn.id), now)
 
     def link_up(self, own_connection_id: str, now: float) -> list[Command]:
         """The session link is (back) up under ``own_connection_id``: announce what we do and how we are."""
@@ -194,6 +192,9 @@ class Engine:
             self._reset_slews(now)
         self.counters["expect_timeouts"] += self._expects.expire(now)
         out.extend(self._telemetry_out(self._telemetry.due(now)))
+        expired = self._lease.expire(now) if self._lease is not None else None
+        if expired is not None:
+            out.extend(self._lease_lost(expired, now))
         if self._announcer.due(now) and self.linked:
             out.append(SendSignal(STATUS, self._status_data()))
         return out
@@ -203,7 +204,7 @@ class Engine:
         # Called after every command (the daemon re-arms its timer): no list, no generator.
         best = self._safety.next_deadline()
         for c in (self._telemetry.next_deadline(), self._expects.next_deadline(),
-                  self._announcer.next_deadline()):
+                  self._announcer.next_deadline(), self._lease.deadline if self._lease else None):
             if c is not None and (best is None or c < best):
                 best = c
         return best
@@ -222,9 +223,8 @@ class Engine:
             out.extend(old._watchdog_cmds[index])
         if old.estopped:
             self._safety.estop()
-        holder = old._lease.holder if old._lease is not None else None
-        if self._lease is not None and holder is not None:
-            self._lease.acquire(holder)
+        if self._lease is not None and old._lease is not None:
+            self._lease.inherit(old._lease, now)
         self._own_id, self.linked = old._own_id, old.linked
         self.devices.update((d, up) for d, up in old.devices.items() if d in self.devices)
         self.counters.update(old.counters)
@@ -259,7 +259,7 @@ class Engine:
         verdict = (self._check_estop()
                    or compiled.authz.allows(sender)
                    or self._check_stale(rule, sig, hub_now_ms)
-                   or self._check_lease(sig)
+                   or self._check_lease(sig, now)
                    or self._check_rate(compiled, sig, now))
         if verdict is not None:
             return self._decide(rule, sig, data, verdict.decision, verdict.reason, [])
@@ -306,10 +306,10 @@ class Engine:
             return Verdict(Decision.STALE, f"{hub_now_ms - sig.ts} ms old, max_age_ms {rule.max_age_ms}")
         return None
 
-    def _check_lease(self, sig: Signal) -> Verdict | None:
+    def _check_lease(self, sig: Signal, now: float) -> Verdict | None:
         if self._lease is None:
             return None
-        outcome = self._lease.check_command(sig.from_id)
+        outcome = self._lease.check_command(sig.from_id, now)
         return None if outcome.kind is OutcomeKind.ALLOWED else Verdict(Decision.NO_LEASE, outcome.reason)
 
     def _check_rate(self, compiled: CompiledRule, sig: Signal, now: float) -> Verdict | None:
@@ -356,7 +356,7 @@ class Engine:
         assert self._lease is not None
         sender_id = sender.id if sender is not None else None
         if sig.type == self.config.control.acquire:
-            outcome = self._lease.acquire(sender_id)
+            outcome = self._lease.acquire(sender_id, sender.role if sender is not None else None, now)
         else:
             outcome = self._lease.release(sender_id)
         out: list[Command] = []
@@ -365,12 +365,24 @@ class Engine:
                 data: Any = decode_data(sig.data)
             except ValueError:
                 data = None
+            # A take-over is a grant to the sender (the reason names the previous holder).
+            status = OutcomeKind.GRANTED if outcome.kind is OutcomeKind.TAKEN_OVER else outcome.kind
             reason = "" if outcome.kind in (OutcomeKind.GRANTED, OutcomeKind.RELEASED,
                                             OutcomeKind.ALREADY_HELD) else outcome.reason
-            out.append(ack_signal(data, sig.seq, outcome.kind.value, reason, sig.from_id))
+            out.append(ack_signal(data, sig.seq, status.value, reason, sig.from_id))
+        if outcome.controller_lost:
+            return [*out, *self._lease_lost(outcome, now)]
         if outcome.changed:
             out.extend(self._announce(now))
         return out
+
+    def _lease_lost(self, outcome: LeaseOutcome, now: float) -> list[Command]:
+        """The lease holder lost it (destroyed, idle, taken over): the safe actions, then the news."""
+        if not outcome.controller_lost:
+            return []
+        self.counters[f"lease_{outcome.kind.value}"] += 1
+        self._reset_slews(now)
+        return [*self._on_controller_lost, *self._announce(now)]
 
     # ------------------------------------------------------------ helpers
 

@@ -242,11 +242,14 @@ class Safety:
 
 @dataclass(frozen=True, slots=True)
 class Control:
-    """``control:`` - the optional single-driver lease."""
+    """``control:`` - the optional single-driver lease. ``roles``: who may acquire it (None: the roles
+    the rules let drive); ``idle_timeout_ms``: the holder loses it after this long without a command."""
 
     lease: bool = False
     acquire: str = "control.acquire"
     release: str = "control.release"
+    roles: frozenset[str] | None = None
+    idle_timeout_ms: int = 60_000
 
 
 @dataclass(frozen=True, slots=True)
