@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="mint a client token (JWT) for a session",
                        description="Mint an OpenTok-compatible JWT client token with the hub's API "
-                                   "key and secret (from --config, the environment or the state dir).")
+                                   "key and secret: from SIGBRIDGE_API_KEY/SIGBRIDGE_API_SECRET, the "
+                                   "hub.yaml of --config, or the hub's state dir (said on stderr). "
+                                   "Credentials are never generated unless --create is given.")
     p.add_argument("session", metavar="SESSION", help="session id")
     p.add_argument("--role", default="publisher",
                    choices=["moderator", "publisher", "publisheronly", "subscriber"],
@@ -63,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="", help="connection data visible to others (<= 1000 chars)")
     p.add_argument("--ttl", type=int, default=86400, help="lifetime in seconds (default 86400, max 30 days)")
     p.add_argument("-c", "--config", metavar="FILE", help="hub.yaml to take credentials from")
-    p.add_argument("--state-dir", metavar="DIR", help="state dir of the hub's generated credentials")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="the hub's state dir, where it keeps its generated credentials (default "
+                        "~/.local/state/sigbridge, or $STATE_DIRECTORY)")
+    p.add_argument("--create", action="store_true",
+                   help="generate credentials in the state dir when it has none (a hub must then use "
+                        "the same state dir to accept the token)")
 
     p = sub.add_parser("run", help="run the bridge daemon",
                        description="Join the session and drive the devices of a bridge.yaml.")

@@ -15,6 +15,13 @@ buffer is full they fail at once and are counted, never queued), the others are 
 tasks. The session link lost -> ``on_disconnect`` actions
 before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean exit 0.
 
+A token that can never work ends the daemon with exit status ``EXIT_AUTH`` (78), which the systemd
+unit does not restart on (``RestartPreventExitStatus=``), after its on_shutdown actions and with the
+reason on stderr: the hub refusing it (401: not a valid credential, e.g. expired or minted with other
+API credentials; 403: valid but not for this session), or the hub granting a role that cannot send
+signals (a subscriber token: every ack, status and telemetry signal would be refused). Such a bridge
+never reports READY. A hub that cannot be reached is not that: it is retried for ever.
+
 SIGHUP reloads the config file (systemd: RELOADING=1 ... READY=1): a file with errors is refused, its
 errors logged as ``file:line: ...``, and the running config kept; a good one is swapped in as a new
 engine that takes over the old one's state (``Engine.take_over``) while the session link and the device
@@ -49,7 +56,7 @@ from bridge.core.events import (
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
 from bridge.core.reload import restart_needed
-from bridge.core.signal import Connection
+from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
 from bridge.session.client import SessionClient, SignalError
@@ -64,6 +71,9 @@ RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
 #: Time given to the on_shutdown writes to leave before the ports are closed.
 SHUTDOWN_GRACE_S = 0.2
+#: Exit status when the bridge's token can never work (sysexits' EX_CONFIG); the systemd unit has
+#: RestartPreventExitStatus= with it: restarting cannot help, a person must mint a new token.
+EXIT_AUTH = 78
 
 
 def run_main(args: argparse.Namespace) -> int:
@@ -99,6 +109,8 @@ class Daemon:
         self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "sessions": 0}
         self._in_flight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
+        #: What run() returns: 0, or EXIT_AUTH after _give_up().
+        self._exit_status = 0
         # The engine's timer (see _arm_timer): the handle and the deadline it is set for.
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -124,6 +136,12 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _give_up(self, reason: str) -> None:
+        """The token can never work: say why, then stop as on SIGTERM and exit with EXIT_AUTH."""
+        print(f"sigbridge run: {reason}; not retrying (exit status {EXIT_AUTH})", file=sys.stderr, flush=True)
+        self._exit_status = EXIT_AUTH
+        self.stop()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -182,7 +200,7 @@ class Daemon:
             if self.audit is not None:
                 self.audit.close()
         print("sigbridge run: stopped", file=sys.stderr, flush=True)
-        return 0
+        return self._exit_status
 
     # ------------------------------------------------------------ session
 
@@ -196,6 +214,10 @@ class Daemon:
             try:
                 await client.connect()
             except SignalError as exc:
+                if exc.code in (UNAUTHORIZED, FORBIDDEN):
+                    self._give_up(f"the hub refused the bridge's token ({exc.code}: {exc.message}); mint "
+                                  f"a new one for session {s.session_id} (sigbridge token) and restart")
+                    return
                 if not failing:
                     log.warning("session: cannot join %s (%s); retrying every <=%.0fs", client.uri, exc,
                                 RESTART_MAX_S)
@@ -205,6 +227,14 @@ class Daemon:
                 continue
             failing = False
             delay = RESTART_MIN_S
+            assert client.connection is not None
+            if client.connection.role not in SIGNALLING_ROLES:
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+                self._give_up(f"the bridge's token has the role {client.connection.role!r}, which cannot "
+                              f"send signals (every ack, status and telemetry signal would be refused); "
+                              f"mint a token with --role publisher or moderator")
+                return
             self.counters["sessions"] += 1
             self.client = client
             try:

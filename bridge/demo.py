@@ -5,8 +5,9 @@ What runs: the hub in this process (on ``--listen``, with API credentials genera
 dir), ``firmware_stubs/rover_sim.py`` as a child process (it prints its pty path), and ``sigbridge run
 -c config/demo.yaml`` as a child process with SIGBRIDGE_ROVER_PORT / SIGBRIDGE_URL / SIGBRIDGE_SESSION /
 SIGBRIDGE_TOKEN set, exactly as a person would start it by hand. Once the bridge reports READY, the
-session id, an operator (moderator) token, the console URL and the `sigbridge send` / `listen` commands
-are printed on stdout. Ctrl-C or SIGTERM stops the bridge (its on_shutdown actions run), the rover and
+session id, an operator (moderator) token, the console URL, the `sigbridge send` / `listen` commands
+and the `sigbridge token` command that mints a second operator's token (from the demo's state dir) are
+printed on stdout. Ctrl-C or SIGTERM stops the bridge (its on_shutdown actions run), the rover and
 the hub, and removes the temporary state; exit 0.
 """
 
@@ -84,7 +85,7 @@ async def _demo(host: str, port: int) -> int:
                 stderr=asyncio.subprocess.PIPE)
             children.append(bridge)
             await _wait_ready(bridge)
-            _print_instructions(hub.url, hub.http_url, session, op_token)
+            _print_instructions(hub.url, hub.http_url, session, op_token, state)
             relay = asyncio.create_task(_relay(bridge))
             ended = asyncio.create_task(bridge.wait())
             waiting = asyncio.create_task(stop.wait())
@@ -147,9 +148,13 @@ async def _stop_all(children: list[asyncio.subprocess.Process]) -> None:
                 await proc.wait()
 
 
-def _print_instructions(ws_url: str, http_url: str, session: str, token: str) -> None:
+def _print_instructions(ws_url: str, http_url: str, session: str, token: str, state: str) -> None:
     env = (f"export SIGBRIDGE_URL={shlex.quote(ws_url)} SIGBRIDGE_SESSION={shlex.quote(session)} "
            f"SIGBRIDGE_TOKEN={shlex.quote(token)}")
+    # The demo hub's credentials live in its temporary state dir: `sigbridge token` must read them
+    # there (its default state dir holds other credentials, or none), never generate its own.
+    mint = (f"sigbridge token {shlex.quote(session)} --role moderator --data operator-2 "
+            f"--state-dir {shlex.quote(state)}")
     print(f"""
 signal-bridge demo is running: hub {ws_url}, simulated rover, bridge with {DEMO_CONFIG.name}
 
@@ -163,6 +168,9 @@ In another terminal:
   sigbridge send robot.move '{{"x":0.5,"y":0}}'
   sigbridge send robot.estop
   sigbridge send robot.estop_reset
+
+A token for a second operator (valid while the demo runs):
+  {mint}
 
 Ctrl-C stops everything.
 """, flush=True)

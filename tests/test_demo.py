@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import signal
 import sys
@@ -35,6 +36,21 @@ async def test_demo_prints_settings_drives_rover_and_stops_on_sigint() -> None:
         [export] = [ln for ln in printed if ln.strip().startswith("export ")]
         env = dict(item.split("=", 1) for item in shlex.split(export)[1:])
         assert env["SIGBRIDGE_URL"] == f"ws://127.0.0.1:{port}"
+
+        # The printed command mints a second operator's token the demo's hub accepts (it reads the
+        # demo's state dir; run through the real entry point, with no credentials of its own around).
+        [mint] = [ln.strip() for ln in printed if ln.strip().startswith("sigbridge token ")]
+        argv = shlex.split(mint)
+        assert argv[:3] == ["sigbridge", "token", env["SIGBRIDGE_SESSION"]] and "--state-dir" in argv
+        minted = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", *argv[1:], stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_")})
+        out, err = await asyncio.wait_for(minted.communicate(), scaled(30))
+        assert minted.returncode == 0, err
+        async with SessionClient(env["SIGBRIDGE_URL"], env["SIGBRIDGE_SESSION"], out.decode().strip()) as op2:
+            assert op2.connection is not None and op2.connection.role == "moderator"
+            assert op2.connection.data == "operator-2"
 
         async with SessionClient(env["SIGBRIDGE_URL"], env["SIGBRIDGE_SESSION"],
                                  env["SIGBRIDGE_TOKEN"]) as op:

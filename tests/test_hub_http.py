@@ -126,7 +126,8 @@ async def test_hub_process_and_token_command(tmp_path: Path) -> None:
     # `sigbridge token` and `sigbridge hub` agree through the state dir; the token is alone on stdout
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_API")}
     out = subprocess.run([sys.executable, "-m", "bridge", "token", "lab-1", "--role", "moderator",
-                          "--state-dir", str(tmp_path)], env=env, capture_output=True, text=True, check=True)
+                          "--state-dir", str(tmp_path), "--create"], env=env, capture_output=True, text=True,
+                         check=True)
     token = out.stdout.strip()
     assert out.stdout == token + "\n" and token.count(".") == 2
     creds = json.loads((tmp_path / "credentials.json").read_text())
@@ -144,7 +145,7 @@ def test_token_command_flags_role_data_ttl_and_clear_errors(tmp_path: Path) -> N
         return subprocess.run([sys.executable, "-m", "bridge", "token", *args, "--state-dir", str(tmp_path)],
                               env=env, capture_output=True, text=True, timeout=60)
 
-    out = token("lab-2", "--role", "subscriber", "--data", "name=cam", "--ttl", "120")
+    out = token("lab-2", "--role", "subscriber", "--data", "name=cam", "--ttl", "120", "--create")
     assert out.returncode == 0, out.stderr
     creds = json.loads((tmp_path / "credentials.json").read_text())
     claims = jwt.decode(out.stdout.strip(), creds["api_secret"], algorithms=["HS256"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.daemon import EXIT_AUTH
+
 UNITS = Path(__file__).resolve().parent.parent / "config" / "systemd"
 BRIDGE = UNITS / "sigbridge.service"
 HUB = UNITS / "sigbridge-hub.service"
@@ -78,6 +80,8 @@ def test_bridge_specifics() -> None:
     assert one(unit, "Service", "PrivateDevices") == "no"          # it opens ttys
     assert one(unit, "Service", "DevicePolicy") == "closed"
     assert any(v.startswith("char-ttyUSB") for v in unit["Service"]["DeviceAllow"])
+    # A token that can never work ends the daemon with EXIT_AUTH: not restarted (every other exit is).
+    assert one(unit, "Service", "RestartPreventExitStatus").split() == [str(EXIT_AUTH)]
 
 
 def test_hub_specifics() -> None:

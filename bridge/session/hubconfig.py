@@ -4,9 +4,12 @@ Where the credentials come from, first match wins:
 1. ``SIGBRIDGE_API_KEY`` / ``SIGBRIDGE_API_SECRET`` in the environment (both or neither);
 2. ``api_key`` / ``api_secret`` in hub.yaml;
 3. ``credentials.json`` in the state directory (``--state-dir``, else ``$STATE_DIRECTORY``, else
-   ``~/.local/state/sigbridge``), generated there once (mode 0600) when it does not exist.
+   ``~/.local/state/sigbridge``), generated there once (mode 0600) by the hub when it does not exist.
 ``sigbridge hub`` and ``sigbridge token`` resolve them the same way, so a token minted with the same
-state dir is accepted by the hub. Secrets are never logged; only the path they live in is.
+state dir is accepted by the hub. ``sigbridge token`` never generates credentials unless told to
+(``--create``): a token signed with fresh credentials nobody else has would be refused by the hub; it
+says on stderr where the credentials it used came from. Secrets are never logged; only the path they
+live in is.
 """
 
 from __future__ import annotations
@@ -101,8 +104,9 @@ def load_or_create_credentials(state_dir: Path) -> tuple[str, str, Path]:
 
 
 def load_hub_config(path: str | None = None, *, listen: str | None = None, state_dir: str | None = None,
-                    env: Mapping[str, str] | None = None) -> HubConfig:
-    """Read hub.yaml (optional), apply ``--listen`` and the environment, resolve the credentials."""
+                    env: Mapping[str, str] | None = None, create_credentials: bool = True) -> HubConfig:
+    """Read hub.yaml (optional), apply ``--listen`` and the environment, resolve the credentials
+    (``create_credentials`` False: a state dir without credentials is a HubConfigError)."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     where = path or "hub config"
@@ -144,7 +148,7 @@ def load_hub_config(path: str | None = None, *, listen: str | None = None, state
         allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
         connect_timeout_s=_number(raw, "connect_timeout_s", cfg.connect_timeout_s, where),
     )
-    return _with_credentials(cfg, raw, where, env, state_dir)
+    return _with_credentials(cfg, raw, where, env, state_dir, create_credentials)
 
 
 def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
@@ -155,7 +159,7 @@ def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> flo
 
 
 def _with_credentials(cfg: HubConfig, raw: Mapping[str, Any], where: str, env: Mapping[str, str],
-                      state_dir: str | None) -> HubConfig:
+                      state_dir: str | None, create: bool = True) -> HubConfig:
     env_key, env_secret = env.get("SIGBRIDGE_API_KEY"), env.get("SIGBRIDGE_API_SECRET")
     if bool(env_key) != bool(env_secret):
         raise HubConfigError("set both SIGBRIDGE_API_KEY and SIGBRIDGE_API_SECRET, or neither")
@@ -167,18 +171,27 @@ def _with_credentials(cfg: HubConfig, raw: Mapping[str, Any], where: str, env: M
             raise HubConfigError(f"{where}: set both api_key and api_secret, or neither")
         return replace(cfg, api_key=str(key), api_secret=str(secret), credentials_source=where)
     sdir = Path(state_dir) if state_dir else default_state_dir(env)
+    if not create and not (sdir / "credentials.json").exists():
+        raise HubConfigError(
+            f"no API credentials in the state directory {sdir} (no credentials.json there): the hub "
+            f"creates them on its first start, so give the hub's state directory with --state-dir (or "
+            f"its hub.yaml with -c); --create generates new ones there, which only a hub started with "
+            f"the same state directory accepts")
     key, secret, path = load_or_create_credentials(sdir)
     return replace(cfg, api_key=key, api_secret=secret, credentials_source=str(path))
 
 
 def token_main(args: argparse.Namespace) -> int:
-    """``sigbridge token SESSION``: print only the token on stdout (errors on stderr, exit 2)."""
+    """``sigbridge token SESSION``: print only the token on stdout; on stderr where the credentials
+    came from (errors: stderr, exit 2). Credentials are generated only with ``--create``."""
     try:
-        cfg = load_hub_config(args.config, state_dir=args.state_dir)
+        cfg = load_hub_config(args.config, state_dir=args.state_dir,
+                              create_credentials=bool(getattr(args, "create", False)))
         token = mint_client_token(api_key=cfg.api_key, api_secret=cfg.api_secret, session_id=args.session,
                                   role=args.role, data=args.data, ttl_s=args.ttl, now=time.time())
     except (HubConfigError, ValueError) as e:
         print(f"sigbridge token: {e}", file=sys.stderr)
         return 2
+    print(f"sigbridge token: API credentials from {cfg.credentials_source}", file=sys.stderr)
     print(token)
     return 0
