@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same state dir to accept the token)")
 
     p = sub.add_parser("run", help="run the bridge daemon",
-                       description="Join the session and drive the devices of a bridge.yaml.")
+                       description="Join the session and drive the devices of a bridge.yaml. Exit 0 after "
+                                   "SIGTERM/SIGINT; 2 when the config has errors (the same file:line "
+                                   "errors as 'sigbridge check'); 78 when its token can never work (the "
+                                   "hub refuses it, or its role cannot send signals).")
     p.add_argument("-c", "--config", metavar="FILE", required=True, help="bridge.yaml")
 
     p = sub.add_parser("check", help="validate a bridge config",
