@@ -66,7 +66,7 @@ class SessionClient(LinkSupervisor):
     def clock_offset_ms(self) -> float:
         """Hub clock minus the local wall clock now, ms (min-RTT filtered; the estimate itself is kept
         against the monotonic clock, so a wall-clock step shows here at once and nowhere else)."""
-        return self._clock.hub_now_ms(mono_ms()) - wall_ms()
+        return self.hub_time_ms() - wall_ms()
 
     @property
     def rtt_ms(self) -> float | None:
@@ -76,7 +76,10 @@ class SessionClient(LinkSupervisor):
     def hub_time_ms(self) -> float:
         """Now on the hub's clock (to judge a signal's age by its ``ts``): estimated from the local
         monotonic clock, never the wall clock, so that a wall-clock step neither ages nor rejuvenates
-        signals (see ``bridge.core.clock``)."""
+        signals (see ``bridge.core.clock``). Before the first exchange (no sample: not connected yet)
+        the local wall clock is the only guess."""
+        if self._clock.samples == 0:
+            return wall_ms()
         return self._clock.hub_now_ms(mono_ms())
 
     # ---- lifecycle -----------------------------------------------------------------------------
