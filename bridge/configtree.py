@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import yaml
 
+from bridge.core.controls import CONTROL_CHARS
+
 MERGE_TAG = "tag:yaml.org,2002:merge"
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -32,7 +34,7 @@ _TRUE = frozenset({"true", "yes", "on"})
 _FALSE = frozenset({"false", "no", "off"})
 #: ``$$`` (escape), ``${...}`` (a reference), or a lone ``${`` that is never closed.
 _ENV_REF = re.compile(r"\$(?:\$|\{([^{}]*)\}|\{)")
-_CONTROL = re.compile("[\x00-\x1f\x7f\u2028\u2029]")
+_CONTROL = CONTROL_CHARS     # one definition (bridge.core.controls), C1 escapes included
 _ENV_NAME = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 #: Upper bound on nodes in one free-form value (an MQTT payload mapping): aliases can make a tiny file
 #: describe an enormous (or, in PyYAML, self-referencing) structure.
