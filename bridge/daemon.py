@@ -95,7 +95,8 @@ def prepare(path: str) -> Daemon | None:
 
 
 class Daemon:
-    """One running bridge. ``run()`` returns 0 after SIGTERM/SIGINT (or ``stop()``)."""
+    """One running bridge. ``run()`` returns 0 after SIGTERM/SIGINT (or ``stop()``), EXIT_AUTH when its
+    token can never work."""
 
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config

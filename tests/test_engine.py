@@ -213,7 +213,8 @@ def test_describe_answers_capabilities_targeted() -> None:
         "y": {"type": "float", "min": -1, "max": 1, "default": None, "required": True}}}
     assert caps["estop"] == {"signal": "robot.estop", "reset": "robot.estop_reset"}
     assert caps["telemetry"] == ["robot.telemetry", "arm.state"]
-    assert caps["control"] == {"lease": False, "acquire": "control.acquire", "release": "control.release"}
+    assert caps["control"] == {"lease": False, "acquire": "control.acquire", "release": "control.release",
+                               "roles": ["moderator", "publisher"], "idle_timeout_ms": 60000}
 
 
 def test_expect_reply_to_sender() -> None:

@@ -9,16 +9,19 @@ renders its form from it. Format (version 1)::
                            "mode": {"type": "string", "enum": ["eco", "fast"], ...}}}],
      "estop": {"signal": "robot.estop", "reset": "robot.estop_reset"} | null,
      "telemetry": ["robot.telemetry"],
-     "control": {"lease": false, "acquire": "control.acquire", "release": "control.release"}}
+     "control": {"lease": false, "acquire": "control.acquire", "release": "control.release",
+                 "roles": ["moderator", "publisher"], "idle_timeout_ms": 60000}}
 
 ``min``/``max`` appear for numeric params, ``enum``/``pattern`` for strings when set; ``default`` and
-``required`` always.
+``required`` always. ``control.roles`` are the roles that may acquire the lease (``control.roles`` of
+the config, else the roles the rules let drive); ``idle_timeout_ms`` when an idle holder loses it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from bridge.core.lease import lease_roles
 from bridge.core.model import BridgeConfig, ParamSpec
 
 
@@ -32,7 +35,8 @@ def capabilities(config: BridgeConfig) -> dict[str, Any]:
         "estop": {"signal": estop.signal, "reset": estop.reset} if estop is not None else None,
         "telemetry": list(dict.fromkeys(t.signal for t in config.telemetry)),
         "control": {"lease": config.control.lease, "acquire": config.control.acquire,
-                    "release": config.control.release},
+                    "release": config.control.release, "roles": sorted(lease_roles(config)),
+                    "idle_timeout_ms": config.control.idle_timeout_ms},
     }
 
 

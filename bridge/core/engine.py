@@ -18,8 +18,8 @@ method that returns the commands to carry out, *in order*:
 
 ``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (the local MONOTONIC
 clock plus the measured offset, ``bridge.core.clock``: a wall-clock step on the bridge host moves
-neither), used only by the stale guard and audit times. Commands are ``WriteLine`` (the link adds the device's
-newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
+neither), used only by the stale guard and audit times. Commands are ``WriteLine`` (the link adds the
+device's newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
 
 The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:
 estop latch -> authorise -> stale -> lease -> rate -> params -> slew -> templates -> commit. A
@@ -55,7 +55,7 @@ from bridge.core.capabilities import capabilities
 from bridge.core.decisions import AuditRecord, Decision, Verdict
 from bridge.core.events import Signal
 from bridge.core.expects import ExpectTable
-from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, driving_roles
+from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_roles
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
 from bridge.core.params import Checked, decode_data
 from bridge.core.rules import RuleTable
@@ -94,9 +94,8 @@ class Engine:
         self._on_shutdown = constant_commands(config.safety.on_shutdown, newlines)
         self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
                                for r in config.rules if r.watchdog is not None}
-        control = config.control
-        self._lease = (ControlLease(driving_roles(config.rules) if control.roles is None else control.roles,
-                                    control.idle_timeout_ms / 1000) if control.lease else None)
+        self._lease = (ControlLease(lease_roles(config), config.control.idle_timeout_ms / 1000)
+                       if config.control.lease else None)
         self._expects = ExpectTable()
         self._announcer = StatusAnnouncer()
         #: device name -> link up; every device starts down until its link reports up.

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
-from bridge.core.model import Rule
+from bridge.core.model import BridgeConfig, Rule
 from bridge.core.signal import MODERATOR, SIGNALLING_ROLES
 
 
@@ -254,3 +254,9 @@ def driving_roles(rules: Iterable[Rule]) -> frozenset[str]:
     drive): who may hold the lease unless ``control.roles`` says otherwise."""
     return frozenset().union(*(r.from_roles if r.from_roles is not None else SIGNALLING_ROLES
                                for r in rules))
+
+
+def lease_roles(config: BridgeConfig) -> frozenset[str]:
+    """The roles that may hold ``config``'s lease: ``control.roles``, else ``driving_roles`` of its rules."""
+    roles = config.control.roles
+    return driving_roles(config.rules) if roles is None else roles
