@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 _real_time = time.time
@@ -28,7 +29,7 @@ def _time_ns() -> int:
     return _real_time_ns() + int(_offset_s * 1e9)
 
 
-def _stepper(sign: int, step_s: float):  # type: ignore[no-untyped-def]
+def _stepper(sign: int, step_s: float) -> Callable[[int, FrameType | None], None]:
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
         global _offset_s
         _offset_s += sign * step_s
