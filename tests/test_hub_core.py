@@ -51,10 +51,10 @@ def test_hub_frames_are_json_in_design_key_order() -> None:
     assert list(json.loads(f1)) == ["op", "seq", "type", "data", "from", "ts"]
     assert json.loads(wire.SignalBody("", "", "c1", 1).frame(1))["from"] == "c1"
     me = Connection("a", "d", "publisher", 5)
-    c = json.loads(wire.connected(me, [], "s", True, 7))
+    c = json.loads(*wire.connected_frames(me, [], "s", True, 7))
     assert c["resumed"] is True and c["connection"] == me.to_wire() and c["limits"]["max_data"] == 8192
     assert "last_id" not in c and "nacks" not in c  # only a resume that knows them passes them
-    c = json.loads(wire.connected(me, [], "s", True, 7, 9, ((8, 404, "gone"),)))
+    c = json.loads(*wire.connected_frames(me, [], "s", True, 7, 9, ((8, 404, "gone"),)))
     assert (c["last_id"], c["nacks"]) == (9, [{"id": 8, "code": 404, "message": "gone"}])
     assert json.loads(wire.nack(3, 404, "x")) == {"op": "nack", "id": 3, "code": 404, "message": "x"}
     assert json.loads(wire.pong(3, 9)) == {"op": "pong", "id": 3, "server_time": 9}

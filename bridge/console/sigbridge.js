@@ -16,6 +16,8 @@
 //   sends it after resume; false fails at once with 500 and counts it in stats.dropped. A retry
 //   signal unanswered when the link dropped is settled by the resume's last_id if the hub had it
 //   (resolved, or rejected with the nack the hub lists), else sent again: never relayed twice.
+//   A signal sent after waiting (queued, or re-sent after a drop) carries queued_ms, so that its ts at
+//   the receivers is when it was issued here (a stale guard downstream sees its true age).
 // - Events: 'signal' and 'signal:TYPE' {type, data, from, seq, ts} (from: a connection object, or
 //   null for REST signals); 'connectionCreated' / 'connectionDestroyed' {connection, reason};
 //   'sessionReconnecting', 'sessionReconnected', 'sessionDisconnected' {reason}.
@@ -100,7 +102,7 @@ export class Session extends Emitter {
     const frame = { op: 'signal', type, data, retry: retryAfterReconnect !== false };
     if (target !== null) frame.to = target;
     return new Promise((resolve, reject) => {
-      const item = { frame, resolve, reject };
+      const item = { frame, resolve, reject, issued: performance.now() };
       if (this.state === 'connected') {
         this._send(item);
       } else if (this.state === 'reconnecting' && frame.retry) {
@@ -117,7 +119,11 @@ export class Session extends Emitter {
     const id = item.id ?? (item.id = ++this._nextId);
     this._pending.set(id, item);
     this.stats.sent += 1;
-    this._ws.send(JSON.stringify({ ...item.frame, id }));
+    // A signal that waited (queued while reconnecting, or re-sent after a drop) says for how long, so
+    // the hub stamps its ts when it was issued and a stale guard sees its true age.
+    const waited = Math.floor(performance.now() - item.issued);
+    const wire = waited > 0 ? { ...item.frame, id, queued_ms: waited } : { ...item.frame, id };
+    this._ws.send(JSON.stringify(wire));
   }
 
   // ---- the link -----------------------------------------------------------------------------
@@ -147,13 +153,26 @@ export class Session extends Emitter {
       };
       ws.onerror = () => fail(new SignalError(500, `cannot reach the hub at ${this.url}`));
       ws.onclose = (ev) => fail(new SignalError(500, `link closed (${ev.code}) before connected`));
+      // A big session's member list goes on in `connections` pages after `connected` ("more": true);
+      // they follow at once, and the link is ours only with the whole list.
+      let hello = null;
+      const members = [];
+      const take = (page) => {
+        if (Array.isArray(page.connections)) members.push(...page.connections);
+        if (page.more === true) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve({ ws, msg: { ...hello, connections: members, more: false } });
+      };
       ws.onmessage = (ev) => {
         let msg;
         try { msg = JSON.parse(ev.data); } catch { msg = null; }
-        if (msg && msg.op === 'connected' && msg.connection) {
-          settled = true;
-          clearTimeout(timer);
-          resolve({ ws, msg });
+        if (hello !== null) {
+          if (msg && msg.op === 'connections') take(msg);
+          else fail(new SignalError(500, 'expected the member list pages after connected'));
+        } else if (msg && msg.op === 'connected' && msg.connection) {
+          hello = msg;
+          take(msg);
         } else if (msg && msg.op === 'error') {
           fail(new SignalError(msg.code || 500, msg.message || 'refused by the hub'));
         } else {

@@ -23,6 +23,8 @@ export function toConnection(wire) {
     data: typeof wire.data === 'string' ? wire.data : '',
     role: typeof wire.role === 'string' ? wire.role : '',
     creationTime: typeof wire.creation_time === 'number' ? wire.creation_time : 0,
+    // The hub's name for the token this connection joined with (same token, same tokenId).
+    tokenId: typeof wire.token_id === 'string' ? wire.token_id : '',
   });
 }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
@@ -53,6 +53,12 @@ def signal_frame(id_: int, type_: str, data: str, to: str | None, retry: bool) -
     return _dumps({"op": "signal", "id": id_, "type": type_, "data": data, "to": to, "retry": retry})
 
 
+def with_queued_ms(frame: str, queued_ms: int) -> str:
+    """``frame`` (a :func:`signal_frame`) saying it waited ``queued_ms`` in the client's queue before
+    being written: the hub stamps its ``ts`` that much earlier (docs/protocol.md, "Signals")."""
+    return frame if queued_ms <= 0 else f'{frame[:-1]},"queued_ms":{queued_ms:d}}}'
+
+
 def ping_frame(id_: int) -> str:
     return _dumps({"op": "ping", "id": id_})
 
@@ -71,7 +77,9 @@ def force_disconnect_frame(id_: int, connection_id: str) -> str:
 class Connected:
     """The hub's answer to ``connect``. On a resume, a hub that knows it sends ``last_id`` (the
     highest signal id it has processed for this connection) and ``nacks`` (the refusals among them
-    given on the previous link); None from an older hub, which leaves the client to re-send."""
+    given on the previous link); None from an older hub, which leaves the client to re-send.
+    ``more``: the member list goes on in :class:`ConnectionsPage` frames, which follow at once (the
+    client reads them all before it takes the connection: :func:`with_pages`)."""
 
     connection: Connection
     connections: tuple[Connection, ...]
@@ -80,6 +88,23 @@ class Connected:
     server_time: int
     last_id: int | None = None
     nacks: tuple[Nack, ...] = ()
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionsPage:
+    """One more page of the member list of a ``connected`` (``more``: another page follows)."""
+
+    connections: tuple[Connection, ...]
+    more: bool
+
+
+def with_pages(hello: Connected, pages: list[ConnectionsPage]) -> Connected:
+    """``hello`` with the members of the pages that followed it (the whole list, ``more`` false)."""
+    members = [*hello.connections]
+    for page in pages:
+        members.extend(page.connections)
+    return replace(hello, connections=tuple(members), more=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +140,7 @@ class HubDisconnected:
     reason: str
 
 
-HubFrame = (Connected | Ack | Nack | Pong | HubError | HubDisconnected
+HubFrame = (Connected | ConnectionsPage | Ack | Nack | Pong | HubError | HubDisconnected
             | Signal | ConnectionCreated | ConnectionDestroyed)
 
 
@@ -140,10 +165,22 @@ def _conn(obj: Any) -> Connection:
         raise ProtocolError(str(exc)) from None
 
 
-def _connected(f: dict[str, Any]) -> Connected:
+def _members(f: dict[str, Any]) -> tuple[Connection, ...]:
     others = f.get("connections", [])
     if not isinstance(others, list):
-        raise ProtocolError("connected: 'connections' must be a list")
+        raise ProtocolError(f"{f.get('op')}: 'connections' must be a list")
+    return tuple(_conn(c) for c in others)
+
+
+def _more(f: dict[str, Any]) -> bool:
+    more = f.get("more", False)
+    if not isinstance(more, bool):
+        raise ProtocolError(f"{f.get('op')}: 'more' must be true or false")
+    return more
+
+
+def _connected(f: dict[str, Any]) -> Connected:
+    others = _members(f)
     last_id: int | None = None
     nacks: tuple[Nack, ...] = ()
     if "last_id" in f:
@@ -152,9 +189,9 @@ def _connected(f: dict[str, Any]) -> Connected:
         if not isinstance(refused, list) or not all(isinstance(n, dict) for n in refused):
             raise ProtocolError("connected: 'nacks' must be a list of objects")
         nacks = tuple(_nack(dict(n, op="connected nack")) for n in refused)
-    return Connected(_conn(f.get("connection")), tuple(_conn(c) for c in others),
+    return Connected(_conn(f.get("connection")), others,
                      _str(f, "resume_secret", ""), f.get("resumed") is True, _int(f, "server_time"),
-                     last_id, nacks)
+                     last_id, nacks, _more(f))
 
 
 def _nack(f: dict[str, Any]) -> Nack:
@@ -174,6 +211,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], HubFrame]] = {
     "nack": _nack,
     "pong": lambda f: Pong(_int(f, "id"), _int(f, "server_time")),
     "connected": _connected,
+    "connections": lambda f: ConnectionsPage(_members(f), _more(f)),
     "connection_created": lambda f: ConnectionCreated(_conn(f.get("connection"))),
     "connection_destroyed": lambda f: ConnectionDestroyed(_conn(f.get("connection")),
                                                           _str(f, "reason", "")),
@@ -225,12 +263,15 @@ T = TypeVar("T")
 @dataclass(slots=True, eq=False)
 class Outgoing(Generic[T]):
     """One signal between ``signal()`` and the hub's answer. The frame is encoded once and keeps its
-    id across re-sends; ``ticket`` is whatever the I/O side resolves on the answer (a future)."""
+    id across re-sends; ``ticket`` is whatever the I/O side resolves on the answer (a future);
+    ``issued`` is when ``signal()`` was called (the caller's monotonic clock, seconds), from which a
+    re-sent or queued frame says how long it waited (:meth:`Outbox.frame_at`)."""
 
     id: int
     frame: str
     retry: bool
     ticket: T
+    issued: float = 0.0
 
 
 class Outbox(Generic[T]):
@@ -254,9 +295,18 @@ class Outbox(Generic[T]):
         self.last_id += 1
         return self.last_id
 
-    def new(self, type_: str, data: str, to: str | None, retry: bool, ticket: T) -> Outgoing[T]:
+    def new(self, type_: str, data: str, to: str | None, retry: bool, ticket: T,
+            now: float = 0.0) -> Outgoing[T]:
+        """A new signal issued at ``now`` (monotonic seconds)."""
         id_ = self.new_id()
-        return Outgoing(id_, signal_frame(id_, type_, data, to, retry), retry, ticket)
+        return Outgoing(id_, signal_frame(id_, type_, data, to, retry), retry, ticket, now)
+
+    @staticmethod
+    def frame_at(out: Outgoing[T], now: float) -> str:
+        """The frame to write for ``out`` at ``now``: one that waited (queued during an outage, behind
+        a flush, or re-sent after a drop) carries ``queued_ms``, so the hub's ``ts`` is the time it was
+        issued and a stale guard downstream sees its true age. Within a millisecond: the plain frame."""
+        return with_queued_ms(out.frame, int((now - out.issued) * 1000))
 
     def sent(self, out: Outgoing[T]) -> None:
         """Record ``out`` as written to the current link (call before the write)."""

@@ -176,9 +176,10 @@ class HubState:
         self.metrics = Metrics()
 
     def join(self, session_id: str, role: str, data: str, link: Link, now: float,
-             now_ms: int) -> Member:
-        """Add a new connection; the others get ``connection_created``. The caller sends ``connected``."""
-        conn = Connection(str(uuid.uuid4()), data, role, now_ms)
+             now_ms: int, token_id: str = "") -> Member:
+        """Add a new connection; the others get ``connection_created``. The caller sends ``connected``.
+        ``token_id`` is the identity of the token it joined with (``tokens.token_identity``)."""
+        conn = Connection(str(uuid.uuid4()), data, role, now_ms, token_id)
         member = Member(session_id, conn, link, TokenBucket(self.rate, self.burst, now),
                         self.replay_size, self.metrics)
         members = self.sessions.setdefault(session_id, {})

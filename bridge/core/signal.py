@@ -8,9 +8,12 @@ never truncated.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 MAX_TYPE_CHARS = 128
 MAX_DATA_BYTES = 8192
@@ -79,17 +82,31 @@ class Connection:
     """One client in a session, as every other member sees it.
 
     ``creation_time`` is in milliseconds since the epoch (hub clock); ``data`` is the token's
-    connection data (at most 1000 characters).
+    connection data (at most 1000 characters); ``token_id`` names the token it joined with (the same
+    on every connection that token opens, so that limits keyed on it survive reconnecting; "" from a
+    hub that does not send it). The hub sets it; no client can choose it.
     """
 
     id: str
     data: str
     role: str
     creation_time: int
+    token_id: str = ""
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "data": self.data, "role": self.role,
-                "creation_time": self.creation_time}
+        wire = {"id": self.id, "data": self.data, "role": self.role, "creation_time": self.creation_time}
+        if self.token_id:
+            wire["token_id"] = self.token_id
+        return wire
+
+    def wire_json(self) -> str:
+        """``to_wire()`` as compact JSON, encoded once: a hub lists every member in every join."""
+        text = self._json
+        if text is None:
+            text = _dumps(self.to_wire())
+            object.__setattr__(self, "_json", text)  # a cache, not state: excluded from eq and hash
+        return text
 
     @classmethod
     def from_wire(cls, obj: Any) -> Connection:
@@ -102,4 +119,7 @@ class Connection:
             raise ValueError("connection id, data and role must be strings")
         if not isinstance(ctime, int) or isinstance(ctime, bool):
             raise ValueError("connection creation_time must be an integer")
-        return cls(cid, data, role, ctime)
+        token_id = obj.get("token_id", "")
+        if not isinstance(token_id, str):
+            raise ValueError("connection token_id must be a string")
+        return cls(cid, data, role, ctime, token_id)

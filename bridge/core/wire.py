@@ -55,13 +55,16 @@ class ConnectFrame:
 
 @dataclass(frozen=True, slots=True)
 class SignalFrame:
-    """``type``/``data`` are as received (strings, not yet checked against the limits)."""
+    """``type``/``data`` are as received (strings, not yet checked against the limits). ``queued_ms``
+    is how long the sender says the signal waited in its own queue before this frame (0 if absent):
+    the hub stamps ``ts`` that much earlier, so that a stale guard judges the age the operator sees."""
 
     id: int
     type: str
     data: str
     to: str | None
     retry: bool
+    queued_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +152,10 @@ def _signal(obj: dict[str, Any]) -> SignalFrame:
         raise WireError(BAD_REQUEST, "signal 'to' must be a connection id string or null", fid)
     if not isinstance(retry, bool):
         raise WireError(BAD_REQUEST, "signal 'retry' must be true or false", fid)
-    return SignalFrame(fid, type_, data, to, retry)
+    queued = obj.get("queued_ms", 0)
+    if _int(queued) is None or queued < 0:
+        raise WireError(BAD_REQUEST, "signal 'queued_ms' must be an integer >= 0", fid)
+    return SignalFrame(fid, type_, data, to, retry, queued)
 
 
 def _connect(obj: dict[str, Any]) -> ConnectFrame:
@@ -172,19 +178,61 @@ def _connect(obj: dict[str, Any]) -> ConnectFrame:
 LIMITS = {"max_type": MAX_TYPE_CHARS, "max_data": MAX_DATA_BYTES}
 
 
-def connected(me: Connection, others: list[Connection], resume_secret: str, resumed: bool,
-              server_time: int, last_id: int | None = None,
-              nacks: tuple[tuple[int, int, str], ...] = ()) -> str:
-    """The answer to ``connect``. A resumed connection passes ``last_id`` (the highest signal id
+#: Every frame of a join (``connected`` and the ``connections`` pages after it) stays within this many
+#: bytes of UTF-8, so that a client with a 64 KiB frame limit joins a session of any size.
+JOIN_FRAME_BUDGET = MAX_FRAME_BYTES - 1024
+_MORE = ',"more":true}'
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def connected_frames(me: Connection, others: list[Connection], resume_secret: str, resumed: bool,
+                     server_time: int, last_id: int | None = None,
+                     nacks: tuple[tuple[int, int, str], ...] = ()) -> list[str]:
+    """The answer to ``connect``: the ``connected`` frame, then as many ``connections`` pages as the
+    member list needs (see docs/protocol.md, "Joining"). Send them in this order, before any other
+    frame to that link. Each frame is at most JOIN_FRAME_BUDGET bytes; a page holds at least one
+    connection (one connection is at most ~6 KB: 1000 characters of data, escaped).
+
+    The member list goes in ``connected`` as far as it fits; when it does not, ``connected`` carries
+    ``"more": true`` and ``{"op":"connections","connections":[...],"more":bool}`` pages follow, the
+    last with ``"more": false``. A resumed connection passes ``last_id`` (the highest signal id
     processed for it) and the ``nacks`` (id, code, message) of its previous link: both are added to
-    the frame (an addition to v1; clients that ignore them re-send and still work)."""
+    the ``connected`` frame (an addition to v1; clients that ignore them re-send and still work)."""
     frame: dict[str, object] = {
-        "op": "connected", "connection": me.to_wire(), "connections": [c.to_wire() for c in others],
+        "op": "connected", "connection": me.to_wire(), "connections": [],
         "resume_secret": resume_secret, "resumed": resumed, "server_time": server_time, "limits": LIMITS}
     if last_id is not None:
         frame["last_id"] = last_id
         frame["nacks"] = [{"id": i, "code": code, "message": message} for i, code, message in nacks]
-    return _dumps(frame)
+    # The key "connections":[] occurs once: inside JSON strings every '"' is escaped.
+    head, _, tail = _dumps(frame).partition('"connections":[]')
+    members = [c.wire_json() for c in others]
+    pages = _pages(members, JOIN_FRAME_BUDGET - _utf8_len(head) - _utf8_len(tail) - len(_MORE) - 20,
+                   JOIN_FRAME_BUDGET - 64)
+    first = f'{head}"connections":[{",".join(pages[0])}]{tail}'
+    out = [first if len(pages) == 1 else first[:-1] + _MORE]
+    for n, page in enumerate(pages[1:], 2):
+        more = "true" if n < len(pages) else "false"
+        out.append(f'{{"op":"connections","connections":[{",".join(page)}],"more":{more}}}')
+    return out
+
+
+def _pages(members: list[str], first_budget: int, budget: int) -> list[list[str]]:
+    """Split encoded members into pages: the first within ``first_budget`` bytes (it may be empty),
+    the others within ``budget``, each of those holding at least one member."""
+    pages: list[list[str]] = [[]]
+    room = first_budget
+    for m in members:
+        size = _utf8_len(m) + 1  # its comma
+        if size > room and (pages[-1] or len(pages) == 1):
+            pages.append([])
+            room = budget
+        pages[-1].append(m)
+        room -= size
+    return pages
 
 
 def error(code: int, message: str) -> str:

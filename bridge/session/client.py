@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl as _ssl
+import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from urllib.parse import quote
@@ -169,8 +170,9 @@ class SessionClient(LinkSupervisor):
             raise SignalError(BAD_REQUEST, "'to' must be a connection id")
         ws = self._ws
         state = self._link.state
+        issued = time.monotonic()
         if state is LinkState.CONNECTED and ws is not None:
-            out = self._outbox.new(type, data, to, retry_after_reconnect, self._future())
+            out = self._outbox.new(type, data, to, retry_after_reconnect, self._future(), issued)
             if self._outbox.has_queued:  # a resume is still flushing: keep the order
                 self._outbox.enqueue(out)
             else:
@@ -179,7 +181,7 @@ class SessionClient(LinkSupervisor):
             if not retry_after_reconnect:
                 self.stats["dropped"] += 1
                 raise SignalError(NOT_CONNECTED, "not connected (reconnecting): signal dropped")
-            out = self._outbox.new(type, data, to, True, self._future())
+            out = self._outbox.new(type, data, to, True, self._future(), issued)
             self._outbox.enqueue(out)
         else:
             raise SignalError(NOT_CONNECTED, f"not connected ({state.value})")

@@ -28,6 +28,7 @@ from websockets.protocol import State
 from bridge.core.client_protocol import (
     Ack,
     Connected,
+    ConnectionsPage,
     HubDisconnected,
     HubError,
     Nack,
@@ -41,6 +42,7 @@ from bridge.core.client_protocol import (
     disconnect_frame,
     parse_hub_frame,
     ping_frame,
+    with_pages,
 )
 from bridge.core.clock import ClockEstimator
 from bridge.core.events import (
@@ -146,10 +148,11 @@ class LinkSupervisor:
     async def _send(self, ws: ClientConnection, out: _Out) -> None:
         self._outbox.sent(out)
         self.stats["sent"] += 1
-        if self._write_now(ws, out.frame):   # the common case: no coroutine, no context manager
+        frame = self._outbox.frame_at(out, time.monotonic())  # with queued_ms when it had to wait
+        if self._write_now(ws, frame):   # the common case: no coroutine, no context manager
             return
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(out.frame)        # closing, or back-pressure: websockets waits for the drain
+            await ws.send(frame)        # closing, or back-pressure: websockets waits for the drain
         # On ConnectionClosed the supervisor sees the drop and re-queues or fails `out`.
 
     def _write_now(self, ws: ClientConnection, frame: str) -> bool:
@@ -218,6 +221,8 @@ class LinkSupervisor:
                 await ws.send(connect_frame(self._token, resume))
                 frame = parse_hub_frame(await ws.recv())
                 received = mono_ms()
+                if isinstance(frame, Connected) and frame.more:
+                    frame = with_pages(frame, await self._pages(ws))
         except BaseException:
             if ws is not None:
                 ws.transport.abort()
@@ -231,6 +236,17 @@ class LinkSupervisor:
             raise ProtocolError(f"expected 'connected', got {type(frame).__name__}")
         self._clock.add(sent, frame.server_time, received)
         return ws, frame
+
+    @staticmethod
+    async def _pages(ws: ClientConnection) -> list[ConnectionsPage]:
+        """The rest of a big session's member list: the pages that follow ``connected`` at once."""
+        pages: list[ConnectionsPage] = []
+        while not pages or pages[-1].more:
+            page = parse_hub_frame(await ws.recv())
+            if not isinstance(page, ConnectionsPage):
+                raise ProtocolError(f"expected a 'connections' page, got {type(page).__name__}")
+            pages.append(page)
+        return pages
 
     def _adopt(self, hello: Connected, *, first: bool) -> None:
         """Take the hub's view of the session; tell the user what changed (all of it the first time:

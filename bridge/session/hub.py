@@ -42,7 +42,7 @@ from bridge.core.signal import (
     UNAUTHORIZED,
     check_signal,
 )
-from bridge.core.tokens import TokenError, verify_client_token
+from bridge.core.tokens import TokenError, token_identity, verify_client_token
 from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
 from bridge.session.hublink import WsLink
 from bridge.systemd import Notifier, watchdog_loop
@@ -170,15 +170,19 @@ class _Hub:
             r = state.resume(member, link, frame.resume.last_seq)
             log.info("session %s: connection %s resumed (last_id %d), %d signals replayed", session_id,
                      member.connection.id, r.last_id, len(r.replay))
-            link.send(wire.connected(member.connection, state.others(member), member.secret, True,
-                                     _now_ms(), r.last_id, r.nacks))
+            for f in wire.connected_frames(member.connection, state.others(member), member.secret, True,
+                                           _now_ms(), r.last_id, r.nacks):
+                link.send(f)
             for f in r.replay:
                 link.send(f)
             return member
         # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
-        member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms())
+        member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms(),
+                            token_id=token_identity(frame.token))
         log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
-        link.send(wire.connected(member.connection, state.others(member), member.secret, False, _now_ms()))
+        for f in wire.connected_frames(member.connection, state.others(member), member.secret, False,
+                                       _now_ms()):
+            link.send(f)
         return member
 
     @staticmethod
@@ -249,7 +253,8 @@ class _Hub:
             refusal = (TOO_MANY, "rate limit exceeded, slow down")
         else:
             member.answered(f.id)
-            body = wire.SignalBody(f.type, f.data, member.connection.id, _now_ms())
+            # ts: when the sender issued it, for a signal that waited in the sender's queue (queued_ms).
+            body = wire.SignalBody(f.type, f.data, member.connection.id, max(0, _now_ms() - f.queued_ms))
             # Deliveries before the ack: the receivers' frames leave first (the ack only tells the
             # sender, who is not waiting on the receivers). A broadcast's sender sees its copy first.
             if target is not None:
