@@ -6,8 +6,10 @@ real: a TCP proxy between the browser and the hub resets, refuses or blackholes 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -199,6 +201,26 @@ async def test_reconnect_queues_retry_signals_and_fails_the_others(page: Page, h
         await page.wait_for_function("() => events.some((e) => e.type === 'sentinel')",
                                      timeout=scaled(10) * 1000)
         assert [e["data"] for e in await events(page, "signal:robot.telemetry")] == ["while-away"]
+
+
+async def test_a_queued_signal_arrives_with_the_time_it_was_issued(page: Page, hub: HubHandle) -> None:
+    """Queued through an outage, a signal says how long it waited (queued_ms): the hub's ts is when it
+    was issued, so a stale guard downstream sees its true age."""
+    sid = new_session()
+    async with TcpProxy("127.0.0.1", hub.port) as proxy, \
+            WirePeer(hub.url, sid, hub.token(sid, data="robot")) as robot:
+        await page.evaluate(JOIN, [f"ws://127.0.0.1:{proxy.port}", sid, hub.token(sid),
+                                   {"retryMinMs": 50, "retryMaxMs": 200}])
+        proxy.refuse(True)
+        await proxy.cut()
+        await wait_event(page, "sessionReconnecting")
+        issued = time.time() * 1000
+        await page.evaluate(SIGNAL_LATER, ["queued", {"type": "robot.move", "data": "{}", "to": robot.id}])
+        await asyncio.sleep(1.2)   # the outage: its length is what is under test
+        proxy.refuse(False)
+        [move] = await robot.wait_signal("robot.move", scaled(10))
+        assert issued - 50 <= move["ts"] <= issued + 200, (move["ts"] - issued)
+        assert time.time() * 1000 - move["ts"] >= 1200
 
 
 async def test_silent_link_is_detected_and_resumed(page: Page, hub: HubHandle) -> None:

@@ -162,6 +162,8 @@ class SessionClient(LinkSupervisor):
         not connected. While reconnecting, a retry signal is queued and sent after the resume (one in
         flight at a drop is re-sent, unless the resume's ``last_id`` shows the hub had it: then it is
         settled with its lost answer); a non-retry one fails at once and counts in ``stats["dropped"]``.
+        A signal that waited (queued, or re-sent) tells the hub how long (``queued_ms``): its ``ts`` at
+        the receivers is when this was called, so a stale guard downstream judges its true age.
         """
         refusal = check_signal(type, data)
         if refusal is not None:
