@@ -312,7 +312,12 @@ class Engine:
         return None if outcome.kind is OutcomeKind.ALLOWED else Verdict(Decision.NO_LEASE, outcome.reason)
 
     def _check_rate(self, compiled: CompiledRule, sig: Signal, now: float) -> Verdict | None:
-        return compiled.rate.check(sig.from_id, now) if compiled.rate is not None else None
+        if compiled.rate is None:
+            return None
+        # Per token, when the hub names it: a fresh connection per command must not get a fresh bucket.
+        sender = self._sender
+        key = ("token", sender.token_id) if sender is not None and sender.token_id else sig.from_id
+        return compiled.rate.check(key, now)
 
     def _decide(self, rule: Rule, sig: Signal, data: Any, decision: Decision, reason: str,
                 out: list[Command]) -> list[Command]:

@@ -4,10 +4,15 @@ Each sender of a rule owns a bucket of ``burst`` tokens that refills at ``hz`` t
 command takes one token or is refused (decision ``rate_limited``). So a sender gets at most ``burst``
 commands at once and ``hz`` per second on average, whatever other senders do.
 
+A sender is the token it joined with (the engine keys on the ``token_id`` the hub puts in every
+connection), so that reconnecting, or opening a fresh connection per command, never refills a bucket;
+the connection id (or None for REST senders) only when the hub names no token.
+
 Memory is bounded: at most ``max_senders`` buckets are tracked, the least recently used one is evicted
 first. An evicted sender comes back with a full bucket - that grants it at most ``burst`` extra
 commands, and only after ``max_senders`` other senders were active in between, which the hub's own
-connection limits make expensive. ``forget()`` drops a bucket when its connection is destroyed.
+connection limits make expensive. ``forget()`` drops a connection-keyed bucket when its connection is
+destroyed (a token's bucket stays: its next connection is the same sender).
 
 Pure: the caller passes time in (monotonic seconds); nothing here reads a clock.
 """
@@ -32,7 +37,7 @@ class _Bucket:
 
 
 class RateLimiter:
-    """The token buckets of one rule, keyed by sender (a connection id, or None for REST senders)."""
+    """The token buckets of one rule, keyed by sender (a token, a connection id, None for REST senders)."""
 
     __slots__ = ("_buckets", "_burst", "_hz", "_max", "_refusal")
 

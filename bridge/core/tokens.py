@@ -208,5 +208,18 @@ def session_id_fields(session_id: str) -> list[str] | None:
 def token_identity(token: str) -> str:
     """A stable, non-secret name for one client token: the same token gives the same identity on every
     connection it opens (so limits keyed on it survive reconnecting), and the identity reveals nothing
-    that would let anyone rebuild the token. Never raises, whatever the string holds."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    that would let anyone rebuild the token. Never raises, whatever the string holds.
+
+    Spellings of one token that verify alike name one identity, so that re-spelling a token never buys
+    a fresh one: a T1== token is named by its signed data (its base64 alphabet, padding and the case
+    of its hex signature do not count), a JWT by its signed header and payload."""
+    signed = token.rpartition(".")[0] or token
+    if token.startswith(LEGACY_PREFIX):
+        body = token[len(LEGACY_PREFIX):]
+        try:
+            raw = base64.b64decode((body + "=" * (-len(body) % 4)).replace("-", "+").replace("_", "/"),
+                                   validate=True)
+            signed = LEGACY_PREFIX + raw.partition(b":")[2].decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            signed = token  # not a token the hub accepts anyway
+    return hashlib.sha256(signed.encode("utf-8", "surrogatepass")).hexdigest()[:16]
