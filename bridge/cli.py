@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["moderator", "publisher", "publisheronly", "subscriber"],
                    help="token role (default publisher)")
     p.add_argument("--data", default="", help="connection data visible to others (<= 1000 chars)")
+    p.add_argument("--bridge", metavar="NAME",
+                   help="a bridge's token: connection data 'bridge:NAME', the mark the console trusts "
+                        "(instead of --data)")
     p.add_argument("--ttl", type=int, default=86400, help="lifetime in seconds (default 86400, max 30 days)")
     p.add_argument("-c", "--config", metavar="FILE", help="hub.yaml to take credentials from")
     p.add_argument("--state-dir", metavar="DIR",

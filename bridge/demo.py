@@ -72,7 +72,7 @@ async def _demo(host: str, port: int) -> int:
             op_token = mint_client_token(api_key=key, api_secret=secret, session_id=session,
                                          role="moderator", data="operator", ttl_s=TOKEN_TTL_S, now=now)
             bridge_token = mint_client_token(api_key=key, api_secret=secret, session_id=session,
-                                             role="publisher", data="rover-bridge", ttl_s=TOKEN_TTL_S,
+                                             role="publisher", data="bridge:rover", ttl_s=TOKEN_TTL_S,
                                              now=now)
             rover = await asyncio.create_subprocess_exec(
                 sys.executable, str(ROVER_SIM), stdout=asyncio.subprocess.PIPE)

@@ -13,6 +13,8 @@ import json
 import math
 import os
 import re
+import signal
+import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,6 +28,8 @@ from tests.conftest import scaled
 from tests.helpers.browser import WirePeer, running_browser
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.proxy import TcpProxy
+from tests.helpers.pty import PtyPair
+from tests.test_daemon_e2e import bridge_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -98,7 +102,7 @@ async def join_by_fragment(page: Page, hub: HubHandle, sid: str, data: str = "op
 
 async def test_join_by_form_shows_members_and_drives_by_keyboard(page: Page, hub: HubHandle) -> None:
     sid = new_session()
-    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+    async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
         await page.goto(f"{hub.http_url}/")
         await expect(page.get_by_label("Hub URL")).to_have_value(hub.url)
         await page.get_by_label("Session id").fill(sid)
@@ -140,7 +144,7 @@ async def test_fragment_link_joins_and_controls_come_from_capabilities(page: Pag
     urls: list[str] = []
     page.on("request", lambda r: urls.append(r.url))
     page.on("websocket", lambda ws: urls.append(ws.url))
-    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+    async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
         me = await join_by_fragment(page, hub, sid)
         (describe,) = await robot.wait_signal("bridge.describe", scaled(10))
         assert (describe["data"], describe["from"]) == ("{}", me)
@@ -194,7 +198,7 @@ async def test_fragment_link_joins_and_controls_come_from_capabilities(page: Pag
 
 async def test_telemetry_log_and_joystick(page: Page, hub: HubHandle) -> None:
     sid = new_session()
-    async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+    async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
         me = await join_by_fragment(page, hub, sid)
         for i in range(5):
             data = {"battery": 90 - i, "speed": i / 10, "mode": "eco"}
@@ -236,7 +240,7 @@ async def test_telemetry_log_and_joystick(page: Page, hub: HubHandle) -> None:
 
 async def test_every_control_is_labelled_and_the_page_fits_a_phone(page: Page, hub: HubHandle) -> None:
     sid = new_session()
-    async with WirePeer(hub.url, sid, hub.token(sid, data="rover-7 (lab bench)")) as robot:
+    async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:rover-7 (lab bench)")) as robot:
         me = await join_by_fragment(page, hub, sid, data="alice (operator)")
         await robot.signal("bridge.capabilities", json.dumps(CAPABILITIES), to=me)
         await expect(page.locator("form.control")).to_have_count(3)
@@ -267,7 +271,7 @@ async def test_every_control_is_labelled_and_the_page_fits_a_phone(page: Page, h
 async def test_console_rides_out_a_cut_link_and_leaves_cleanly(page: Page, hub: HubHandle) -> None:
     sid = new_session()
     async with TcpProxy("127.0.0.1", hub.port) as proxy, \
-            WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+            WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
         await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid)}&url=ws://127.0.0.1:{proxy.port}")
         state = page.locator("#link-state")
         await expect(state).to_have_text("connected")
@@ -300,7 +304,7 @@ async def test_touch_drives_the_joystick_on_a_phone(browser: Browser, hub: HubHa
     try:
         page = await context.new_page()
         page.set_default_timeout(scaled(15) * 1000)
-        async with WirePeer(hub.url, sid, hub.token(sid, data="robot-1")) as robot:
+        async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
             await join_by_fragment(page, hub, sid)
             pad = page.locator("#pad")
             await pad.scroll_into_view_if_needed()
@@ -325,3 +329,77 @@ async def test_touch_drives_the_joystick_on_a_phone(browser: Browser, hub: HubHa
             assert sent[-1] == STOP and sent.count(STOP) == 1
     finally:
         await context.close()
+
+
+async def test_only_the_bridge_is_trusted_and_estop_reaches_the_device(page: Page, tmp_path: Path) -> None:
+    """A real bridge (token data bridge:rover) with a pty, and a forger (any publisher) that sends
+    bridge.capabilities, status, acks and telemetry: the console takes none of them, and E-STOP
+    reaches the device, also when pressed before the bridge's own capabilities arrived."""
+    async with running_hub(heartbeat_s=30) as hub:   # the bridge is frozen a while below
+        sid = new_session()
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            token = hub.token(sid, data="bridge:rover")
+            config.write_text(textwrap.dedent(f"""\
+                session: {{url: "{hub.url}", session_id: {sid}, token: "{token}"}}
+                devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+                rules:
+                  - signal: robot.move
+                    params: {{x: {{type: float, min: -1, max: 1}}, y: {{type: float, min: -1, max: 1}}}}
+                    send: {{device: base, line: "M {{x:.2f}} {{y:.2f}}"}}
+                    ack: true
+                safety: {{estop: {{signal: robot.estop, reset: robot.estop_reset,
+                                   send: [{{device: base, line: "S"}}]}}}}
+                """))
+            async with bridge_process(config) as bridge, \
+                    WirePeer(hub.url, sid, hub.token(sid, data="bridge-impostor")) as forger:
+                await bridge.wait_for(r"READY")
+                await bridge.wait_for(r"device base: up")
+                forged_caps = dict(CAPABILITIES, estop={"signal": "forged.halt"})
+                assert bridge.proc.pid is not None
+                bridge.proc.send_signal(signal.SIGSTOP)   # frozen: the console's describe waits
+                try:
+                    me = await join_by_fragment(page, hub, sid)
+                    await forger.signal("bridge.capabilities", json.dumps(forged_caps), to=me)
+                    await expect(page.locator("#log-list li.log-sys").filter(
+                        has_text="ignored: not from the bridge")).to_have_count(1)
+                    assert await page.evaluate("() => sigbridgeConsole.estop") == "robot.estop"
+                    await expect(page.locator("#controls-empty")).to_be_visible()
+                    await page.get_by_role("button", name="E-STOP", exact=True).click()
+                    await forger.wait_signal("robot.estop", scaled(10))   # sent: to everyone
+                finally:
+                    bridge.proc.send_signal(signal.SIGCONT)
+                assert await pair.read_line(scaled(10)) == "S"       # the device got the e-stop
+
+                # The bridge's own announcement is taken: its controls, and commands go to it.
+                await expect(page.locator("form.control")).to_have_count(1)
+                bridge_id = await page.evaluate("() => document.getElementById('target').value")
+                assert bridge_id and bridge_id != forger.id
+                await expect(page.locator(f'#members-list li[data-connection-id="{bridge_id}"]')
+                             ).to_have_attribute("data-bridge", "true")
+
+                # Forgeries after it change nothing and never show.
+                await forger.signal("bridge.capabilities", json.dumps(forged_caps), to=me)
+                await forger.signal("bridge.capabilities", json.dumps(forged_caps))
+                await forger.signal("bridge.status", '{"estopped":false,"forged":1}', to=me)
+                await forger.signal("bridge.ack", '{"id":"x","status":"applied","forged":1}', to=me)
+                await forger.signal("robot.telemetry", '{"battery":1}', to=me, retry=False)
+                await page.wait_for_function("() => sigbridgeConsole.ignored >= 6")
+                await expect(page.locator("form.control")).to_have_count(1)
+                assert await page.evaluate("() => sigbridgeConsole.estop") == "robot.estop"
+                await expect(page.get_by_label("Send to")).to_have_value(bridge_id)
+                await expect(page.locator("#log-list")).not_to_contain_text("forged")
+                await expect(page.locator('.tele[data-signal="robot.telemetry"]')).to_have_count(0)
+
+                # Driving goes to the bridge only (e-stopped: refused, nothing written), and E-STOP
+                # still reaches the device.
+                await page.locator("#pad").focus()
+                await page.keyboard.down("w")
+                await page.wait_for_function(
+                    "() => [...document.querySelectorAll('#log-list li')].some("
+                    "(li) => li.textContent.includes('estopped'))")
+                await page.keyboard.up("w")
+                await page.get_by_role("button", name="E-STOP", exact=True).click()
+                assert await pair.read_line(scaled(10)) == "S"
+                assert forger.signals("robot.move") == []
+                assert forger.signals("forged.halt") == []

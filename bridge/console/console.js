@@ -11,14 +11,29 @@ const $ = (id) => document.getElementById(id);
 const MOVE = 'robot.move';
 const DESCRIBE = 'bridge.describe';
 const CAPABILITIES = 'bridge.capabilities';
+const STATUS = 'bridge.status';
+const ACK = 'bridge.ack';
+const DEFAULT_ESTOP = 'robot.estop';
 const LOG_MAX = 300;
+
+/**
+ * The bridge is the connection whose token says so: connection data `bridge` or `bridge:NAME`
+ * (`sigbridge token SESSION --bridge NAME`). Only the holder of the API secret mints tokens and the
+ * hub fills in every connection's data from its token, so no other publisher can pass for it; what
+ * the robot says (capabilities, status, telemetry, acks) is taken only from such a connection.
+ */
+export function isBridge(connection) {
+  const data = connection ? connection.data : '';
+  return data === 'bridge' || (typeof data === 'string' && data.startsWith('bridge:'));
+}
 
 const ui = {
   session: null,          // the sigbridge Session while joined
   leaving: false,
-  estop: 'robot.estop',
+  estop: DEFAULT_ESTOP,
   telemetryTypes: new Set(['robot.telemetry']),
   moveFailures: 0,
+  ignored: 0,             // robot signals dropped because they did not come from the bridge
 };
 // For tests and for poking around from the devtools console.
 window.sigbridgeConsole = ui;
@@ -104,10 +119,10 @@ function target() {
   return id && ui.session && ui.session.connections.has(id) ? id : null;
 }
 
-/** Send a signal the operator asked for; the outcome goes into the log. */
-function send(type, data, retryAfterReconnect = true) {
+/** Send a signal the operator asked for (to the chosen target, or `to`); the outcome goes into the log. */
+function send(type, data, retryAfterReconnect = true, to = target()) {
   if (!ui.session) return Promise.resolve();
-  return ui.session.signal({ type, data, to: target(), retryAfterReconnect })
+  return ui.session.signal({ type, data, to, retryAfterReconnect })
     .then(() => log('out', type, ui.session && ui.session.connection, data))
     .catch((err) => log('err', type, null, `${err.code} ${err.message}`));
 }
@@ -130,7 +145,9 @@ const drive = new Drive({
 });
 
 $('speed').addEventListener('input', () => { $('speed-out').textContent = Number($('speed').value).toFixed(2); });
-$('estop').addEventListener('click', () => { drive.release(); send(ui.estop, '{}'); });
+// E-STOP goes to everyone: it reaches the bridge whatever "Send to" says, also before the console
+// knows which connection the bridge is; its type is the one the bridge declared (default robot.estop).
+$('estop').addEventListener('click', () => { drive.release(); send(ui.estop, '{}', true, null); });
 $('estop-reset').addEventListener('click', () => send($('estop-reset').dataset.signal, '{}'));
 $('describe').addEventListener('click', describe);
 $('lease-acquire').addEventListener('click', () => send($('lease-acquire').dataset.signal, '{}'));
@@ -142,11 +159,26 @@ $('leave').addEventListener('click', () => {
 
 // ---- receiving -------------------------------------------------------------------------------
 
+/** The connection a signal came from, as the hub describes it (never the signal's own claim). */
+function sender(ev) {
+  return ev.from && ui.session ? ui.session.connections.get(ev.from.id) : undefined;
+}
+
+function fromRobot(type) {
+  return type === CAPABILITIES || type === STATUS || type === ACK || ui.telemetryTypes.has(type);
+}
+
 function onSignal(ev) {
   const own = ev.from && ui.session && ui.session.connection && ev.from.id === ui.session.connection.id;
+  if (own) return;                     // our own broadcasts come back; they are logged on ack
+  if (fromRobot(ev.type) && !isBridge(sender(ev))) {
+    // Anyone may send these types; only the bridge's count. One log line per run, not per signal.
+    ui.ignored += 1;
+    log('sys', ev.type, ev.from, 'ignored: not from the bridge (its token data must be bridge:NAME)');
+    return;
+  }
   if (ev.type === CAPABILITIES) applyCapabilities(ev);
   if (ui.telemetryTypes.has(ev.type)) telemetry.update(ev.type, ev.data, ev.ts);
-  if (own) return;                     // our own broadcasts come back; they are logged on ack
   log('in', ev.type, ev.from, ev.data);
 }
 
@@ -156,7 +188,7 @@ function resetRobot() {
   $('controls-empty').hidden = false;
   $('log-list').replaceChildren();
   telemetry.clear();
-  ui.estop = 'robot.estop';
+  ui.estop = DEFAULT_ESTOP;
   ui.telemetryTypes = new Set(['robot.telemetry']);
   $('estop-type').textContent = ui.estop;
   $('estop-reset').hidden = true;
@@ -168,7 +200,7 @@ function applyCapabilities(ev) {
   try { caps = parseCapabilities(ev.data); } catch (err) { log('err', ev.type, ev.from, err.message); return; }
   renderControls($('controls-list'), caps, (type, data) => send(type, data));
   $('controls-empty').hidden = true;
-  ui.estop = caps.estop ? caps.estop.signal : 'robot.estop';
+  ui.estop = caps.estop ? caps.estop.signal : DEFAULT_ESTOP;
   $('estop-type').textContent = caps.estop ? ui.estop : `${ui.estop} (robot declares no e-stop)`;
   const reset = $('estop-reset');
   reset.hidden = !(caps.estop && caps.estop.reset);
@@ -181,7 +213,7 @@ function applyCapabilities(ev) {
     $('lease-release').dataset.signal = caps.control.release || 'control.release';
   }
   // Commands go to the robot that described itself, not to every operator in the session.
-  if (ev.from && ui.session && ui.session.connections.has(ev.from.id)) {
+  if (sender(ev)) {
     renderMembers();
     $('target').value = ev.from.id;
   }
@@ -205,7 +237,8 @@ function renderMembers() {
     who.textContent = `${short(c.id)}${c === s.connection ? ' (you)' : ''}`;
     const role = document.createElement('span');
     role.className = 'role';
-    role.textContent = c.role;
+    role.textContent = isBridge(c) ? `${c.role} · bridge` : c.role;
+    if (isBridge(c)) li.dataset.bridge = 'true';
     const data = document.createElement('span');
     data.className = 'conn-data';
     data.textContent = c.data || '—';
@@ -230,7 +263,8 @@ function renderMembers() {
 let lastEntry = null;                  // {key, li, count}
 
 function streamKey(kind, type, from, text) {
-  if (type === 'bridge.ack') {
+  if (kind === 'sys' && fromRobot(type)) return `${kind}|${type}|${from ? from.id : ''}|ignored`;
+  if (type === ACK) {
     // Keep refusals apart from the stream of "applied".
     let status = '';
     try { status = String(JSON.parse(text).status); } catch { /* not JSON: its own key */ }

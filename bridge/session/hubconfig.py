@@ -185,10 +185,15 @@ def token_main(args: argparse.Namespace) -> int:
     """``sigbridge token SESSION``: print only the token on stdout; on stderr where the credentials
     came from (errors: stderr, exit 2). Credentials are generated only with ``--create``."""
     try:
+        data = args.data
+        if getattr(args, "bridge", None) is not None:
+            if data:
+                raise ValueError("--bridge sets the connection data: give --data or --bridge, not both")
+            data = f"bridge:{args.bridge}"   # what consoles take for the bridge (docs/console.md)
         cfg = load_hub_config(args.config, state_dir=args.state_dir,
                               create_credentials=bool(getattr(args, "create", False)))
         token = mint_client_token(api_key=cfg.api_key, api_secret=cfg.api_secret, session_id=args.session,
-                                  role=args.role, data=args.data, ttl_s=args.ttl, now=time.time())
+                                  role=args.role, data=data, ttl_s=args.ttl, now=time.time())
     except (HubConfigError, ValueError) as e:
         print(f"sigbridge token: {e}", file=sys.stderr)
         return 2
