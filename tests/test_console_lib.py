@@ -219,7 +219,7 @@ async def test_a_queued_signal_arrives_with_the_time_it_was_issued(page: Page, h
         await asyncio.sleep(1.2)   # the outage: its length is what is under test
         proxy.refuse(False)
         [move] = await robot.wait_signal("robot.move", scaled(10))
-        assert issued - 50 <= move["ts"] <= issued + 200, (move["ts"] - issued)
+        assert issued - 50 <= move["ts"] <= issued + 600, (move["ts"] - issued)  # not received: > 1.2 s
         assert time.time() * 1000 - move["ts"] >= 1200
 
 

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import textwrap
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -97,15 +98,19 @@ async def test_a_fresh_connection_per_command_gets_one_of_ten(tmp_path: Path) ->
                 await bridge.wait_for(r"device base: up")
                 token = hub.token("r1", role="moderator")
                 statuses = []
+                started = time.monotonic()
                 for n in range(10):
                     async with SessionClient(hub.url, "r1", token) as c:
                         op = Operator(c)
                         await op.send("go", {"n": n})
                         statuses.append(json.loads((await op.next("bridge.ack")).data)["status"])
-                assert statuses == ["applied"] + ["rate_limited"] * 9
+                # One, plus one for every 5 s the loop took on a slow machine (0.2/s); was 10 of 10.
+                earned = 1 + int((time.monotonic() - started) * 0.2)
+                assert statuses.count("applied") == earned < 10, statuses
                 async with SessionClient(hub.url, "r1", hub.token("r1", role="moderator")) as c:
                     op = Operator(c)
                     await op.send("go", {"n": 99})    # another token has its own bucket
                     assert json.loads((await op.next("bridge.ack")).data)["status"] == "applied"
-                assert await pair.read_line(scaled(10)) == "GO 0"
-                assert await pair.read_line(scaled(10)) == "GO 99"
+                applied = [n for n, s in enumerate(statuses) if s == "applied"]
+                for n in [*applied, 99]:
+                    assert await pair.read_line(scaled(10)) == f"GO {n}"

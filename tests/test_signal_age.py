@@ -72,7 +72,7 @@ async def test_python_client_queued_signal_arrives_with_its_issue_time() -> None
                     move = event
                     break
         assert move is not None
-        assert issued - 50 <= move.ts <= issued + 200      # issued, not received, > 1 s later
+        assert issued - 50 <= move.ts <= issued + 600      # issued, not received, > 1 s later
         assert int(time.time() * 1000) - move.ts >= 1200
 
 
