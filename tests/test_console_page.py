@@ -403,3 +403,14 @@ async def test_only_the_bridge_is_trusted_and_estop_reaches_the_device(page: Pag
                 assert await pair.read_line(scaled(10)) == "S"
                 assert forger.signals("robot.move") == []
                 assert forger.signals("forged.halt") == []
+
+
+async def test_estop_type_from_the_link_before_capabilities(page: Page, hub: HubHandle) -> None:
+    sid = new_session()
+    async with WirePeer(hub.url, sid, hub.token(sid, data="bridge:robot-1")) as robot:
+        await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid)}&estop=base.halt")
+        await expect(page.locator("#link-state")).to_have_text("connected")
+        await expect(page.locator("#estop-type")).to_have_text("base.halt")
+        await page.get_by_role("button", name="E-STOP", exact=True).click()
+        (halt,) = await robot.wait_signal("base.halt", scaled(10))
+        assert halt["data"] == "{}"

@@ -31,6 +31,7 @@ const ui = {
   session: null,          // the sigbridge Session while joined
   leaving: false,
   estop: DEFAULT_ESTOP,
+  estopDefault: DEFAULT_ESTOP,  // before the bridge declares its own (#estop=TYPE in the link sets it)
   telemetryTypes: new Set(['robot.telemetry']),
   moveFailures: 0,
   ignored: 0,             // robot signals dropped because they did not come from the bridge
@@ -188,7 +189,7 @@ function resetRobot() {
   $('controls-empty').hidden = false;
   $('log-list').replaceChildren();
   telemetry.clear();
-  ui.estop = DEFAULT_ESTOP;
+  ui.estop = ui.estopDefault;
   ui.telemetryTypes = new Set(['robot.telemetry']);
   $('estop-type').textContent = ui.estop;
   $('estop-reset').hidden = true;
@@ -200,7 +201,7 @@ function applyCapabilities(ev) {
   try { caps = parseCapabilities(ev.data); } catch (err) { log('err', ev.type, ev.from, err.message); return; }
   renderControls($('controls-list'), caps, (type, data) => send(type, data));
   $('controls-empty').hidden = true;
-  ui.estop = caps.estop ? caps.estop.signal : DEFAULT_ESTOP;
+  ui.estop = caps.estop ? caps.estop.signal : ui.estopDefault;
   $('estop-type').textContent = caps.estop ? ui.estop : `${ui.estop} (robot declares no e-stop)`;
   const reset = $('estop-reset');
   reset.hidden = !(caps.estop && caps.estop.reset);
@@ -309,9 +310,10 @@ $('join-form').addEventListener('submit', (ev) => {
   join($('hub-url').value, $('session-id').value.trim(), $('token').value.trim());
 });
 
-// #session=...&token=...[&url=...] joins directly; the fragment never reaches the server.
+// #session=...&token=...[&url=...][&estop=TYPE] joins directly; the fragment never reaches the server.
 const fragment = new URLSearchParams(location.hash.slice(1));
 if (fragment.get('url')) $('hub-url').value = fragment.get('url');
+if (fragment.get('estop')) ui.estop = ui.estopDefault = fragment.get('estop');
 if (fragment.get('session')) $('session-id').value = fragment.get('session');
 if (fragment.get('token')) $('token').value = fragment.get('token');
 if (fragment.get('session') && fragment.get('token')) {
