@@ -56,7 +56,7 @@ from bridge.core.events import (
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
 from bridge.core.reload import restart_needed
-from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection
+from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
 from bridge.session.client import SessionClient, SignalError
@@ -315,6 +315,10 @@ class Daemon:
         if not self._ready_printed:
             self._ready_printed = True
             print(f"sigbridge run: READY connected to {client.uri} as {own}", file=sys.stderr, flush=True)
+            if not is_bridge_data(client.connection.data):
+                log.warning("session: the token's connection data is %r, not 'bridge' or 'bridge:NAME': "
+                            "consoles will not trust this bridge (mint its token with sigbridge token "
+                            "SESSION --bridge NAME)", client.connection.data[:40])
 
     # ------------------------------------------------------------ devices and timers
 

@@ -373,6 +373,7 @@ async def test_only_the_bridge_is_trusted_and_estop_reaches_the_device(page: Pag
 
                 # The bridge's own announcement is taken: its controls, and commands go to it.
                 await expect(page.locator("form.control")).to_have_count(1)
+                assert not [line for line in bridge.stderr if "will not trust" in line]
                 bridge_id = await page.evaluate("() => document.getElementById('target').value")
                 assert bridge_id and bridge_id != forger.id
                 await expect(page.locator(f'#members-list li[data-connection-id="{bridge_id}"]')

@@ -95,6 +95,7 @@ async def test_a_fresh_connection_per_command_gets_one_of_ten(tmp_path: Path) ->
                 """) + RULES)
             async with bridge_process(config) as bridge:
                 await bridge.wait_for(r"READY")
+                await bridge.wait_for(r"consoles will not trust this bridge")   # its token has no mark
                 await bridge.wait_for(r"device base: up")
                 token = hub.token("r1", role="moderator")
                 statuses = []

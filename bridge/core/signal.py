@@ -77,6 +77,12 @@ def check_signal(type_: object, data: object) -> Refusal | None:
     return None
 
 
+def is_bridge_data(data: str) -> bool:
+    """The convention that marks a bridge's connection: token connection data ``bridge`` or
+    ``bridge:NAME`` (docs/protocol.md). Consoles take what the robot says only from such a connection."""
+    return data == "bridge" or data.startswith("bridge:")
+
+
 @dataclass(frozen=True, slots=True)
 class Connection:
     """One client in a session, as every other member sees it.
