@@ -8,7 +8,8 @@
 //   await s.signal({ type: 'robot.move', data: '{"x":0.5,"y":0}', retryAfterReconnect: false });
 //
 // Contracts:
-// - connect() resolves once the hub answered `connected`, and rejects with a SignalError
+// - connect() resolves once the hub answered `connected` (and sent the member-list pages that follow
+//   it in a big session: s.connections is whole), and rejects with a SignalError
 //   (code 401/403 refused token, 500 hub unreachable) otherwise. It does not retry a first connect.
 // - signal() validates locally with the hub's limits (400 bad type/data/to, 413 too long), then
 //   resolves when the hub acked, rejects with the hub's nack code (400/403/404/413/429), or 500 when
