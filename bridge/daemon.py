@@ -13,7 +13,15 @@ links without blocking; signals with retry disabled (all the engine makes today)
 written at once with ``SessionClient.send_nowait`` (no ack awaited; while the link is down or its write
 buffer is full they fail at once and are counted, never queued), the others are sent as background
 tasks. The session link lost -> ``on_disconnect`` actions
-before anything else; SIGTERM/SIGINT -> ``on_shutdown`` actions, then a clean exit 0.
+before anything else. SIGTERM/SIGINT -> shutdown, final from its first instant (``stop``): the engine is
+closed (no later event is taken), the watchdog timer stopped, every device queue purged, the
+``on_shutdown`` actions handed to the links and the links sealed (they refuse every later write, the
+heartbeats included), so those actions are the last bytes each device gets; then up to
+``SHUTDOWN_GRACE_S`` for them to leave, and a clean exit 0.
+
+Before a command is decided, the engine asks ``_gate`` whether its device links would take its writes
+now (``device_down`` / ``overloaded`` otherwise). A write a link refuses anyway is reported back
+(``Engine.undelivered``): a safe action the device missed is written first when it comes back.
 
 A token that can never work ends the daemon with exit status ``EXIT_AUTH`` (78), which the systemd
 unit does not restart on (``RestartPreventExitStatus=``), after its on_shutdown actions and with the
@@ -45,7 +53,8 @@ from collections.abc import Callable, Iterable
 
 from bridge.audit import AuditLog, flush_loop
 from bridge.config import ConfigError, load_config, load_or_report
-from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteLine
+from bridge.core.decisions import Decision, Verdict
+from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteLine
 from bridge.core.events import (
     ConnectionDestroyed,
     Disconnected,
@@ -69,7 +78,7 @@ MAX_SIGNALS_IN_FLIGHT = 256
 #: Backoff between session clients after one gave up for good.
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
-#: Time given to the on_shutdown writes to leave before the ports are closed.
+#: Time given to the on_shutdown writes to leave before the ports are closed (less once all have left).
 SHUTDOWN_GRACE_S = 0.2
 #: Exit status when the bridge's token can never work (sysexits' EX_CONFIG); the systemd unit has
 #: RestartPreventExitStatus= with it: restarting cannot help, a person must mint a new token.
@@ -101,6 +110,7 @@ class Daemon:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.engine = Engine(config)
+        self.engine.gate = self._gate
         self.links: dict[str, SerialLink | MqttLink] = {
             name: self._make_link(device) for name, device in config.devices.items()}
         self.client: SessionClient | None = None
@@ -122,6 +132,7 @@ class Daemon:
         #: Reloads applied / refused since start.
         self.reloads = {"applied": 0, "refused": 0}
         self._ready_printed = False
+        self._latched = False       # the e-stop latch as last logged
         # Telemetry dropped while the link was down: logged once per outage, summed when it ends.
         self._dropped_at_down = 0
         self._drop_logged = False
@@ -136,7 +147,24 @@ class Daemon:
                         self._on_device)
 
     def stop(self) -> None:
+        """Shut down: final at once, whatever is still in the loop's queue (see the module docstring)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
+        log.info("stopping: running on_shutdown actions")
+        self._stopped_timer = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._execute(self.engine.shutdown())
+        for link in self.links.values():
+            link.seal()
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) until every link has handed what it took to the device."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(link.up and link.queued for link in self.links.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
 
     def _give_up(self, reason: str) -> None:
         """The token can never work: say why, then stop as on SIGTERM and exit with EXIT_AUTH."""
@@ -177,11 +205,10 @@ class Daemon:
                 # Ready for systemd as soon as the devices are being driven: the bridge is useful (and
                 # safe) without the hub, and a hub down at boot must not make systemd time the start out.
                 self.notifier.ready(f"joining session {self.config.session.session_id}")
-                await self._stop.wait()
-                log.info("stopping: running on_shutdown actions")
+                await self._stop.wait()     # stop() has run the on_shutdown actions and sealed the links
                 self.notifier.stopping()
-                self._execute(self.engine.shutdown())
-                await asyncio.sleep(SHUTDOWN_GRACE_S)   # let the shutdown lines/publishes leave
+                await asyncio.sleep(0)      # this turn's lines are flushed at its end
+                await self._drain(SHUTDOWN_GRACE_S)
                 client = self.client
                 if client is not None:
                     with contextlib.suppress(Exception):
@@ -412,6 +439,7 @@ class Daemon:
         if new.audit != self.config.audit and not self._swap_audit(new):
             return self._refuse(f"{path}: cannot open the audit log {new.audit and new.audit.path}")
         commands = engine.take_over(self.engine, time.monotonic())
+        engine.gate = self._gate
         self.engine, self.config = engine, new
         self._execute(commands)
         log.warning("reload: %s: %d rule(s) applied; session link and devices kept", path, len(new.rules))
@@ -444,24 +472,42 @@ class Daemon:
 
     # ------------------------------------------------------------ carrying out commands
 
+    def _gate(self, cmd: WriteLine | Publish) -> Verdict | None:
+        """Would the device link take ``cmd`` now? (The engine asks before deciding a command.)"""
+        link = self.links.get(cmd.device)
+        if isinstance(cmd, WriteLine):
+            why = link.refusal(len(cmd.line.encode())) if isinstance(link, SerialLink) else "down"
+        else:
+            why = link.refusal(cmd.qos) if isinstance(link, MqttLink) else "down"
+        if why is None:
+            return None
+        if why == "full":
+            return Verdict(Decision.OVERLOADED, f"device {cmd.device}: queue full")
+        return Verdict(Decision.DEVICE_DOWN, f"device {cmd.device} is down")
+
     def _execute(self, commands: Iterable[Command]) -> None:
-        was_estopped = self.engine.estopped
+        engine = self.engine
         for cmd in commands:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
-                    self.engine.counters["writes_refused"] += 1   # in bridge.status
+                    engine.undelivered(cmd)
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos):
-                    self.engine.counters["writes_refused"] += 1   # in bridge.status
+                    engine.undelivered(cmd)
+            elif isinstance(cmd, Purge):
+                purged = self.links.get(cmd.device)
+                if purged is not None:
+                    purged.purge()
             elif isinstance(cmd, Audit):
                 if self.audit is not None:
                     self.audit.write(cmd.record)
             else:
                 self._send_signal(cmd)
-        if was_estopped != self.engine.estopped:
-            log.warning("e-stop %s", "LATCHED" if self.engine.estopped else "reset")
+        if self._latched != engine.estopped:    # the engine changed it before these commands were made
+            self._latched = engine.estopped
+            log.warning("e-stop %s", "LATCHED" if self._latched else "reset")
         if not self._drop_logged and not self.engine.linked:
             self._log_first_drop()
         self._arm_timer()

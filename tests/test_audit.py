@@ -69,7 +69,8 @@ def test_hostile_fields_cannot_forge_a_second_line() -> None:
 
 def test_decision_vocabulary() -> None:
     assert [d.value for d in Decision] == ["applied", "clamped", "rejected", "stale", "estopped",
-                                           "no_lease", "rate_limited", "unauthorised"]
+                                           "no_lease", "rate_limited", "unauthorised", "device_down",
+                                           "overloaded"]
     assert frozenset(Decision) - {Decision.APPLIED, Decision.CLAMPED} == REFUSALS
     assert parse_decision("stale") is Decision.STALE
     with pytest.raises(ValueError, match="expected one of: applied"):

@@ -215,12 +215,14 @@ async def test_bad_params_put_nothing_on_the_wire(world: World) -> None:
 async def test_serial_port_vanishes_and_comes_back(world: World) -> None:
     world.pty.vanish()
     await world.bridge.wait_for(r"device base: down")
-    # A command for the missing device is not written, ever; bridge.status counts it.
-    await world.op.send("robot.move", {"x": 0.3, "y": 0.3})
+    # A command for the missing device is acked device_down and not written, ever; bridge.status counts it.
+    await world.op.send("robot.move", {"x": 0.3, "y": 0.3, "id": "gone"})
+    ack = json.loads((await world.op.next("bridge.ack")).data)
+    assert ack == {"id": "gone", "status": "device_down", "reason": "device base is down"}
     await world.op.send("bridge.describe", {})
     async with asyncio.timeout(scaled(10)):      # a broadcast from before the command may come first
         while (status := json.loads((await world.op.next("bridge.status")).data))["counters"][
-                "writes_refused"] != 1:
+                "decisions"]["device_down"] != 1:
             pass
     assert status["devices"]["base"] == "down"
     world.pty.recreate()

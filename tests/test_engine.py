@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bridge.core.decisions import Decision
-from bridge.core.engine import ACK, CAPABILITIES, STATUS, Engine, Publish, SendSignal, WriteLine
+from bridge.core.engine import ACK, CAPABILITIES, STATUS, Engine, Publish, Purge, SendSignal, WriteLine
 from bridge.core.events import Signal
 from bridge.core.model import (
     BridgeConfig,
@@ -90,7 +90,7 @@ def acks(out: list[Any]) -> list[dict[str, Any]]:
 
 
 def writes(out: list[Any]) -> list[Any]:
-    return [c for c in out if not isinstance(c, SendSignal)]
+    return [c for c in out if not isinstance(c, SendSignal | Purge)]
 
 
 def test_move_becomes_line_and_ack() -> None:
@@ -245,8 +245,12 @@ def test_lease_rate_and_controller_lost() -> None:
     assert out[0] == STOP_LINE and out[-1].type == STATUS
 
 
-def test_shutdown_actions() -> None:
-    assert engine().shutdown() == [WriteLine("base", "BYE")]
+def test_shutdown_purges_every_queue_then_its_actions_and_closes_the_engine() -> None:
+    e = engine()
+    assert e.shutdown() == [Purge("base"), Purge("arm"), WriteLine("base", "BYE")]
+    # Final: nothing later is taken, not even a watchdog due or a device coming back.
+    assert send(e, "robot.move", {"x": 0.5, "y": 0}, now=1.0) == []
+    assert e.tick(100.0) == [] and e.device_state("base", True, 2.0) == []
 
 
 def test_slew_clamps_and_resets_after_safe_action() -> None:

@@ -32,7 +32,8 @@ def test_status_on_connect_lists_devices_counters_and_state() -> None:
     assert status["devices"] == {"base": "down", "arm": "down"}
     assert (status["estopped"], status["lease"]) == (False, None)
     assert status["counters"]["decisions"] == {d: 0 for d in (
-        "applied", "clamped", "rejected", "stale", "estopped", "no_lease", "rate_limited", "unauthorised")}
+        "applied", "clamped", "rejected", "stale", "estopped", "no_lease", "rate_limited", "unauthorised",
+        "device_down", "overloaded")}
 
 
 def test_status_on_every_change_coalesced_when_flapping() -> None:

@@ -53,13 +53,22 @@ class SendSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class Purge:
+    """Drop what the device's link has taken but not yet handed to the device (its queue), before an
+    e-stop or the shutdown: the safe actions that follow must neither wait behind older commands nor
+    be followed by them. Lines or messages already partly on the wire are kept."""
+
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
 class Audit:
     """Append ``record`` to the audit log (only produced when the config has ``audit:``)."""
 
     record: AuditRecord
 
 
-Command = WriteLine | Publish | SendSignal | Audit
+Command = WriteLine | Publish | SendSignal | Audit | Purge
 
 
 # ---------------------------------------------------------------- compiled config

@@ -28,6 +28,8 @@ class Decision(StrEnum):
     NO_LEASE = "no_lease"          # control lease on and the sender does not hold it
     RATE_LIMITED = "rate_limited"  # the sender exceeded the rule's rate_limit
     UNAUTHORISED = "unauthorised"  # from_roles / from_data / allow_rest refused the sender
+    DEVICE_DOWN = "device_down"    # a device the command writes to is not connected (never written later)
+    OVERLOADED = "overloaded"      # a device link's bounded queue is full (never written later)
 
     @property
     def wrote(self) -> bool:

@@ -13,7 +13,11 @@ method that returns the commands to carry out, *in order*:
 - ``device_state(device, up, now)``: a device link came up or went down (announced in bridge.status);
 - ``tick(now)``: call it at ``next_deadline()`` (watchdogs, throttled telemetry, expect timeouts,
   coalesced status broadcasts);
-- ``shutdown()``: the on_shutdown actions;
+- ``shutdown()``: the on_shutdown actions (each device's queue purged first); the engine is closed
+  after it: every later event returns nothing;
+- ``undelivered(cmd)``: a device link refused ``cmd``; a safe action refused that way (the device
+  down) is owed to the device and written first when it comes back (``device_state``, see
+  docs/safety.md "A device that comes back");
 - ``take_over(old, now)``: on a config reload, the new engine inherits the old one's state.
 
 ``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (the local MONOTONIC
@@ -22,7 +26,10 @@ neither), used only by the stale guard and audit times. Commands are ``WriteLine
 device's newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
 
 The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:
-estop latch -> authorise -> stale -> lease -> rate -> params -> slew -> templates -> commit. A
+estop latch -> authorise -> stale -> lease -> rate -> params -> slew -> templates -> devices ->
+commit. ``devices`` asks ``gate`` (set by the daemon from its links; None admits everything) whether
+each write would be taken now: a device down or a full queue refuses the whole command
+(``device_down`` / ``overloaded``), so ``applied`` always means handed to a link that is up. A
 refusal writes nothing and changes no state (the slew reference and the watchdog move only at the
 commit). Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack``.
 
@@ -36,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +53,7 @@ from bridge.core.actions import (
     Command,
     CompiledRule,
     Publish,
+    Purge,
     SendSignal,
     WriteLine,
     ack_signal,
@@ -66,8 +75,11 @@ from bridge.core.status import StatusAnnouncer, status_data
 from bridge.core.telemetry import Outgoing, TelemetryShaper
 from bridge.core.templates import FillError
 
-__all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "Engine", "Publish",
-           "SendSignal", "WriteLine"]
+__all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "DeviceGate", "Engine",
+           "Publish", "Purge", "SendSignal", "WriteLine"]
+
+#: Whether a device link would take a write now: None, or the refusal (``device_down``/``overloaded``).
+DeviceGate = Callable[[WriteLine | Publish], Verdict | None]
 
 DESCRIBE = "bridge.describe"
 CAPABILITIES = "bridge.capabilities"
@@ -94,6 +106,12 @@ class Engine:
         self._on_shutdown = constant_commands(config.safety.on_shutdown, newlines)
         self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
                                for r in config.rules if r.watchdog is not None}
+        #: Safe actions a device did not get (its link was down), by device: written when it is back.
+        self._owed: dict[str, list[Command]] = {}
+        self._safe_cmds = frozenset((*self._estop_cmds, *self._on_disconnect, *self._on_controller_lost,
+                                     *(c for cmds in self._watchdog_cmds.values() for c in cmds)))
+        self.gate: DeviceGate | None = None
+        self.closed = False
         self._lease = (ControlLease(lease_roles(config), config.control.idle_timeout_ms / 1000)
                        if config.control.lease else None)
         self._expects = ExpectTable()
@@ -114,8 +132,8 @@ class Engine:
 
     def signal(self, sig: Signal, sender: Connection | None, now: float,
                hub_now_ms: int) -> list[Command]:
-        if sig.from_id is not None and sig.from_id == self._own_id:
-            return []   # our own broadcasts (capabilities, telemetry) come back to us
+        if self.closed or (sig.from_id is not None and sig.from_id == self._own_id):
+            return []   # shut down; or our own broadcasts (capabilities, telemetry) come back to us
         self.counters["signals"] += 1
         self._sender, self._hub_ms = sender, hub_now_ms
         type_ = sig.type
@@ -161,13 +179,34 @@ class Engine:
 
     def device_state(self, device: str, up: bool, now: float) -> list[Command]:
         """A device link came up or went down: remembered for bridge.status and announced."""
-        if device not in self.devices or self.devices[device] == up:
+        if self.closed or device not in self.devices or self.devices[device] == up:
             return []
         self.devices[device] = up
-        return self._announce(now)
+        if not up:
+            return self._announce(now)
+        # Back: made safe before anything else can reach it (the daemon writes these in the link's
+        # up callback, before any other event is handled): the e-stop actions while latched, then the
+        # safe actions it missed while down. Commands refused meanwhile are not owed: never written.
+        out: list[Command] = []
+        if self._safety.latched:
+            out += [c for c in self._estop_cmds if _device(c) == device]
+        out += [c for c in self._owed.pop(device, ()) if c not in out]
+        return [*out, *self._announce(now)]
+
+    def undelivered(self, cmd: Command) -> None:
+        """A link refused ``cmd`` (down, sealed or full). A safe action is owed to its device until that
+        device comes back up (``device_state``); anything else is forgotten (and counted)."""
+        self.counters["writes_refused"] += 1   # in bridge.status
+        device = _device(cmd)
+        if device is not None and cmd in self._safe_cmds and not self.closed:
+            owed = self._owed.setdefault(device, [])
+            if cmd not in owed:
+                owed.append(cmd)
 
     def shutdown(self) -> list[Command]:
-        return list(self._on_shutdown)
+        """The on_shutdown actions, after purging every device's queue; the engine is closed from now on."""
+        self.closed = True
+        return [*(Purge(d) for d in self.devices), *self._on_shutdown]
 
     # ------------------------------------------------------------ device events
 
@@ -184,6 +223,8 @@ class Engine:
 
     def tick(self, now: float) -> list[Command]:
         out: list[Command] = []
+        if self.closed:
+            return out
         for index in self._safety.expired(now):
             self.counters["watchdog_fired"] += 1
             out.extend(self._watchdog_cmds[index])
@@ -225,6 +266,9 @@ class Engine:
         if self._lease is not None and old._lease is not None:
             self._lease.inherit(old._lease, now)
         self._own_id, self.linked = old._own_id, old.linked
+        self.gate = old.gate
+        for device, owed in old._owed.items():
+            self._owed.setdefault(device, []).extend(owed)
         self.devices.update((d, up) for d, up in old.devices.items() if d in self.devices)
         self.counters.update(old.counters)
         self.decisions.update(old.decisions)
@@ -273,6 +317,9 @@ class Engine:
             out: list[Command] = [a.fill(values) for a in compiled.actions]
         except FillError as e:
             return self._decide(rule, sig, data, Decision.REJECTED, str(e), [])
+        refused = self._check_devices(out)
+        if refused is not None:
+            return self._decide(rule, sig, data, refused.decision, refused.reason, [])
         self._commit(compiled, sig, slewed, now)
         clamped = checked.clamped or any(s.clamped for s in slewed.values())
         decision = Decision.CLAMPED if clamped else Decision.APPLIED
@@ -296,6 +343,15 @@ class Engine:
         for action in compiled.actions:
             if action.expect is not None:
                 self._expects.add(action, sig.from_id, now)
+
+    def _check_devices(self, out: list[Command]) -> Verdict | None:
+        gate = self.gate
+        if gate is None:
+            return None
+        for cmd in out:
+            if isinstance(cmd, WriteLine | Publish) and (verdict := gate(cmd)) is not None:
+                return verdict
+        return None
 
     def _check_estop(self) -> Verdict | None:
         return None if self._safety.admit() else _ESTOPPED
@@ -338,7 +394,8 @@ class Engine:
     def _estop(self, sig: Signal, now: float) -> list[Command]:
         was = self._safety.latched
         self._safety.estop()   # latches; its actions were filled once at load: self._estop_cmds
-        out: list[Command] = list(self._estop_cmds)
+        # Queued commands were decided before the latch: dropped, so that nothing follows the stop.
+        out: list[Command] = [*(Purge(d) for d in self.devices), *self._estop_cmds]
         self.counters["estops"] += 1
         self._reset_slews(now)
         if self._audit:
@@ -425,6 +482,10 @@ _ESTOPPED = Verdict(Decision.ESTOPPED, "e-stop latched")
 @dataclass(frozen=True, slots=True)
 class _BadJson:
     reason: str
+
+
+def _device(cmd: Command) -> str | None:
+    return cmd.device if isinstance(cmd, WriteLine | Publish) else None
 
 
 def _zero_in_range(spec: ParamSpec) -> bool:

@@ -92,7 +92,8 @@ class MqttLink:
     ``stats``: messages_in, incoming_dropped (the loop fell MAX_INCOMING behind), published (handshake
     done; QoS 0: written to the socket), publishes_while_down, publish_overflow (MAX_QUEUED waiting),
     publish_errors, bad_publish_refused, inflight_cancelled (queued or awaiting the handshake when the
-    connection dropped: never sent again), connects, connect_failures.
+    connection dropped: never sent again), connects, connect_failures, purged (dropped by ``purge``),
+    publishes_sealed (refused after ``seal``).
     """
 
     def __init__(self, name: str, config: MqttDeviceConfig, subscriptions: Sequence[str],
@@ -111,10 +112,11 @@ class MqttLink:
         # mids of our accepted publishes not yet handshaken, on the live connection (see _new_client).
         self._pending: set[int] = set()
         self._up = False
+        self._sealed = False
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages_in", "incoming_dropped", "published", "publishes_while_down", "publish_overflow",
              "publish_errors", "bad_publish_refused", "inflight_cancelled", "connects",
-             "connect_failures"), 0)
+             "connect_failures", "purged", "publishes_sealed"), 0)
 
     @property
     def up(self) -> bool:
@@ -129,6 +131,9 @@ class MqttLink:
         when ``topic``/``qos``/``payload`` are not publishable (empty topic, wildcards, NUL, qos not 0-2,
         payload over MQTT's 256 MB). True means the packet is queued in order on the live connection
         (sent once the in-flight window has room), not that it arrived."""
+        if self._sealed:
+            self.stats["publishes_sealed"] += 1
+            return False
         client = self._paho
         if client is None or not self._up:
             self.stats["publishes_while_down"] += 1
@@ -164,6 +169,41 @@ class MqttLink:
             self.stats["publish_errors"] += 1
             log.warning("mqtt %s: publish failed: %s", self.name, paho.error_string(info.rc))
         return False
+
+    def refusal(self, qos: int) -> str | None:
+        """Why a publish at ``qos`` would be refused now: ``"down"`` (not connected, or sealed),
+        ``"full"`` (MAX_QUEUED of ours waiting), or None when it would be taken (see ``publish``)."""
+        if self._sealed or self._paho is None or not self._up:
+            return "down"
+        return "full" if len(self._pending) >= MAX_QUEUED else None
+
+    def purge(self) -> None:
+        """Drop our QoS>0 publishes still waiting in paho's queue, never sent (counted: purged). Those in
+        the in-flight window are on the wire already and stay. Called before an e-stop or the shutdown:
+        a publish made next must not be followed by older commands (paho sends the queue in order, and
+        a QoS 0 publish overtakes it)."""
+        client, pending = self._paho, self._pending
+        if client is None or not pending:
+            return
+        # paho's own queue (MQTTMessage.state == queued: not yet sent). Its lock: paho's callbacks run
+        # on this loop, but the lock is what paho itself takes around this dict.
+        with client._out_message_mutex:
+            out = client._out_messages
+            dropped = [mid for mid, m in out.items() if mid in pending and m.state == paho.mqtt_ms_queued]
+            for mid in dropped:
+                del out[mid]
+                pending.discard(mid)
+        self.stats["purged"] += len(dropped)
+
+    def seal(self) -> None:
+        """Refuse every later publish (counted: publishes_sealed); see ``SerialLink.seal``. The clean
+        stop's retained ``offline`` (availability, not a command) is still published by ``run``."""
+        self._sealed = True
+
+    @property
+    def queued(self) -> int:
+        """Our publishes not yet handshaken (QoS>0) or not yet written (QoS 0)."""
+        return len(self._pending)
 
     async def run(self) -> None:
         """Connect and stay connected until cancelled. On cancellation ``offline`` is published (retained)

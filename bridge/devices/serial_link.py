@@ -161,6 +161,40 @@ class _SerialTransport(serial_asyncio_fast.SerialTransport):
             return
         super()._write_ready()
 
+    # Not part of the upstream fix: what ``SerialLink.purge`` needs. The link hands the transport whole
+    # lines only, so its buffer is "the rest of one partly written line, then whole lines"; the rest
+    # exists when the last partial write stopped elsewhere than just after a terminator.
+    mid_line = False
+    terminator_end = b"\n"
+
+    def _write_data(self, data: bytes | bytearray | memoryview) -> None:
+        buf = self._write_buffer
+        before = len(buf)
+        super()._write_data(data)
+        if len(buf) > before:                       # not all of it left: what did?
+            n = len(data) - len(buf[-1])
+            if n > 0:
+                self.mid_line = bytes(data[n - 1:n]) != self.terminator_end
+        elif not buf:
+            self.mid_line = False
+
+    def purge(self) -> int:
+        """Drop the whole lines waiting in the buffer (never the rest of a line already partly on the
+        wire: the device must not see half a command glued to the next one). Returns the bytes dropped."""
+        buf = self._write_buffer
+        if not buf:
+            return 0
+        data = b"".join(buf)
+        keep = b""
+        if self.mid_line:
+            end = data.find(self.terminator_end)
+            keep = data[: end + 1] if end >= 0 else data
+        buf.clear()
+        if keep:
+            buf.append(keep)
+        self._maybe_resume_protocol()
+        return len(data) - len(keep)
+
 
 async def _open_transport(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
                           url: str, **kwargs: Any) -> tuple[asyncio.Transport, asyncio.Protocol]:
@@ -199,7 +233,8 @@ class SerialLink:
     either callback are logged and swallowed: a faulty consumer must not take the port down.
 
     ``stats``: lines_in, lines_out, overlong_dropped, decode_errors, writes_while_down, write_overflow,
-    bad_lines_refused, open_failures, reopens (successful opens after the first).
+    bad_lines_refused, open_failures, reopens (successful opens after the first), purged_bytes (dropped
+    by ``purge``), writes_sealed (refused after ``seal``).
     """
 
     def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
@@ -220,9 +255,10 @@ class SerialLink:
         self._pending = bytearray()
         self._up = False
         self._opened_before = False
+        self._sealed = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("lines_out", "writes_while_down", "write_overflow", "bad_lines_refused", "open_failures",
-             "reopens"), 0)
+             "reopens", "purged_bytes", "writes_sealed"), 0)
 
     @property
     def up(self) -> bool:
@@ -237,6 +273,9 @@ class SerialLink:
         A True line is written, in order, at the end of the current event-loop turn together with the
         other lines of that turn (one transport write); closing the link (``run`` cancelled, port lost)
         hands the lines still pending to the transport first."""
+        if self._sealed:
+            self._counts["writes_sealed"] += 1
+            return False
         write = self._write
         if write is None or not self._up:
             self._counts["writes_while_down"] += 1
@@ -255,6 +294,36 @@ class SerialLink:
         pending += self._newline
         self._counts["lines_out"] += 1
         return True
+
+    def refusal(self, size: int) -> str | None:
+        """Why a line of ``size`` bytes (newline excluded) would be refused now: ``"down"`` (port not
+        open, or the link sealed), ``"full"`` (MAX_WRITE_BUFFER reached), or None when it would be taken.
+        Lets the engine decide a command's fate before anything of it is written."""
+        if self._sealed or self._write is None or not self._up:
+            return "down"
+        return "full" if self.queued + size + len(self._newline) > MAX_WRITE_BUFFER else None
+
+    def purge(self) -> None:
+        """Drop every line taken but not yet handed to the port (this turn's and the transport's buffer;
+        not the kernel's, and never the rest of a line already partly written). Called before an e-stop
+        or the shutdown: what comes next must not wait behind, nor be followed by, older commands.
+        A socket:// port keeps its transport buffer (asyncio's own): only this turn's lines go."""
+        dropped = len(self._pending)
+        self._pending.clear()
+        transport = self._transport
+        if isinstance(transport, _SerialTransport):
+            dropped += transport.purge()
+        self._counts["purged_bytes"] += dropped
+
+    def seal(self) -> None:
+        """Refuse every later line (counted: writes_sealed). The daemon seals a link right after handing it
+        the on_shutdown actions, so they are the last bytes the device gets from us."""
+        self._sealed = True
+
+    @property
+    def queued(self) -> int:
+        """Bytes taken but not yet handed to the kernel (0: everything written has left the process)."""
+        return len(self._pending) + (self._buffered() if self._buffered is not None else 0)
 
     def _flush(self) -> None:
         """Hand the lines of this loop turn to the transport in one write (a no-op when already done)."""
@@ -305,6 +374,8 @@ class SerialLink:
         transport, protocol = await _open_transport(
             loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate)
         assert isinstance(protocol, _LinkProtocol)
+        if isinstance(transport, _SerialTransport):
+            transport.terminator_end = self._newline[-1:]
         if self.config.low_latency:
             port: Any = getattr(transport, "serial", None)
             # Only real USB adapters support it; ptys and sockets refuse (or lack the method): fine.
