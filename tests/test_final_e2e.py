@@ -18,6 +18,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -68,7 +69,7 @@ async def streaming(client: SessionClient, type_: str = "robot.move", hz: float 
             await task
 
 
-async def lines_until(pair: PtyPair, done: asyncio.Future[object]) -> list[str]:
+async def lines_until(pair: PtyPair, done: asyncio.Future[Any]) -> list[str]:
     """Every line the link writes until ``done`` is set and 0.3 s more have passed without bytes."""
     lines: list[str] = []
     while True:
