@@ -175,6 +175,7 @@ def test_link_down_runs_on_disconnect_and_drops_telemetry() -> None:
 def test_telemetry_throttled_through_tick() -> None:
     e = engine()
     assert len(e.device_line("base", "T 1 0", 0.0)) == 1
+    assert len(e.device_line("base", "T 2 0", 0.0)) == 1      # the throttle's burst of 2
     assert e.device_line("base", "T 2 0", 0.01) == []
     assert e.device_line("base", "T 3 0", 0.02) == []
     assert e.next_deadline() == pytest.approx(0.1)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+
+import pytest
 
 from bridge.core.model import MqttTelemetry, SerialTelemetry
 from bridge.core.telemetry import Outgoing, TelemetryShaper, convert, topic_matches
@@ -64,21 +67,47 @@ def test_throttle_latest_wins_never_queues() -> None:
     st = SerialTelemetry("base", r"V (?P<v>\d+)", "v", max_rate_hz=10)
     s = TelemetryShaper([st])
     assert data(s.serial_line("base", "V 1", 0.0)) == [{"v": 1}]
-    for i in range(2, 1000):
+    assert data(s.serial_line("base", "V 2", 0.0)) == [{"v": 2}]      # the burst of 2
+    for i in range(3, 1000):
         assert s.serial_line("base", f"V {i}", 0.01) == []
-    assert s.replaced == 997
-    assert s.next_deadline() == 0.1
+    assert s.replaced == 996
+    assert s.next_deadline() == pytest.approx(0.1)
     assert s.due(0.05) == []
     assert data(s.due(0.1)) == [{"v": 999}]
     assert s.next_deadline() is None and s.due(1.0) == []
     assert data(s.serial_line("base", "V 5", 0.25)) == [{"v": 5}]
 
 
+def test_a_stream_at_the_rate_is_never_delayed_even_with_jitter() -> None:
+    """10 Hz under max_rate_hz 10, each value up to 40 ms early or late: every one goes out at once
+    (with the old one-slot throttle, every early value was held for the rest of its interval)."""
+    s = TelemetryShaper([SerialTelemetry("base", r"V (?P<v>\d+)", "v", max_rate_hz=10)])
+    jitter = [0.0, -0.04, 0.03, -0.02, 0.04, -0.04, 0.0, 0.01, -0.03, 0.02] * 30
+    for i, j in enumerate(jitter):
+        assert data(s.serial_line("base", f"V {i}", i * 0.1 + j)) == [{"v": i}], i
+    assert s.next_deadline() is None
+
+
+def test_a_faster_stream_is_thinned_to_the_rate_latest_wins() -> None:
+    s = TelemetryShaper([SerialTelemetry("base", r"V (?P<v>\d+)", "v", max_rate_hz=10)])
+    sent: list[tuple[float, object]] = []
+    for i in range(1000):                      # 100 Hz for 10 s, the timer called when due
+        now = i / 100
+        while (deadline := s.next_deadline()) is not None and deadline <= now:
+            sent += [(deadline, o) for o in data(s.due(deadline))]
+        sent += [(now, o) for o in data(s.serial_line("base", f"V {i}", now))]
+    assert 100 <= len(sent) <= 2 + 10 * 10      # BURST + rate * T
+    assert all(b - a >= 0.1 - 1e-6 for (a, _), (b, _) in itertools.pairwise(sent[2:]))
+    assert s.replaced > 800
+
+
 def test_mqtt_throttle_is_per_topic() -> None:
     s = TelemetryShaper([MqttTelemetry("arm", "arm/#", "arm.state", max_rate_hz=1)])
     assert len(s.mqtt_message("arm", "arm/a", b"1", 0.0)) == 1
     assert len(s.mqtt_message("arm", "arm/b", b"1", 0.0)) == 1
-    assert s.mqtt_message("arm", "arm/a", b"2", 0.5) == []
+    assert len(s.mqtt_message("arm", "arm/a", b"2", 0.0)) == 1     # burst 2 each
+    assert s.mqtt_message("arm", "arm/a", b"3", 0.5) == []
+    assert len(s.mqtt_message("arm", "arm/b", b"2", 0.5)) == 1
 
 
 def test_oversize_dropped_and_counted() -> None:
