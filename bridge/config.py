@@ -159,7 +159,7 @@ class _Builder:
     def _session(self, node: yaml.Node) -> SessionSettings | None:
         path = "session"
         m = self.r.mapping(node, path, ("url", "session_id", "token", "token_file", "keepalive_ms",
-                                        "link_timeout_ms"), required=("url", "session_id"))
+                                        "link_timeout_ms", "signal_rate"), required=("url", "session_id"))
         if m is None:
             return None
         url = self.r.string(m["url"], "session.url") if "url" in m else None
@@ -176,10 +176,25 @@ class _Builder:
         session_id = self.r.string(m["session_id"], "session.session_id") if "session_id" in m else None
         token = self._token(m, node)
         timing = self._session_timing(m)
-        if url is None or session_id is None or token is None or timing is None:
+        pace = self._signal_rate(m["signal_rate"]) if "signal_rate" in m else (None, None)
+        if url is None or session_id is None or token is None or timing is None or pace is None:
             return None
+        defaults = SessionSettings("", "", "")
         return SessionSettings(url=url, session_id=session_id, token=token,
-                               keepalive_ms=timing[0], link_timeout_ms=timing[1])
+                               keepalive_ms=timing[0], link_timeout_ms=timing[1],
+                               signal_rate_hz=pace[0] or defaults.signal_rate_hz,
+                               signal_burst=pace[1] or defaults.signal_burst)
+
+    def _signal_rate(self, node: yaml.Node) -> tuple[float, int | None] | None:
+        path = "session.signal_rate"
+        m = self.r.mapping(node, path, ("hz", "burst"), required=("hz",))
+        if m is None or "hz" not in m:
+            return None
+        hz = self.r.number(m["hz"], f"{path}.hz", positive=True)
+        burst = self.r.integer(m["burst"], f"{path}.burst", minimum=1) if "burst" in m else None
+        if hz is None or ("burst" in m and burst is None):
+            return None
+        return float(hz), burst if burst is not None else max(1, int(hz))
 
     def _session_timing(self, m: dict[str, yaml.Node]) -> tuple[int, int] | None:
         defaults = SessionSettings("", "", "")

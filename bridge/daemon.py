@@ -64,6 +64,7 @@ from bridge.core.events import (
     Signal,
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
+from bridge.core.pacing import Pacer
 from bridge.core.reload import restart_needed
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
 from bridge.devices.mqtt_link import MqttLink
@@ -119,6 +120,10 @@ class Daemon:
         self.notifier = Notifier.from_env()
         self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "sessions": 0}
         self._in_flight: set[asyncio.Task[None]] = set()
+        # The bridge's own signals, paced under the hub's rate limit (acks wait, telemetry may drop).
+        s = config.session
+        self._pacer: Pacer[SendSignal] = Pacer(s.signal_rate_hz, s.signal_burst, time.monotonic())
+        self._pacer_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         #: What run() returns: 0, or EXIT_AUTH after _give_up().
         self._exit_status = 0
@@ -220,8 +225,9 @@ class Daemon:
         finally:
             self._tg = None
             self._stopped_timer = True
-            if self._timer is not None:
-                self._timer.cancel()
+            for timer in (self._timer, self._pacer_timer):
+                if timer is not None:
+                    timer.cancel()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             self.notifier.close()
@@ -326,6 +332,7 @@ class Daemon:
         return False
 
     def _link_down(self, now: float) -> None:
+        self._pacer.clear()        # acks and status still waiting would be stale after the outage
         self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
         self._drop_logged = False
         self._execute(self.engine.link_down(now))
@@ -524,13 +531,13 @@ class Daemon:
             self.counters["signals_failed"] += 1
             return
         if not cmd.retry:
-            # Telemetry, acks, status: the hub's ack serves no purpose, so nothing waits for it.
-            try:
-                if not client.send_nowait(cmd.type, cmd.data, cmd.to):
-                    self.counters["signals_failed"] += 1
-            except SignalError as exc:
-                self.counters["signals_failed"] += 1
-                log.debug("signal %s not sent: %s", cmd.type, exc)
+            # Telemetry, acks, status: the hub's ack serves no purpose, so nothing waits for it; but
+            # a 429 would lose it, so they are paced under the hub's limit (bridge.core.pacing).
+            if self._pacer.offer(cmd, not cmd.optional, time.monotonic()):
+                self._send_now(client, cmd)
+            elif self._pacer_timer is None and (at := self._pacer.next_deadline()) is not None:
+                self._pacer_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, at - time.monotonic()), self._paced)
             return
         if len(self._in_flight) >= MAX_SIGNALS_IN_FLIGHT:
             self.counters["signals_overflow"] += 1
@@ -538,6 +545,27 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(self._signal(client, cmd))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    def _send_now(self, client: SessionClient, cmd: SendSignal) -> None:
+        try:
+            if not client.send_nowait(cmd.type, cmd.data, cmd.to):
+                self.counters["signals_failed"] += 1
+        except SignalError as exc:
+            self.counters["signals_failed"] += 1
+            log.debug("signal %s not sent: %s", cmd.type, exc)
+
+    def _paced(self) -> None:
+        """The essential signals that waited for the pace: sent now that tokens are back, in order."""
+        self._pacer_timer = None
+        for cmd in self._pacer.due(time.monotonic()):
+            client = self.client
+            if client is None or not self.engine.linked:
+                self.counters["signals_failed"] += 1
+            else:
+                self._send_now(client, cmd)
+        if (at := self._pacer.next_deadline()) is not None:
+            self._pacer_timer = asyncio.get_running_loop().call_later(max(0.0, at - time.monotonic()),
+                                                                      self._paced)
 
     async def _signal(self, client: SessionClient, cmd: SendSignal) -> None:
         try:

@@ -426,3 +426,18 @@ def test_session_link_timing() -> None:
         "bridge.yaml:1: session.link_timeout_ms: must be longer than keepalive_ms (500), got 400"]
     assert errors("session: {url: ws://h:1, session_id: s, token: t, keepalive_ms: 10}\n" + devices) == [
         "bridge.yaml:1: session.keepalive_ms: must be at least 50, got 10"]
+
+
+def test_session_signal_rate() -> None:
+    devices = BASE.split("\n", 1)[1]
+    head = "session: {url: ws://h:1, session_id: s, token: t"
+    for extra, want in (("", (500.0, 1000)), (", signal_rate: {hz: 20}", (20.0, 20)),
+                        (", signal_rate: {hz: 0.5, burst: 3}", (0.5, 3))):
+        Path("bridge.yaml").write_text(head + extra + "}\n" + devices, encoding="utf-8")
+        session = load_config("bridge.yaml", {}).session
+        assert (session.signal_rate_hz, session.signal_burst) == want
+    assert errors(head + ", signal_rate: {hz: 0, burst: 0}}\n" + devices) == [
+        "bridge.yaml:1: session.signal_rate.hz: must be greater than 0, got 0",
+        "bridge.yaml:1: session.signal_rate.burst: must be at least 1, got 0"]
+    assert errors(head + ", signal_rate: {burst: 5}}\n" + devices)[0].startswith(
+        "bridge.yaml:1: session.signal_rate")

@@ -44,12 +44,15 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class SendSignal:
-    """Send a signal into the session; ``to`` None broadcasts."""
+    """Send a signal into the session; ``to`` None broadcasts. ``optional`` (telemetry, describe
+    answers) may be dropped when the bridge's own signal budget runs low (``bridge.core.pacing``);
+    the others (acks, status) wait for it instead."""
 
     type: str
     data: str
     to: str | None = None
     retry: bool = False
+    optional: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ commit). Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack
 
 ``bridge.status`` (see ``bridge.core.status``) is broadcast on connect and on every change of state,
 coalesced to one per ``status.MIN_INTERVAL_S``; ``bridge.describe`` is answered, targeted, with
-``bridge.capabilities`` and ``bridge.status``.
+``bridge.capabilities`` and ``bridge.status``, at most once per sender per ``describe.INTERVAL_S``
+(more requests meanwhile: one answer at the end of the interval; see ``bridge.core.describe``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from bridge.core.actions import (
 )
 from bridge.core.capabilities import capabilities
 from bridge.core.decisions import AuditRecord, Decision, Verdict
+from bridge.core.describe import DescribeLimiter
 from bridge.core.events import Signal
 from bridge.core.expects import ExpectTable
 from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_roles
@@ -116,6 +118,7 @@ class Engine:
                        if config.control.lease else None)
         self._expects = ExpectTable()
         self._announcer = StatusAnnouncer()
+        self._describes = DescribeLimiter()
         #: device name -> link up; every device starts down until its link reports up.
         self.devices: dict[str, bool] = dict.fromkeys(config.devices, False)
         self._own_id: str | None = None
@@ -142,10 +145,9 @@ class Engine:
         if type_ == self._reset_type:
             return self._reset(sig, sender, now)
         if type_ == DESCRIBE:
-            if sig.from_id is None:
+            if sig.from_id is None or not self._describes.request(sig.from_id, now):
                 return []
-            return [SendSignal(CAPABILITIES, self.capabilities, sig.from_id),
-                    SendSignal(STATUS, self._status_data(), sig.from_id)]
+            return self._describe(sig.from_id)
         lease = self._lease
         if lease is not None and type_ in (self.config.control.acquire, self.config.control.release):
             return self._control(sig, sender, now)
@@ -156,6 +158,7 @@ class Engine:
         return self._command(self._rules[rule.index], sig, sender, now, hub_now_ms)
 
     def connection_destroyed(self, conn: Connection, now: float) -> list[Command]:
+        self._describes.forget(conn.id)
         for compiled in self._rules.values():
             if compiled.rate is not None:
                 compiled.rate.forget(conn.id)
@@ -237,6 +240,9 @@ class Engine:
             out.extend(self._lease_lost(expired, now))
         if self._announcer.due(now) and self.linked:
             out.append(SendSignal(STATUS, self._status_data()))
+        for sender in self._describes.due(now):
+            if self.linked:
+                out += self._describe(sender)
         return out
 
     def next_deadline(self) -> float | None:
@@ -244,7 +250,8 @@ class Engine:
         # Called after every command (the daemon re-arms its timer): no list, no generator.
         best = self._safety.next_deadline()
         for c in (self._telemetry.next_deadline(), self._expects.next_deadline(),
-                  self._announcer.next_deadline(), self._lease.deadline if self._lease else None):
+                  self._announcer.next_deadline(), self._lease.deadline if self._lease else None,
+                  self._describes.next_deadline()):
             if c is not None and (best is None or c < best):
                 best = c
         return best
@@ -453,7 +460,7 @@ class Engine:
         if not self.linked:
             self.counters["telemetry_dropped_link_down"] += len(items)
             return []
-        return [SendSignal(o.type, o.data) for o in items]
+        return [SendSignal(o.type, o.data, optional=True) for o in items]
 
     def _reset_slews(self, now: float) -> None:
         """After a safe action the hardware is stopped: slew again from zero (when in range)."""
@@ -462,6 +469,10 @@ class Engine:
                 slew = compiled.slews.get(spec.name)
                 if slew is not None:
                     slew.reset(0.0 if _zero_in_range(spec) else None, now)
+
+    def _describe(self, to: str) -> list[Command]:
+        return [SendSignal(CAPABILITIES, self.capabilities, to, optional=True),
+                SendSignal(STATUS, self._status_data(), to, optional=True)]
 
     def _status_data(self) -> str:
         return status_data(estopped=self._safety.latched,

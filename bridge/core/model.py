@@ -30,6 +30,11 @@ class SessionSettings:
     #: runs ``safety.on_disconnect``). Lower means a dead network path is noticed sooner.
     keepalive_ms: int = 2000
     link_timeout_ms: int = 6000
+    #: The bridge's own pace (``signal_rate: {hz, burst}``): at most this many signals a second, this
+    #: many at once. Keep it at or under the hub's per-connection rate limit (the hub's default: 1000/s,
+    #: burst 2000) so that acks and status are paced, not refused (see bridge.core.pacing).
+    signal_rate_hz: float = 500.0
+    signal_burst: int = 1000
 
 
 # ---------------------------------------------------------------- devices
