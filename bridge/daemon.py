@@ -160,9 +160,11 @@ class Daemon:
         self._stopped_timer = True
         if self._timer is not None:
             self._timer.cancel()
-        self._execute(self.engine.shutdown())
-        for link in self.links.values():
-            link.seal()
+        try:
+            self._execute(self.engine.shutdown())
+        finally:                    # sealed even if carrying out the actions failed (a bug)
+            for link in self.links.values():
+                link.seal()
 
     async def _drain(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until every link has handed what it took to the device."""
@@ -430,12 +432,16 @@ class Daemon:
         """Load the file again and swap it in. Returns None when applied, else why it was refused
         (logged as errors; the running config is kept)."""
         path = self.config.source
+        if self._stop.is_set():
+            return self._refuse("shutting down")
         try:
             new = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             for issue in exc.errors:
                 log.error("reload: %s", issue)
             return self._refuse(f"{path}: {len(exc.errors)} error(s)")
+        if self._stop.is_set():     # shutdown began while the file was being read: it is final
+            return self._refuse("shutting down")
         reasons = restart_needed(self.config, new, estopped=self.engine.estopped)
         if reasons:
             return self._refuse(f"{path}: {'; '.join(reasons)}")

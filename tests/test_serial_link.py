@@ -345,3 +345,30 @@ async def test_lines_still_pending_when_the_link_is_cancelled_are_written_before
         await task
     assert not link.up
     assert await dev.read_line(scaled(10)) == "S"
+
+
+async def test_purge_drops_the_queued_whole_lines_never_half_a_line_then_seal_refuses(dev: PtyPair) -> None:
+    """A device that stopped reading: lines wait in the transport. ``purge`` (before an e-stop) drops
+    them, except the rest of the line the kernel took half of: what the device reads is whole lines,
+    then the e-stop line, then nothing once the link is sealed (the shutdown)."""
+    async with running(dev.path) as h:
+        assert await h.state() is True
+        n = 1500        # in one loop turn: one write, which the kernel's pty buffer takes part of
+        for i in range(n):
+            assert h.link.write_line(f"M {i} " + "y" * (i % 37))
+        await asyncio.sleep(0)                      # handed to the transport: the rest waits there
+        queued = h.link.queued
+        assert getattr(h.link._transport, "mid_line", None) is True, "the kernel took whole lines only"
+        h.link.purge()
+        assert 0 < h.link.stats["purged_bytes"] <= queued and h.link.queued < queued
+        assert h.link.write_line("S")
+        h.link.seal()
+        assert not h.link.write_line("M 9 9") and h.link.stats["writes_sealed"] == 1
+        assert h.link.refusal(1) == "down"
+        got = []
+        while (line := await dev.read_line(scaled(10))) != "S":
+            got.append(line)
+        assert got == [f"M {i} " + "y" * (i % 37) for i in range(len(got))]   # whole lines, in order
+        assert len(got) < n
+        await asyncio.sleep(0.1)
+        assert dev.pending() == b""
