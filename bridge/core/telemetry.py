@@ -2,14 +2,15 @@
 
 Contract: ``TelemetryShaper(streams)`` compiles every ``match`` regex and topic filter once. Feed it
 ``serial_line(device, line, now)`` and ``mqtt_message(device, topic, payload, now)``; each returns the
-``Outgoing`` signals to send right away. A stream with ``max_rate_hz`` is paced by a token bucket of
-``max_rate_hz`` tokens a second holding at most ``BURST``: a value that finds a token goes out at once,
-with no added delay, so a stream at or below ``max_rate_hz`` passes untouched even when its values come
-unevenly (one a little early, the next a little late: up to one interval of accumulated earliness). Only
-a faster stream waits: a value that finds no token is held as the stream's single pending value (a newer
-one replaces it: latest wins, never a queue) and comes out of ``due(now)`` as soon as a token is there;
-``next_deadline()`` says when to call ``due``. Over any window of T seconds a stream sends at most
-``BURST + max_rate_hz * T`` values. ``now`` is any monotonic clock in seconds.
+``Outgoing`` signals to send right away. A stream with ``max_rate_hz`` is paced by a token bucket
+holding at most ``BURST`` tokens, refilled at ``SLACK * max_rate_hz`` a second: a value that finds a
+token goes out at once, with no added delay, so a stream at or below ``max_rate_hz`` passes untouched
+even when its values come unevenly (early, late, or several in one read after the bridge was held up
+for a few intervals) or by a device clock a little fast. Only a faster stream waits: a value that finds
+no token is held as the stream's single pending value (a newer one replaces it: latest wins, never a
+queue) and comes out of ``due(now)`` as soon as a token is there; ``next_deadline()`` says when to call
+``due``. Over any window of T seconds a stream sends at most ``BURST + SLACK * max_rate_hz * T``
+values. ``now`` is any monotonic clock in seconds.
 
 Shaping:
 - serial: a line fully matching the stream's ``match`` becomes a JSON object of its named groups, each
@@ -104,7 +105,12 @@ def topic_matches(filter_levels: tuple[str, ...], topic_levels: list[str]) -> bo
 #: Tokens a throttled stream may save up: absorbs the jitter of a stream at its rate (why not 1: with
 #: one token, every value that came a little early was held for the rest of the interval; a 10 Hz stream
 #: under max_rate_hz 10 was 38-41 ms late at p50 and up to 100 ms, see docs/safety.md).
-BURST = 2.0
+BURST = 4.0
+#: The bucket refills this much faster than max_rate_hz. Why: a device's clock is never exactly the
+#: Pi's, and a stream at exactly its rate never gives a token back; so without slack a device that sends
+#: "10 Hz" by a clock 1 % fast, or that lost tokens to a stall longer than the burst, would have every
+#: later value wait. A stream more than 10 % faster than max_rate_hz is thinned.
+SLACK = 1.1
 #: Float slack when a token is due exactly at the deadline next_deadline computed.
 _EPS = 1e-9
 
@@ -115,7 +121,7 @@ class _Throttle:
     __slots__ = ("interval", "last", "pending", "tokens")
 
     def __init__(self, interval: float, now: float) -> None:
-        self.interval = interval
+        self.interval = interval / SLACK      # between two refilled tokens
         self.tokens = BURST
         self.last = now           # when ``tokens`` was last brought up to date
         self.pending: str | None = None
