@@ -11,7 +11,10 @@ adapter re-enumerated), a real mosquitto stopped and started again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +180,44 @@ async def test_broker_down_grip_acked_device_down_and_estop_first_after_the_rest
                         assert (msg.topic.value, msg.payload) == ("arm/grip/set", b'{"force":5}')
                         return
                 raise AssertionError("the bridge reconnected before the test's subscriber 5 times")
+
+
+async def test_full_mqtt_queue_acks_overloaded_and_those_are_never_published(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The broker frozen (SIGSTOP: connected, acknowledging nothing): the link takes 1,000 QoS 1
+    publishes, then refuses. Each grip is acked applied or overloaded; once the broker runs again,
+    it gets exactly the applied ones, in order, and none of the overloaded ones ever."""
+    async with running_hub(rate_limit=0) as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(CONFIG.format(url=hub.url, token=hub.token("back"), port=pair.path,
+                                            mqtt=mosquitto.port))
+            async with aiomqtt.Client("127.0.0.1", mosquitto.port) as sub, \
+                    bridge_process(config) as bridge, \
+                    SessionClient(hub.url, "back", hub.token("back", role="moderator")) as c:
+                await sub.subscribe("arm/grip/set", qos=0)
+                op = Operator(c)
+                await bridge.wait_for("READY")
+                await device(bridge, "arm", "up", 0)
+                assert mosquitto.proc is not None
+                os.kill(mosquitto.proc.pid, signal.SIGSTOP)
+                try:
+                    total = 1100
+                    for i in range(total):
+                        await op.send("arm.grip", {"force": i % 101, "id": i})
+                    statuses = {}
+                    async with asyncio.timeout(scaled(20)):
+                        while len(statuses) < total:
+                            a = await ack(op)
+                            statuses[a["id"]] = a["status"]
+                finally:
+                    os.kill(mosquitto.proc.pid, signal.SIGCONT)
+                applied = [i for i in range(total) if statuses[i] == "applied"]
+                overloaded = [i for i in range(total) if statuses[i] == "overloaded"]
+                assert len(applied) + len(overloaded) == total and len(overloaded) >= 50, len(applied)
+                got: list[bytes] = []
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(scaled(3)):
+                        async for message in sub.messages:
+                            got.append(bytes(message.payload) if isinstance(message.payload, bytes) else b"")
+                assert got == [b'{"force":%d}' % (i % 101) for i in applied]
