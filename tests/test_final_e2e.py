@@ -2,8 +2,9 @@
 pty as the robot, a real mosquitto. An operator streams moves at 20 Hz; what the device received is read
 byte for byte at the pty master (or on the broker).
 
-- SIGTERM mid-stream, 10 trials: the last line the device ever gets is the ``on_shutdown`` stop line
-  (not a move the session delivered during the grace, not a heartbeat);
+- SIGTERM mid-stream, 10 trials: the last line the serial device ever gets is the ``on_shutdown`` stop
+  line, and the last command message of the MQTT device its stop message (not a move the session
+  delivered during the grace, not a heartbeat);
 - e-stop mid-stream, 10 trials: after the e-stop line, nothing but heartbeats until the reset;
 - e-stop while moves wait in the MQTT link's queue (the broker frozen with SIGSTOP, so nothing is
   acknowledged): the queued moves are dropped, the e-stop message is the last the device gets.
@@ -24,7 +25,7 @@ import aiomqtt
 
 from bridge.session.client import SessionClient
 from tests.conftest import scaled
-from tests.helpers.hub import HubHandle, running_hub
+from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.pty import PtyPair
 from tests.test_daemon_e2e import Bridge, bridge_process
@@ -44,6 +45,25 @@ rules:
 safety:
   on_shutdown: [{{device: base, line: STOP}}]
   estop: {{signal: robot.estop, reset: robot.estop_reset, send: [{{device: base, line: ESTOP}}]}}
+"""
+
+
+SHUTDOWN_CONFIG = """\
+session: {{url: "{url}", session_id: fin, token: "{token}"}}
+devices:
+  base: {{serial: {{port: "{port}", reopen_min_s: 0.05, reopen_max_s: 0.2}}, heartbeat: {{hz: 20, line: K}}}}
+  arm:
+    mqtt: {{host: 127.0.0.1, port: {mqtt}, client_id: fin-arm}}
+    heartbeat: {{hz: 20, topic: arm/move, payload: K}}
+rules:
+  - signal: robot.move
+    params: {{x: {{type: float, min: -1, max: 1}}}}
+    send: {{device: base, line: "M {{x:.2f}}"}}
+  - signal: arm.move
+    params: {{x: {{type: float, min: -1, max: 1}}}}
+    send: {{device: arm, topic: arm/move, payload: {{x: "{{x}}"}}, qos: 1}}
+safety:
+  on_shutdown: [{{device: base, line: STOP}}, {{device: arm, topic: arm/move, payload: {{stop: 1}}, qos: 1}}]
 """
 
 
@@ -88,31 +108,49 @@ async def moves_seen(pair: PtyPair, n: int) -> list[str]:
     return lines
 
 
-async def one_shutdown(hub: HubHandle, client: SessionClient, pair: PtyPair, config: Path) -> list[str]:
+async def one_shutdown(client: SessionClient, pair: PtyPair, config: Path) -> list[str]:
     async with bridge_process(config) as bridge:
         await bridge.wait_for(r"READY")
         await bridge.wait_for(r"device base: up")
-        async with streaming(client):
+        await bridge.wait_for(r"device arm: up")
+        async with streaming(client), streaming(client, "arm.move"):
             before = await moves_seen(pair, 3)
             exited = asyncio.ensure_future(bridge.proc.wait())
             bridge.proc.send_signal(signal.SIGTERM)
-            after = await lines_until(pair, exited)   # the stream goes on meanwhile
+            after = await lines_until(pair, exited)   # the streams go on meanwhile
         assert await exited == 0, "".join(bridge.stderr)
     return before + after
 
 
-async def test_sigterm_mid_stream_the_last_line_is_the_stop_line_10_trials(tmp_path: Path) -> None:
-    async with running_hub() as hub:
+async def test_sigterm_mid_stream_the_last_line_is_the_stop_line_10_trials(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The serial device's last line is STOP, the MQTT device's last command message its stop (the
+    link's retained 'offline' availability, on its own topic, is not a command)."""
+    async with running_hub() as hub, aiomqtt.Client("127.0.0.1", mosquitto.port) as sub:
+        await sub.subscribe("arm/move", qos=0)
+        got: list[bytes] = []
+
+        async def collect() -> None:
+            async for message in sub.messages:
+                got.append(bytes(message.payload) if isinstance(message.payload, bytes) else b"")
+
+        collector = asyncio.create_task(collect())
         with PtyPair(tmp_path / "rover") as pair:
             config = tmp_path / "bridge.yaml"
-            config.write_text(CONFIG.format(url=hub.url, token=hub.token("fin"), port=pair.path))
+            config.write_text(SHUTDOWN_CONFIG.format(url=hub.url, token=hub.token("fin"), port=pair.path,
+                                                     mqtt=mosquitto.port))
             async with SessionClient(hub.url, "fin", hub.token("fin", role="moderator")) as client:
                 tails = []
                 for _ in range(TRIALS):
-                    lines = await one_shutdown(hub, client, pair, config)
-                    tails.append(lines[-3:])
+                    mark = len(got)
+                    lines = await one_shutdown(client, pair, config)
+                    messages = got[mark:]
+                    tails.append((lines[-2:], messages[-2:]))
                     assert lines.count("STOP") == 1 and lines[-1] == "STOP", lines[-10:]
-                print(f"\nshutdown: {TRIALS} trials, last line STOP in all; tails {tails}")
+                    assert sum(b"x" in m for m in messages) >= 3, messages[-5:]   # the arm was driven
+                    assert messages.count(b'{"stop":1}') == 1 and messages[-1] == b'{"stop":1}', messages[-5:]
+                print(f"\nshutdown: {TRIALS} trials, STOP last on both devices in all; tails {tails}")
+        collector.cancel()
 
 
 async def test_estop_mid_stream_nothing_moves_until_the_reset_10_trials(tmp_path: Path) -> None:
