@@ -6,6 +6,8 @@ byte for byte at the pty master (or on the broker).
   line, and the last command message of the MQTT device its stop message (not a move the session
   delivered during the grace, not a heartbeat);
 - e-stop mid-stream, 10 trials: after the e-stop line, nothing but heartbeats until the reset;
+- e-stop while lines wait in the serial link for a device that stopped reading: they are dropped, the
+  e-stop line comes right after what the kernel already held;
 - e-stop while moves wait in the MQTT link's queue (the broker frozen with SIGSTOP, so nothing is
   acknowledged): the queued moves are dropped, the e-stop message is the last the device gets.
 """
@@ -151,6 +153,46 @@ async def test_sigterm_mid_stream_the_last_line_is_the_stop_line_10_trials(
                     assert messages.count(b'{"stop":1}') == 1 and messages[-1] == b'{"stop":1}', messages[-5:]
                 print(f"\nshutdown: {TRIALS} trials, STOP last on both devices in all; tails {tails}")
         collector.cancel()
+
+
+SLOW_CONFIG = """\
+session: {{url: "{url}", session_id: slow, token: "{token}"}}
+devices: {{base: {{serial: {{port: "{port}"}}}}}}
+rules:
+  - signal: robot.path
+    params: {{p: {{type: string, pattern: "[a-z]{{1,200}}"}}}}
+    send: {{device: base, line: "P {{p}}"}}
+safety:
+  estop: {{signal: robot.estop, reset: robot.estop_reset, send: [{{device: base, line: ESTOP}}]}}
+"""
+
+
+async def test_estop_drops_the_lines_queued_for_a_device_that_stopped_reading(tmp_path: Path) -> None:
+    """The device stops reading; 400 long moves fill the kernel's pty buffer and then the link's own.
+    The e-stop line does not wait behind the ones still in the link (old code: all 400 first): the
+    device reads what the kernel held, whole lines, then ESTOP, then nothing."""
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(SLOW_CONFIG.format(url=hub.url, token=hub.token("slow"), port=pair.path))
+            async with bridge_process(config) as bridge, \
+                    SessionClient(hub.url, "slow", hub.token("slow", role="moderator")) as op:
+                await bridge.wait_for(r"READY")
+                await bridge.wait_for(r"device base: up")
+                moves = [f"P {chr(97 + i % 26) * 200}" for i in range(400)]
+                for line in moves:                 # nobody reads the pty meanwhile
+                    await op.signal("robot.path", json.dumps({"p": line[2:]}))
+                mark = len(bridge.stderr)
+                await op.signal("robot.estop", "{}")
+                await bridge.wait_for(r"e-stop LATCHED", after=mark)
+                got = []
+                while (line := await pair.read_line(scaled(10))) != "ESTOP":
+                    got.append(line)
+                assert got == moves[: len(got)], "not whole lines in order"
+                assert len(got) < len(moves) - 50, f"{len(got)} of {len(moves)} written before the e-stop"
+                await asyncio.sleep(0.2)
+                assert pair.pending() == b""
+                print(f"\nslow device: {len(got)} of {len(moves)} moves before ESTOP, the rest dropped")
 
 
 async def test_estop_mid_stream_nothing_moves_until_the_reset_10_trials(tmp_path: Path) -> None:
