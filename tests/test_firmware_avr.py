@@ -1,0 +1,95 @@
+"""The rover sketch as the Uno runs it: built with avr-gcc and Debian's Arduino core (warnings are
+errors), its flash and RAM use kept under a budget, and the ELF run on simavr's ATmega328P through
+firmware_stubs/avr/uno_runner.c (paced to the wall clock, UART0 on a pty, motor pins logged)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+import tty
+from pathlib import Path
+
+import pytest
+
+from firmware_stubs import avr_build
+from firmware_stubs.uno_emulator import EmulatedUno
+from tests.conftest import scaled
+from tests.helpers.uno import uno_build
+
+__all__ = ["uno_build"]
+
+#: The budget the sketch must stay under (bytes): a quarter of the Uno's flash, and a quarter of its
+#: RAM for static data so that the stack and Serial's buffers keep the rest. Raise it on purpose only.
+FLASH_BUDGET = 8064
+RAM_BUDGET = 512
+
+
+def test_flash_and_ram_use_stay_under_budget(uno_build: avr_build.Build) -> None:
+    print(uno_build.report())
+    assert 1000 < uno_build.flash <= FLASH_BUDGET, uno_build.report()
+    assert 100 < uno_build.ram <= RAM_BUDGET, uno_build.report()
+
+
+def test_a_warning_in_the_sketch_fails_the_build(tmp_path: Path) -> None:
+    rover = tmp_path / "rover"
+    shutil.copytree(avr_build.ROVER, rover, ignore=shutil.ignore_patterns("host", "build"))
+    ino = rover / "rover.ino"
+    ino.write_text(ino.read_text().replace("void loop() {", "void loop() {\n  int unused_here = 1;", 1))
+    with pytest.raises(avr_build.BuildError, match="unused_here"):
+        avr_build.build(tmp_path / "out", rover)
+
+
+class Port:
+    """The test's end of the emulator's pty (raw)."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        self.buf = bytearray()
+
+    def write(self, data: bytes) -> float:
+        os.write(self.fd, data)
+        return time.monotonic()
+
+    async def line(self, timeout: float = 5.0, skip_telemetry: bool = True) -> str:
+        async with asyncio.timeout(scaled(timeout)):
+            while True:
+                while (i := self.buf.find(b"\n")) >= 0:
+                    line = self.buf[:i].decode()
+                    del self.buf[: i + 1]
+                    if not (skip_telemetry and line.startswith("T ")):
+                        return line
+                try:
+                    self.buf += os.read(self.fd, 4096)
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+async def test_emulated_uno_replies_drives_the_pins_reads_a0_and_stops_by_itself(
+        uno_build: avr_build.Build) -> None:
+    async with EmulatedUno(uno_build, a0_mv=4000) as uno:
+        port = Port(uno.port)
+        try:
+            sent = port.write(b"M 0.5 0.25\n")
+            assert await port.line() == "OK"
+            await uno.wait(lambda: uno.motors() == (0.75, 0.25), scaled(5))
+            # 4000 mV on A0 -> ADC 818 -> 7996 mV at the battery -> 79 %; speed = mean output.
+            tele = [await port.line(skip_telemetry=False) for _ in range(3)]
+            assert "T 79 0.50" in tele, tele
+            assert uno.pins[5] == 191 and uno.pins[6] == 64           # 0.75 * 255, 0.25 * 255 (rounded)
+            assert (uno.pins[7], uno.pins[8], uno.pins[9], uno.pins[10]) == (1, 0, 1, 0)
+            moved = next(c for c in uno.changes if c.pin == 5 and c.value == 191)
+            port.write(b"M 2 0\n")
+            assert await port.line() == "ERR range"
+            await uno.wait(lambda: uno.motors() == (0.0, 0.0), scaled(5))
+            stopped = next(c for c in uno.changes if c.pin == 5 and c.value == 0 and c.sim_s > moved.sim_s)
+            # The firmware's 1 s watchdog in MCU time, and (paced) in wall time too: not ~0.28 s unpaced.
+            assert 0.99 <= stopped.sim_s - moved.sim_s <= 1.01
+            assert 0.95 <= stopped.wall_s - sent <= 1.0 + scaled(0.3)
+        finally:
+            port.close()
