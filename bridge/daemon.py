@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable
 
 from bridge.audit import AuditLog, flush_loop
 from bridge.config import ConfigError, load_config, load_or_report
-from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteLine
+from bridge.core.engine import Audit, Command, Engine, Publish, SendSignal, WriteFrame, WriteLine
 from bridge.core.events import (
     ConnectionDestroyed,
     Disconnected,
@@ -54,6 +54,7 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
+from bridge.core.frames import FrameEncoder
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
 from bridge.core.reload import restart_needed
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
@@ -128,7 +129,8 @@ class Daemon:
 
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
-            return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device)
+            return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device,
+                              self._bytes_handler(device.name))
         assert device.mqtt is not None
         topics = [t.topic for t in self.config.telemetry
                   if isinstance(t, MqttTelemetry) and t.device == device.name]
@@ -327,6 +329,11 @@ class Daemon:
             self._execute(self.engine.device_line(device, line, time.monotonic()))
         return on_line
 
+    def _bytes_handler(self, device: str) -> Callable[[bytes], None]:
+        def on_bytes(data: bytes) -> None:
+            self._execute(self.engine.device_bytes(device, data, time.monotonic()))
+        return on_bytes
+
     def _message_handler(self, device: str) -> Callable[[str, bytes], None]:
         def on_message(topic: str, payload: bytes) -> None:
             self._execute(self.engine.mqtt_message(device, topic, payload, time.monotonic()))
@@ -372,9 +379,12 @@ class Daemon:
         assert hb is not None
         link = self.links[device.name]
         interval = 1.0 / hb.hz
+        frame = FrameEncoder(hb.frame, {}).encode({}) if hb.frame is not None else None
         while True:
             if link.up:
-                if isinstance(link, SerialLink) and hb.line is not None:
+                if isinstance(link, SerialLink) and frame is not None:
+                    link.write_frame(frame)
+                elif isinstance(link, SerialLink) and hb.line is not None:
                     link.write_line(hb.line)
                 elif isinstance(link, MqttLink) and hb.topic is not None:
                     link.publish(hb.topic, hb.payload.encode(), 0)
@@ -450,6 +460,10 @@ class Daemon:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
+                    self.engine.counters["writes_refused"] += 1   # in bridge.status
+            elif isinstance(cmd, WriteFrame):
+                link = self.links.get(cmd.device)
+                if not isinstance(link, SerialLink) or not link.write_frame(cmd.data):
                     self.engine.counters["writes_refused"] += 1   # in bridge.status
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)

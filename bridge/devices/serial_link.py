@@ -37,7 +37,7 @@ import serial_asyncio_fast
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.backoff import Reconnect, report_state
 
-__all__ = ["LineFramer", "SerialLink"]
+__all__ = ["ByteFeed", "LineFramer", "SerialLink"]
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,22 @@ class LineFramer:
             line = raw.decode("utf-8", errors="replace")
         self.lines += 1
         self.on_line(line)
+
+
+class ByteFeed(LineFramer):
+    """The framer of a ``framing: binary`` device: hands every read on as it came (``on_bytes``); the
+    engine finds the frames (`bridge.core.frames.FrameStream`, which resynchronises by itself)."""
+
+    __slots__ = ("bytes_in", "on_bytes")
+
+    def __init__(self, on_bytes: Callable[[bytes], None]) -> None:
+        super().__init__(lambda _line: None, 0)
+        self.on_bytes = on_bytes
+        self.bytes_in = 0
+
+    def feed(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.on_bytes(data)
 
 
 class _SerialTransport(serial_asyncio_fast.SerialTransport):
@@ -199,11 +215,13 @@ class SerialLink:
     either callback are logged and swallowed: a faulty consumer must not take the port down.
 
     ``stats``: lines_in, lines_out, overlong_dropped, decode_errors, writes_while_down, write_overflow,
-    bad_lines_refused, open_failures, reopens (successful opens after the first).
+    bad_lines_refused, open_failures, reopens (successful opens after the first); for ``framing:
+    binary`` devices (``on_bytes`` gets the raw reads, ``write_frame`` sends) bytes_in and frames_out.
     """
 
     def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
-                 on_state: Callable[[str, bool], None] | None = None) -> None:
+                 on_state: Callable[[str, bool], None] | None = None,
+                 on_bytes: Callable[[bytes], None] | None = None) -> None:
         self.name = name
         self.config = config
         self._on_line = on_line
@@ -211,6 +229,9 @@ class SerialLink:
         self._newline = config.newline.encode()
         terminator = b"\r" if config.newline == "\r" else b"\n"
         self._framer = LineFramer(self._deliver, config.max_line, terminator)
+        if config.framing == "binary":
+            # No lines: every read goes to on_bytes as it came (``write_frame`` for the other way).
+            self._framer = ByteFeed(self._guarded(on_bytes or (lambda _data: None)))
         self._transport: asyncio.Transport | None = None
         self._write: Callable[[bytes], None] | None = None
         self._buffered: Callable[[], int] | None = None
@@ -222,7 +243,7 @@ class SerialLink:
         self._opened_before = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("lines_out", "writes_while_down", "write_overflow", "bad_lines_refused", "open_failures",
-             "reopens"), 0)
+             "reopens", "frames_out"), 0)
 
     @property
     def up(self) -> bool:
@@ -254,6 +275,22 @@ class SerialLink:
         pending += line.encode()
         pending += self._newline
         self._counts["lines_out"] += 1
+        return True
+
+    def write_frame(self, data: bytes) -> bool:
+        """Send one binary frame (``framing: binary``) without blocking, batched with the other writes of
+        this loop turn as ``write_line`` does. False (counted) when the port is down or the device has
+        stopped reading and MAX_WRITE_BUFFER bytes are already waiting."""
+        if self._write is None or not self._up:
+            self._counts["writes_while_down"] += 1
+            return False
+        if self._buffered is not None and self._buffered() + len(self._pending) > MAX_WRITE_BUFFER:
+            self._counts["write_overflow"] += 1
+            return False
+        if not self._pending and self._loop is not None:
+            self._loop.call_soon(self._flush)
+        self._pending += data
+        self._counts["frames_out"] += 1
         return True
 
     def _flush(self) -> None:
@@ -333,6 +370,14 @@ class SerialLink:
         self._up = up
         report_state(self._on_state, self.name, up, log)
 
+    def _guarded(self, callback: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def deliver(data: bytes) -> None:
+            try:
+                callback(data)
+            except Exception:
+                log.exception("serial %s: on_bytes callback failed", self.name)
+        return deliver
+
     def _deliver(self, line: str) -> None:
         try:
             self._on_line(line)
@@ -344,4 +389,4 @@ class SerialLink:
         """A fresh copy of the counters (the framer's included)."""
         f = self._framer
         return {**self._counts, "lines_in": f.lines, "overlong_dropped": f.overlong,
-                "decode_errors": f.decode_errors}
+                "decode_errors": f.decode_errors, "bytes_in": f.bytes_in if isinstance(f, ByteFeed) else 0}
