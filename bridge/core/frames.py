@@ -308,8 +308,8 @@ class FrameDecoder:
         values: dict[str, int | float] = {}
         for offset, st, name, scale in self._named:
             (value,) = st.unpack_from(frame, offset)
-            if scale is not None:
-                value = value * scale
+            if scale is not None:     # 12 significant digits: 117 * 0.1 is 11.7, not 11.700000000000001
+                value = float(f"{value * scale:.12g}")
             values[name] = value
         return values
 

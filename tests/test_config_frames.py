@@ -1,0 +1,148 @@
+"""The ``framing: binary`` / ``frame:`` config keys: the RoboClaw example passes `sigbridge check`, a good
+frame compiles to the bytes the engine writes, and every frame-spec mistake is reported as
+``file:line: key.path: message`` like any other config error (all of them at once)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.config import ConfigError, load_config
+from bridge.core.engine import Engine, WriteFrame
+from bridge.core.events import Signal
+from bridge.core.model import SerialAction
+from bridge.core.signal import Connection
+from tests.test_cli_check import ROOT, check
+from tests.test_frames import manual_crc16
+
+BASE = """\
+session: {url: ws://hub:8765, session_id: lab-1, token: abc}
+devices:
+  claw: {serial: {port: /dev/ttyACM0, framing: binary}}
+  base: {serial: {port: /dev/ttyUSB0}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def errors(text: str) -> list[str]:
+    Path("bridge.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config("bridge.yaml", {})
+    return [str(e) for e in info.value.errors]
+
+
+def test_the_roboclaw_example_passes_sigbridge_check() -> None:
+    out = check(ROOT / "config" / "roboclaw.example.yaml", {"SIGBRIDGE_TOKEN": "t"}, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "rules: 3 (claw.duty, claw.speed, claw.timeout)" in out.stdout
+    assert "telemetry: 1 stream(s) (claw.battery)" in out.stdout
+
+
+def test_a_binary_rule_writes_the_frame_and_refuses_what_does_not_fit() -> None:
+    config = load_config(ROOT / "config" / "roboclaw.example.yaml", {"SIGBRIDGE_TOKEN": "t"})
+    engine = Engine(config)
+    engine.link_up("me", 0.0)
+    sender = Connection("op", "", "moderator", 0)
+
+    def send(type_: str, data: object) -> list[object]:
+        sig = Signal(type=type_, data=json.dumps(data), from_id="op", seq=1, ts=0)
+        return list(engine.signal(sig, sender, 1.0, 0))
+
+    out = send("claw.duty", {"m1": 16384, "m2": -16384})
+    assert WriteFrame("claw", bytes.fromhex("80 22 40 00 c0 00 e0 df")) in out
+    for bad in ({"m1": 40000, "m2": 0}, {"m1": 0.5, "m2": 0}, {"m1": "1", "m2": 0}):
+        assert not any(isinstance(c, WriteFrame) for c in send("claw.duty", bad)), bad
+    estop = config.safety.estop
+    assert estop is not None and isinstance(estop.send[0], SerialAction)
+    stop = bytes.fromhex("80 22 00 00 00 00")
+    assert [c for c in send("claw.estop", {}) if isinstance(c, WriteFrame)] == [
+        WriteFrame("claw", stop + manual_crc16(stop).to_bytes(2, "big"))]
+
+
+def test_frame_spec_errors_come_with_file_and_line() -> None:
+    assert errors(BASE + """\
+rules:
+  - signal: a.b
+    params: {x: {type: float, min: -1, max: 1}, n: {type: int, min: 0, max: 1000}}
+    send:
+      device: claw
+      frame:
+        fields:
+          - 0x80
+          - 300
+          - {param: x, type: s16}
+          - {param: n, type: u8}
+          - {param: y, type: u8}
+          - {type: u12, const: 1}
+          - {const: 1}
+        checksum: crc32
+  - signal: c.d
+    send: {device: claw, line: "M 1"}
+  - signal: e.f
+    send: {device: base, frame: {fields: [1]}}
+telemetry:
+  - {device: claw, match: '(?P<v>.)', signal: t.v}
+  - device: claw
+    signal: t.w
+    frame: {fields: [{param: v, type: u8}], checksum: {type: sum8, skip: 3}}
+""") == [
+        "bridge.yaml:13: rules[0].send.frame.fields[1]: must be at most 255, got 300",
+        "bridge.yaml:16: rules[0].send.frame.fields[4].param: 'y' is not a declared param (declared: x, n)",
+        "bridge.yaml:17: rules[0].send.frame.fields[5].type: unknown field type 'u12' (did you mean 'u32'?) "
+        "(types: u8, s8, u16, s16, u32, s32, f32, optionally with le or be: u16le)",
+        "bridge.yaml:18: rules[0].send.frame.fields[6]: missing required key 'type'",
+        "bridge.yaml:19: rules[0].send.frame.checksum: unknown checksum 'crc32' (did you mean 'crc8'?) "
+        "(checksums: none, crc16-xmodem, crc8, crc8-dvb-s2, sum8, sum7, xor8)",
+        "bridge.yaml:21: rules[1].send.line: 'line' does not apply to 'claw', a device with framing: binary "
+        "(it takes frame:)",
+        "bridge.yaml:21: rules[1].send: missing required key 'frame' (for the binary device 'claw')",
+        "bridge.yaml:23: rules[2].send.frame: 'frame' is for serial devices with framing: binary; 'base' is "
+        "a serial device",
+        "bridge.yaml:23: rules[2].send: missing required key 'line' (for the serial device 'base')",
+        "bridge.yaml:25: telemetry[0].match: 'match' does not apply to the binary serial device 'claw'",
+        "bridge.yaml:25: telemetry[0]: missing required key 'frame' (for the binary serial device 'claw')",
+        "bridge.yaml:28: telemetry[1].frame.fields[0].param: 'param' does not apply here (only a rule's "
+        "action has params)",
+    ]
+
+
+def test_whole_frame_errors_point_at_the_frame() -> None:
+    assert errors(BASE + """\
+rules:
+  - signal: a.b
+    params: {x: {type: float, min: -1, max: 1}}
+    send: {device: claw, frame: {fields: [1, {param: x, type: s16}]}}
+  - signal: c.d
+    params: {n: {type: int, min: 0, max: 1000}}
+    send: {device: claw, frame: {fields: [{param: n, type: u8}]}}
+  - signal: e.f
+    send: {device: claw, frame: {fields: [1], checksum: {type: sum8, skip: 1}}}
+""") == [
+        "bridge.yaml:8: rules[0].send.frame: param 'x' is a float but its field is s16: declare it int (a "
+        "value is never truncated to fit)",
+        "bridge.yaml:11: rules[1].send.frame: the declared range of 'n': bound 1000 does not fit u8 [0, 255]",
+        "bridge.yaml:13: rules[2].send.frame: checksum skip 1 must be less than the 1 bytes it would cover",
+    ]
+
+
+def test_binary_device_keys() -> None:
+    assert errors("""\
+session: {url: ws://hub:8765, session_id: lab-1, token: abc}
+devices:
+  claw:
+    serial: {port: /dev/ttyACM0, framing: binary, newline: "\\r"}
+    heartbeat: {hz: 2, line: K}
+  other: {serial: {port: /dev/ttyACM1, framing: bytes}}
+""") == [
+        "bridge.yaml:4: devices.claw.serial.newline: 'newline' does not apply to a device with framing: "
+        "binary (it has no lines)",
+        "bridge.yaml:5: devices.claw.heartbeat.line: unknown key; expected one of: hz, frame",
+        "bridge.yaml:5: devices.claw.heartbeat: missing required key 'frame'",
+        "bridge.yaml:6: devices.other.serial.framing: expected text or binary, got 'bytes'",
+    ]
