@@ -33,6 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROVER = HERE / "rover"
+CLAW = HERE / "claw_uno"       # RoboClaw packet serial on an Uno (a binary protocol on the same board)
 RUNNER_SRC = HERE / "avr" / "uno_runner.c"
 CORE_ROOT = Path("/usr/share/arduino/hardware/arduino/avr")
 DEFAULT_OUT = HERE.parent / "build" / "avr"
@@ -64,8 +65,9 @@ class Build:
     ram: int        # bytes of static RAM: .data + .bss + .noinit (the stack takes what is left)
 
     def report(self) -> str:
-        return (f"rover.elf: flash {self.flash} / {UNO_FLASH} bytes ({100 * self.flash / UNO_FLASH:.1f} %), "
-                f"RAM {self.ram} / {UNO_RAM} bytes ({100 * self.ram / UNO_RAM:.1f} %) static")
+        flash, ram = 100 * self.flash / UNO_FLASH, 100 * self.ram / UNO_RAM
+        return (f"{self.elf.name}: flash {self.flash} / {UNO_FLASH} bytes ({flash:.1f} %), "
+                f"RAM {self.ram} / {UNO_RAM} bytes ({ram:.1f} %) static")
 
 
 def missing_tools() -> list[str]:
@@ -101,8 +103,8 @@ def source_hash(rover: Path = ROVER) -> str:
 
 
 def build(out_root: Path = DEFAULT_OUT, rover: Path = ROVER) -> Build:
-    """Build (or reuse) the firmware in ``rover/`` (rover.ino + rover_protocol.cpp) and the runner;
-    raises BuildError."""
+    """Build (or reuse) the sketch in the folder ``rover`` (``NAME/NAME.ino`` and every ``NAME/*.cpp``,
+    as the IDE does; default the rover) and the runner; raises BuildError."""
     out = out_root / source_hash(rover)
     if not (out / "done").is_file():
         out_root.mkdir(parents=True, exist_ok=True)
@@ -117,8 +119,9 @@ def build(out_root: Path = DEFAULT_OUT, rover: Path = ROVER) -> Build:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    flash, ram = sizes(out / "rover.elf")
-    return Build(out / "rover.elf", out / "uno_runner", flash, ram)
+    elf = out / f"{rover.name}.elf"
+    flash, ram = sizes(elf)
+    return Build(elf, out / "uno_runner", flash, ram)
 
 
 def _build_into(out: Path, rover: Path) -> None:
@@ -137,11 +140,12 @@ def _build_into(out: Path, rover: Path) -> None:
         core_objs.append(obj)
         jobs.append([*flags, "-w", *MCU, *includes, str(src), "-o", obj])
     # The IDE's .ino preprocessing, by hand: the sketch is C++ that includes Arduino.h first.
-    sketch_objs = [str(objdir / "rover.ino.o"), str(objdir / "rover_protocol.cpp.o")]
+    sketch_objs = [str(objdir / f"{rover.name}.ino.o")]
     jobs.append(["avr-g++", *CPP_FLAGS, *OURS, *MCU, *includes, "-include", "Arduino.h", "-x", "c++",
-                 str(rover / "rover.ino"), "-o", sketch_objs[0]])
-    jobs.append(["avr-g++", *CPP_FLAGS, *OURS, *MCU, *includes, str(rover / "rover_protocol.cpp"),
-                 "-o", sketch_objs[1]])
+                 str(rover / f"{rover.name}.ino"), "-o", sketch_objs[0]])
+    for cpp in sorted(rover.glob("*.cpp")):
+        sketch_objs.append(str(objdir / f"{cpp.name}.o"))
+        jobs.append(["avr-g++", *CPP_FLAGS, *OURS, *MCU, *includes, str(cpp), "-o", sketch_objs[-1]])
     runner = ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I/usr/include/simavr",
               "-I/usr/include/simavr/parts", str(RUNNER_SRC), "-o", str(out / "uno_runner"),
               "-lsimavrparts", "-lsimavr", "-lelf", "-lpthread", "-lutil"]
@@ -149,7 +153,7 @@ def _build_into(out: Path, rover: Path) -> None:
         list(pool.map(_run, [*jobs, runner]))
     archive = str(objdir / "core.a")
     _run(["avr-gcc-ar", "rcs", archive, *core_objs])
-    _run(["avr-gcc", *LD_FLAGS, "-o", str(out / "rover.elf"), *sketch_objs, archive, "-lm"])
+    _run(["avr-gcc", *LD_FLAGS, "-o", str(out / f"{rover.name}.elf"), *sketch_objs, archive, "-lm"])
 
 
 _SECTION = re.compile(r"^(\.\w+)\s+(\d+)\s+\d+", re.MULTILINE)
@@ -166,12 +170,13 @@ def sizes(elf: Path) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Build the rover sketch for the Uno and the simavr runner.")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"build root (default {DEFAULT_OUT})")
+    p.add_argument("--sketch", type=Path, default=ROVER, help=f"sketch folder (default {ROVER})")
     args = p.parse_args(argv)
     if missing := missing_tools():
         print(f"missing Debian packages: {' '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        result = build(args.out)
+        result = build(args.out, args.sketch.resolve())
     except BuildError as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -2,7 +2,11 @@
 against the RoboClaw simulator (firmware_stubs/roboclaw_sim.py) on a real pty, driven by an operator
 through a real hub. Packets are checked by the simulator (CRC-16, address, length): a frame it takes
 is acknowledged and changes its motors; the battery it reports comes back parsed as telemetry between
-the 0xFF acks; an out-of-range value never reaches the wire; the rule's watchdog stops the motors."""
+the 0xFF acks; an out-of-range value never reaches the wire; the rule's watchdog stops the motors.
+
+And the same config against firmware: firmware_stubs/claw_uno (RoboClaw packet serial in C++ on an
+Uno) on the emulated ATmega328P - duty on its PWM pins, the battery read from its ADC, and its own
+serial timeout stopping the motors after the bridge is killed."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.session.client import SessionClient
+from firmware_stubs import avr_build
 from firmware_stubs.roboclaw_sim import RoboClawSim
+from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.test_cli_check import ROOT
@@ -79,3 +85,26 @@ async def test_roboclaw_example_drives_the_simulated_controller(tmp_path: Path) 
             assert sim.duty == [0, 0] and sim.protocol.crc_errors == 0
     finally:
         await sim.close()
+
+
+async def test_roboclaw_example_drives_the_packet_serial_sketch_on_the_emulated_uno(tmp_path: Path) -> None:
+    build = avr_build.build(rover=avr_build.CLAW)
+    async with EmulatedUno(build, a0_mv=4000) as uno, running_hub() as hub:
+        env = {"SIGBRIDGE_URL": hub.url, "SIGBRIDGE_SESSION": "claw",
+               "SIGBRIDGE_TOKEN": hub.token("claw"), "ROBOCLAW_PORT": uno.port}
+        async with bridge_process(EXAMPLE, env=env) as bridge, \
+                SessionClient(hub.url, "claw", hub.token("claw", role="moderator")) as client:
+            op = Operator(client)
+            await bridge.wait_for(r"device claw: up")
+            await bridge.wait_for(r"READY")
+            # 4.000 V on A0 -> ADC 818 -> 7.9 V at the battery (1:2 divider), answered to the polls.
+            assert json.loads((await op.next("claw.battery", timeout=5)).data) == {"volts": 7.9}
+            await op.send("claw.duty", {"m1": 16384, "m2": -8192})
+            assert json.loads((await op.next("bridge.ack")).data)["status"] == "applied"
+            await uno.wait(lambda: uno.motors() == (0.5, -0.25), scaled(5))   # PWM 128 fwd, 64 back
+            bridge.proc.kill()
+            killed = time.monotonic()
+            assert await bridge.proc.wait() == -9
+            # Nobody sends anything now: the sketch's 1 s serial timeout stops both motors by itself.
+            await uno.wait(lambda: uno.motors() == (0.0, 0.0), scaled(5))
+            assert 0.5 <= time.monotonic() - killed <= 1.0 + scaled(0.3), time.monotonic() - killed

@@ -27,9 +27,11 @@ RAM_BUDGET = 512
 
 
 def test_flash_and_ram_use_stay_under_budget(uno_build: avr_build.Build) -> None:
-    print(uno_build.report())
-    assert 1000 < uno_build.flash <= FLASH_BUDGET, uno_build.report()
-    assert 100 < uno_build.ram <= RAM_BUDGET, uno_build.report()
+    claw = avr_build.build(rover=avr_build.CLAW)     # the RoboClaw packet serial sketch, same budget
+    for build in (uno_build, claw):
+        print(build.report())
+        assert 1000 < build.flash <= FLASH_BUDGET, build.report()
+        assert 100 < build.ram <= RAM_BUDGET, build.report()
 
 
 def test_a_warning_in_the_sketch_fails_the_build(tmp_path: Path) -> None:
