@@ -104,7 +104,7 @@ def check_main(args: argparse.Namespace) -> int:
 
 def summary(config: BridgeConfig) -> str:
     """A few lines describing a loaded config (what `sigbridge check` prints)."""
-    devices = ", ".join(f"{d.name} ({d.kind}: {d.serial.port if d.serial else _mqtt_where(d)})"
+    devices = ", ".join(f"{d.name} ({d.kind}{_framing(d)}: {d.serial.port if d.serial else _mqtt_where(d)})"
                         for d in config.devices.values())
     safety = config.safety
     lines = [
@@ -121,6 +121,10 @@ def summary(config: BridgeConfig) -> str:
         f"audit {config.audit.path if config.audit else 'off'}",
     ]
     return "\n".join(lines)
+
+
+def _framing(device: Device) -> str:
+    return ", binary frames" if device.serial is not None and device.serial.framing == "binary" else ""
 
 
 def _mqtt_where(device: Device) -> str:

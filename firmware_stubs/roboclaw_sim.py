@@ -214,6 +214,11 @@ class RoboClawSim:
             with contextlib.suppress(OSError):      # a reader that stopped reading: drop the reply
                 os.write(self._master, reply)
 
+    def noise(self, data: bytes) -> None:
+        """Send bytes that answer nothing (line noise, for tests); what the pty cannot take is dropped."""
+        with contextlib.suppress(OSError):
+            os.write(self._master, data)
+
     async def _watchdog(self) -> None:
         while True:
             self.protocol.tick(time.monotonic())

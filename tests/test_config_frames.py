@@ -40,6 +40,7 @@ def errors(text: str) -> list[str]:
 def test_the_roboclaw_example_passes_sigbridge_check() -> None:
     out = check(ROOT / "config" / "roboclaw.example.yaml", {"SIGBRIDGE_TOKEN": "t"}, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+    assert "devices: claw (serial, binary frames: /tmp/roboclaw)" in out.stdout
     assert "rules: 3 (claw.duty, claw.speed, claw.timeout)" in out.stdout
     assert "telemetry: 1 stream(s) (claw.battery)" in out.stdout
 
