@@ -45,6 +45,9 @@ class EmulatedUno:
         self.port = ""
         self.pins: dict[int, int] = {}
         self.changes: list[PinChange] = []
+        #: Wall-clock seconds the emulator fell behind and slipped (a starved host; see uno_runner.c):
+        #: a firmware timeout of T seconds takes T plus what slipped meanwhile.
+        self.slipped_s = 0.0
         self.changed = asyncio.Event()
         self.stderr = b""
         self._proc: asyncio.subprocess.Process | None = None
@@ -77,6 +80,8 @@ class EmulatedUno:
                 self.pins[pin] = value
                 self.changes.append(PinChange(pin, value, sim_us / 1e6, wall_us / 1e6))
                 self.changed.set()
+            elif len(parts) == 4 and parts[0] == b"SLIP":
+                self.slipped_s += int(parts[1]) / 1e6
         self.changed.set()
 
     def motor(self, pins: tuple[int, int, int]) -> float:

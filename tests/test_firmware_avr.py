@@ -61,7 +61,8 @@ class Port:
                 while (i := self.buf.find(b"\n")) >= 0:
                     line = self.buf[:i].decode()
                     del self.buf[: i + 1]
-                    if not (skip_telemetry and line.startswith("T ")):
+                    # (the first line read may be the tail of one sent before the port was opened)
+                    if not skip_telemetry or line.startswith(("OK", "ERR")):
                         return line
                 try:
                     self.buf += os.read(self.fd, 4096)
@@ -77,11 +78,11 @@ async def test_emulated_uno_replies_drives_the_pins_reads_a0_and_stops_by_itself
     async with EmulatedUno(uno_build, a0_mv=4000) as uno:
         port = Port(uno.port)
         try:
-            sent = port.write(b"M 0.5 0.25\n")
+            sent, slipped = port.write(b"M 0.5 0.25\n"), uno.slipped_s
             assert await port.line() == "OK"
             await uno.wait(lambda: uno.motors() == (0.75, 0.25), scaled(5))
             # 4000 mV on A0 -> ADC 818 -> 7996 mV at the battery -> 79 %; speed = mean output.
-            tele = [await port.line(skip_telemetry=False) for _ in range(3)]
+            tele = [await port.line(skip_telemetry=False) for _ in range(4)]
             assert "T 79 0.50" in tele, tele
             assert uno.pins[5] == 191 and uno.pins[6] == 64           # 0.75 * 255, 0.25 * 255 (rounded)
             assert (uno.pins[7], uno.pins[8], uno.pins[9], uno.pins[10]) == (1, 0, 1, 0)
@@ -92,6 +93,7 @@ async def test_emulated_uno_replies_drives_the_pins_reads_a0_and_stops_by_itself
             stopped = next(c for c in uno.changes if c.pin == 5 and c.value == 0 and c.sim_s > moved.sim_s)
             # The firmware's 1 s watchdog in MCU time, and (paced) in wall time too: not ~0.28 s unpaced.
             assert 0.99 <= stopped.sim_s - moved.sim_s <= 1.01
-            assert 0.95 <= stopped.wall_s - sent <= 1.0 + scaled(0.3)
+            late = uno.slipped_s - slipped        # what a starved emulator fell behind meanwhile
+            assert 0.95 <= stopped.wall_s - sent <= 1.0 + late + scaled(0.3), (stopped, sent, late)
         finally:
             port.close()

@@ -7,6 +7,7 @@
  * change of a watched pin (and to --log FILE too, when given):
  *
  *   PIN <arduino pin> <value> <sim_us> <wall_us>
+ *   SLIP <lag_us> <sim_us> <wall_us>          (the emulator fell behind the wall clock: see below)
  *
  * value is the PWM duty 0-255 for the PWM pins 5 and 6 (OCR0B / OCR0A while the timer drives the pin,
  * else 0 or 255 from the port bit) and 0/1 for the direction pins 7, 8, 9, 10. sim_us is the MCU's
@@ -15,8 +16,13 @@
  *
  * Facts this relies on (simavr 1.6): the core runs ~4x faster than real time unless paced, which would
  * make every firmware timeout fire early: the loop sleeps whenever simulated time gets ahead of the
- * wall clock. uart_pty_stop() can hang, so SIGTERM/SIGINT end the process with _exit(). The ADC reads 0
- * unless a voltage is raised on its input: A0 gets --a0-mv (default 4000 mV) against AVCC = AREF = 5 V.
+ * wall clock. When the host starves the emulator (a loaded machine) and it falls more than 20 ms behind,
+ * the pacing origin slips instead of the MCU racing to catch up: a catch-up would squeeze the firmware's
+ * time (a 1 s timeout over in 0.4 s of wall time); a slip only makes it later, as a slow clock would.
+ * Each slip is logged ("SLIP <lag_us> <sim_us> <wall_us>") so that a test can tell a late timeout
+ * from a starved emulator; the total goes to stderr at exit. uart_pty_stop() can hang, so SIGTERM/SIGINT end the process
+ * with _exit(). The ADC reads 0 unless a voltage is raised on its input: A0 gets --a0-mv (default
+ * 4000 mV) against AVCC = AREF = 5 V.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,7 +41,8 @@
 
 #define F_CPU 16000000UL
 #define CHECK_EVERY 800           /* cycles between pin checks: 50 us of MCU time */
-#define PACE_SLACK_US 200         /* sleep only when the MCU is this far ahead of the wall clock */
+#define PACE_SLACK_US 300         /* sleep only when the MCU is this far ahead of the wall clock */
+#define MAX_LAG_US 20000          /* further behind than this (the host starved us): slip, never sprint */
 
 /* ATmega328P data-space addresses of the registers the motor pins depend on. */
 #define REG_PORTB 0x25
@@ -69,12 +76,19 @@ struct watched {
   int last;
 };
 
-static void emit(int pin, int value, uint64_t sim_us, uint64_t now_us) {
-  printf("PIN %d %d %llu %llu\n", pin, value, (unsigned long long)sim_us, (unsigned long long)now_us);
+static void emit(const char *what, long long a, long long b, uint64_t sim_us, uint64_t now_us) {
+  char line[96];
+  if (a < 0) {
+    snprintf(line, sizeof line, "%s %lld %llu %llu\n", what, b, (unsigned long long)sim_us,
+             (unsigned long long)now_us);
+  } else {
+    snprintf(line, sizeof line, "%s %lld %lld %llu %llu\n", what, a, b, (unsigned long long)sim_us,
+             (unsigned long long)now_us);
+  }
+  fputs(line, stdout);
   fflush(stdout);
   if (log_file != NULL) {
-    fprintf(log_file, "PIN %d %d %llu %llu\n", pin, value, (unsigned long long)sim_us,
-            (unsigned long long)now_us);
+    fputs(line, log_file);
     fflush(log_file);
   }
 }
@@ -93,7 +107,7 @@ static void check_pins(const avr_t *avr, struct watched *w, size_t n) {
     if (values[i] != w[i].last) {
       if (now == 0) now = wall_us();
       w[i].last = values[i];
-      emit(w[i].pin, values[i], sim_us, now);
+      emit("PIN", w[i].pin, values[i], sim_us, now);
     }
   }
 }
@@ -161,6 +175,7 @@ int main(int argc, char **argv) {
 
   struct watched pins[6] = {{5, -1}, {6, -1}, {7, -1}, {8, -1}, {9, -1}, {10, -1}};
   uint64_t start = wall_us();
+  uint64_t slips = 0, slipped_us = 0;
   avr_cycle_count_t next_check = 0;
   int state = cpu_Running;
   while (!stop_requested && state != cpu_Done && state != cpu_Crashed) {
@@ -174,10 +189,17 @@ int main(int argc, char **argv) {
     if (sim_us > real_us + PACE_SLACK_US) {
       struct timespec ts = {0, (long)(sim_us - real_us) * 1000L};
       nanosleep(&ts, NULL);
+    } else if (real_us > sim_us + MAX_LAG_US) {
+      slips += 1;
+      slipped_us += real_us - sim_us;
+      emit("SLIP", -1, (long long)(real_us - sim_us), sim_us, start + real_us);
+      start += real_us - sim_us;
     }
   }
   if (state == cpu_Crashed) fprintf(stderr, "uno_runner: the MCU crashed at cycle %llu\n",
                                     (unsigned long long)avr->cycle);
+  fprintf(stderr, "uno_runner: %llu slip(s) behind the wall clock, %llu ms in all\n",
+          (unsigned long long)slips, (unsigned long long)(slipped_us / 1000u));
   fflush(stdout);
   if (log_file != NULL) fflush(log_file);
   _exit(state == cpu_Crashed ? 1 : 0);   /* not uart_pty_stop(): it can hang in 1.6 */
