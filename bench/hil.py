@@ -127,6 +127,7 @@ async def frames_per_second(client: SessionClient, claw: RoboClawSim, count: int
     got = claw.protocol.packets - before
     span = last[0] - started
     return {"frames": got, "lost": count - got, "crc_errors": claw.protocol.crc_errors,
+            "discarded": claw.protocol.discarded,
             "frames_per_s": got / span if span > 0 else float("nan")}
 
 
@@ -171,7 +172,8 @@ async def run(samples: int, frames: int) -> int:
         print(f"{name:<34}{s.n:>6}{s.p50:>9.2f}{s.p90:>9.2f}{s.p99:>9.2f}{s.max:>9.2f}")
     print(f"binary rule claw.duty (cmd 34, CRC-16): {flood['frames_per_s']:,.0f} frames/s "
           f"({flood['frames']:.0f} of {frames} accepted, {flood['lost']:.0f} lost, "
-          f"{flood['crc_errors']:.0f} CRC errors)")
+          f"{flood['crc_errors']:.0f} CRC errors, {flood['discarded']:.0f} bytes discarded by the "
+          f"controller's 10 ms inter-byte timeout)")
     print(f"sketch: flash {build.flash} bytes, RAM {build.ram} bytes static (Uno: {avr_build.UNO_FLASH} / "
           f"{avr_build.UNO_RAM})")
     return 0
