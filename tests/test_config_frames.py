@@ -147,3 +147,30 @@ devices:
         "bridge.yaml:5: devices.claw.heartbeat: missing required key 'frame'",
         "bridge.yaml:6: devices.other.serial.framing: expected text or binary, got 'bytes'",
     ]
+
+
+def test_a_value_the_field_cannot_hold_is_rejected_with_a_reason_and_nothing_written() -> None:
+    Path("bridge.yaml").write_text(BASE + """\
+rules:
+  - signal: set.n
+    params: {n: {type: int}, f: {type: float, default: 0.5}}
+    send:
+      device: claw
+      frame: {fields: [0x01, {param: n, type: u8}, {param: f, type: f32le}], checksum: xor8}
+    ack: true
+""")
+    engine = Engine(load_config("bridge.yaml", {}))
+    engine.link_up("me", 0.0)
+    sender = Connection("op", "", "publisher", 0)
+
+    def send(data: object) -> list[object]:
+        return list(engine.signal(Signal("set.n", json.dumps(data), "op", 1, 0), sender, 1.0, 0))
+
+    [write, _ack] = send({"n": 255})
+    assert write == WriteFrame("claw", b"\x01\xff\x00\x00\x00\x3f" + bytes((0x01 ^ 0xFF ^ 0x3F,)))
+    for bad, why in (({"n": 256}, "does not fit u8"), ({"n": -1}, "does not fit u8"),
+                     ({"n": 1, "f": 1e39}, "does not fit f32")):
+        out = send(bad)
+        assert not any(isinstance(c, WriteFrame) for c in out), bad
+        reply = json.loads(out[-1].data)            # type: ignore[attr-defined]
+        assert reply["status"] == "rejected" and why in reply["reason"], reply
