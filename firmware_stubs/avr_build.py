@@ -37,6 +37,8 @@ CLAW = HERE / "claw_uno"       # RoboClaw packet serial on an Uno (a binary prot
 RUNNER_SRC = HERE / "avr" / "uno_runner.c"
 CORE_ROOT = Path("/usr/share/arduino/hardware/arduino/avr")
 DEFAULT_OUT = HERE.parent / "build" / "avr"
+#: Builds kept under the build root (newest first); older ones are removed after a new build.
+KEEP_BUILDS = 6
 
 #: What the Uno offers the sketch (boards.txt: upload.maximum_size, upload.maximum_data_size).
 UNO_FLASH = 32256
@@ -116,12 +118,21 @@ def build(out_root: Path = DEFAULT_OUT, rover: Path = ROVER) -> Build:
                 tmp.rename(out)
             except OSError:          # built meanwhile by another process: keep theirs
                 shutil.rmtree(tmp, ignore_errors=True)
+            _prune(out_root, keep=out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     elf = out / f"{rover.name}.elf"
     flash, ram = sizes(elf)
     return Build(elf, out / "uno_runner", flash, ram)
+
+
+def _prune(out_root: Path, keep: Path) -> None:
+    """Remove all but the KEEP_BUILDS newest finished builds (every source change makes a new one)."""
+    done = sorted((d for d in out_root.iterdir() if (d / "done").is_file() and d != keep),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in done[KEEP_BUILDS - 1:]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(out: Path, rover: Path) -> None:

@@ -5,8 +5,11 @@ firmware_stubs/avr/uno_runner.c (paced to the wall clock, UART0 on a pty, motor 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 import tty
 from pathlib import Path
@@ -97,3 +100,30 @@ async def test_emulated_uno_replies_drives_the_pins_reads_a0_and_stops_by_itself
             assert 0.95 <= stopped.wall_s - sent <= 1.0 + late + scaled(0.3), (stopped, sent, late)
         finally:
             port.close()
+
+
+def test_the_emulator_never_outlives_its_parent(uno_build: avr_build.Build) -> None:
+    """A test killed mid-way must not leave a paced MCU running (a quarter of a core, for ever)."""
+    argv = [str(uno_build.runner), str(uno_build.elf)]
+    code = ("import subprocess, sys, time\n"
+            f"p = subprocess.Popen({argv!r}, stdout=subprocess.DEVNULL)\n"
+            "print(p.pid, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    runner = int(parent.stdout.readline())
+    time.sleep(0.3)
+    assert Path(f"/proc/{runner}").exists()
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + scaled(5)
+    status = Path(f"/proc/{runner}/stat")
+
+    def running() -> bool:              # gone, or a zombie waiting for init to reap it
+        with contextlib.suppress(OSError):
+            return status.read_text().split()[2] != "Z"
+        return False
+
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not running(), "uno_runner outlived its parent"

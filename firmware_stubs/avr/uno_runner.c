@@ -20,9 +20,10 @@
  * the pacing origin slips instead of the MCU racing to catch up: a catch-up would squeeze the firmware's
  * time (a 1 s timeout over in 0.4 s of wall time); a slip only makes it later, as a slow clock would.
  * Each slip is logged ("SLIP <lag_us> <sim_us> <wall_us>") so that a test can tell a late timeout
- * from a starved emulator; the total goes to stderr at exit. uart_pty_stop() can hang, so SIGTERM/SIGINT end the process
- * with _exit(). The ADC reads 0 unless a voltage is raised on its input: A0 gets --a0-mv (default
- * 4000 mV) against AVCC = AREF = 5 V.
+ * from a starved emulator; the total goes to stderr at exit. uart_pty_stop() can hang, so SIGTERM and
+ * SIGINT end the process with _exit(); it also ends when its parent dies (PR_SET_PDEATHSIG). The ADC
+ * reads 0 unless a voltage is raised on its input: A0 gets --a0-mv (default 4000 mV) against
+ * AVCC = AREF = 5 V.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,6 +142,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: uno_runner FIRMWARE.elf [--a0-mv MILLIVOLTS] [--log FILE]\n");
     return 2;
   }
+
+  /* Never outlive the test or bench that started us (a paced MCU costs a quarter of a core forever). */
+  pid_t parent = getppid();
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (getppid() != parent) return 1;      /* it died before the request took effect */
 
   elf_firmware_t fw;
   memset(&fw, 0, sizeof fw);
