@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from firmware_stubs import avr_build
+from firmware_stubs.rover_sim import RoverProtocol
 from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled
 from tests.helpers.uno import uno_build
@@ -127,3 +129,36 @@ def test_the_emulator_never_outlives_its_parent(uno_build: avr_build.Build) -> N
     while running() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not running(), "uno_runner outlived its parent"
+
+
+async def test_the_uno_build_replies_line_for_line_as_the_simulator(uno_build: avr_build.Build) -> None:
+    """The AVR build (float is 32-bit, the code is what an Uno runs) against rover_sim's parser: the
+    documented cases of firmware_stubs/README.md and 150 fuzzed lines give the same replies, and every
+    accepted move the same motor outputs at the pins (to the PWM's 1/255)."""
+    documented = [b"M 0.5 0.25", b"M -1 0", b"M 1 1", b"M 0.8 -0.6", b"K", b"S", b"M .5 -0.00\r",
+                  b"M +0.50 0", b"X", b"m 0.1 0.1", b"MM 0 0", b"   ", b"M 0.5", b"M 0.1 0.1 0.1",
+                  b"S now", b"K 1",
+                  b"M nan 0", b"M 0 inf", b"M 1e-1 0", b"M 0x1 0", b"M - 0", b"M 1. 0", b"M 0.1234567 0",
+                  b"M 1234567 0", b"M 0,5 0", b"M 1.01 0", b"M 0 -2", b"M 999999 0", b"M 0.5\t0.5",
+                  b"M \x00 0", b"\xff\xfe", "M 0.5 0.5é".encode(), b"M " + b"1" * 100,
+                  b"M 000000.000000" + b" " * 31 + b"0", b"M -0.333333 0.333333"]
+    rng = random.Random(2024)
+    words = [b"M", b"S", b"K", b"X", b"0.5", b"-1", b"1.5", b".25", b"nan", b"1e3", b"-0.333333", b"+1",
+             b"0.1234567", b"\x01", b"\xc3\xa9", b"   ", b"0.999999", b"-.000001"]
+    fuzzed = [b" ".join(rng.choice(words) for _ in range(rng.randrange(1, 5))) for _ in range(150)]
+    sim = RoverProtocol()
+    async with EmulatedUno(uno_build) as uno:
+        port = Port(uno.port)
+        try:
+            for line in documented + fuzzed:
+                expected = sim.feed(line + b"\n", 0.0)
+                port.write(line + b"\n")
+                got = [await port.line()] if expected else []
+                assert got == expected, line
+                if expected == ["OK"]:
+                    want = (round(sim.left, 2), round(sim.right, 2))
+                    duty = (int(abs(sim.left) * 255 + 0.5), int(abs(sim.right) * 255 + 0.5))
+                    await uno.wait(lambda d=duty: (uno.pins.get(5), uno.pins.get(6)) == d, scaled(2))
+                    assert uno.motors() == pytest.approx(want, abs=0.01), line
+        finally:
+            port.close()
