@@ -6,20 +6,23 @@ the 0xFF acks; an out-of-range value never reaches the wire; the rule's watchdog
 
 And the same config against firmware: firmware_stubs/claw_uno (RoboClaw packet serial in C++ on an
 Uno) on the emulated ATmega328P - duty on its PWM pins, the battery read from its ADC, and its own
-serial timeout stopping the motors after the bridge is killed."""
+serial timeout stopping the motors after the bridge is killed - and that sketch against the simulator,
+packet for packet (valid, corrupted, foreign, truncated, garbage)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
+import tty
 from pathlib import Path
 from typing import Any
 
 from bridge.session.client import SessionClient
 from firmware_stubs import avr_build
-from firmware_stubs.roboclaw_sim import RoboClawSim
+from firmware_stubs.roboclaw_sim import RoboClawProtocol, RoboClawSim, with_crc
 from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
@@ -118,3 +121,55 @@ async def test_roboclaw_example_drives_the_packet_serial_sketch_on_the_emulated_
             await uno.wait(lambda: uno.motors() == (0.0, 0.0), scaled(5))
             took, late = time.monotonic() - killed, uno.slipped_s - slipped
             assert 0.5 <= took <= 1.0 + late + scaled(0.3), (took, late)
+
+
+async def test_the_packet_serial_sketch_answers_as_the_simulator_packet_for_packet() -> None:
+    """claw_uno on the emulated Uno against roboclaw_sim's parser, fed the same bytes: valid writes,
+    corrupted CRCs, wrong addresses, unknown commands, truncated packets and garbage. Each step ends with
+    a battery read (a reply to wait for) and a pause longer than the 10 ms packet timeout, so that both
+    start the next step from an empty packet buffer. Same replies, byte for byte; same duty on the pins."""
+    rng = random.Random(77)
+
+    def packet(cmd: int, data: bytes) -> bytes:
+        return with_crc(bytes((0x80, cmd)) + data)
+
+    # A 5 s serial timeout first (the step's battery read refreshes it): random timeouts would make the
+    # sketch (real time) and the simulator (the test's clock) stop at different moments.
+    steps: list[bytes] = [packet(14, b"\x32"), packet(34, bytes.fromhex("4000c000")), packet(32, b"\x7f\xff"),
+                          packet(33, b"\x80\x00"), packet(0, b"\x7f"), packet(5, b"\x40")]
+    sizes = {0: 1, 1: 1, 4: 1, 5: 1, 32: 2, 33: 2, 34: 4}
+    for _ in range(60):
+        cmd = rng.choice(list(sizes))
+        data = bytes(rng.randrange(256) for _ in range(sizes[cmd]))
+        good = packet(cmd, data)
+        steps.append(rng.choice([
+            good,
+            good[:-1] + bytes((good[-1] ^ 1,)),                    # CRC off by one bit
+            bytes((0x81,)) + good[1:],                             # another address
+            packet(rng.choice([2, 99, 200]), data),                # not a command we take
+            good[:rng.randrange(1, len(good))],                    # truncated: dropped by the gap
+            bytes(rng.randrange(256) for _ in range(rng.randrange(1, 12))),
+        ]))
+    build = avr_build.build(rover=avr_build.CLAW)
+    sim = RoboClawProtocol(battery_v=7.9, timeout_s=5)   # 4.000 V on A0: the sketch reads 79 tenths
+    now = 0.0
+    async with EmulatedUno(build, a0_mv=4000) as uno:
+        with open(uno.port, "r+b", buffering=0) as port:
+            tty.setraw(port.fileno())
+            os.set_blocking(port.fileno(), False)
+            for step in steps:
+                expected = sim.feed(step, now) + sim.feed(b"\x80\x18", now)
+                now += 0.05
+                port.write(step + b"\x80\x18")
+                got = b""
+                async with asyncio.timeout(scaled(5)):
+                    while len(got) < len(expected):
+                        chunk = port.read(64)
+                        got += chunk or b""
+                        if not chunk:
+                            await asyncio.sleep(0.002)
+                await asyncio.sleep(0.03)                  # past the packet timeout on both sides
+                got += port.read(64) or b""
+                assert got == expected, (step.hex(" "), got.hex(" "), expected.hex(" "))
+                pwm = tuple((abs(d) * 255 + 16383) // 32767 for d in sim.duty)
+                await uno.wait(lambda p=pwm: (uno.pins.get(5), uno.pins.get(6)) == p, scaled(2))
