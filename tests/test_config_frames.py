@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_config
-from bridge.core.engine import Engine, WriteFrame
+from bridge.core.engine import Engine, SendSignal, WriteFrame
 from bridge.core.events import Signal
 from bridge.core.model import SerialAction
 from bridge.core.signal import Connection
@@ -174,3 +174,30 @@ rules:
         assert not any(isinstance(c, WriteFrame) for c in out), bad
         reply = json.loads(out[-1].data)            # type: ignore[attr-defined]
         assert reply["status"] == "rejected" and why in reply["reason"], reply
+
+
+def test_binary_telemetry_becomes_signals_and_bad_checksums_are_counted_in_bridge_status() -> None:
+    Path("bridge.yaml").write_text(BASE + """\
+rules: [{signal: x.y, send: {device: base, line: X}}]
+telemetry:
+  - device: claw
+    signal: claw.imu
+    frame:
+      byte_order: little
+      fields: [0xAA, {length: u8}, {name: yaw, type: s16, scale: 0.01}, {name: ok, type: u8}]
+      checksum: {type: sum8, skip: 1}
+""")
+    engine = Engine(load_config("bridge.yaml", {}))
+    engine.link_up("me", 0.0)
+    body = bytes.fromhex("aa 03 d2 fb 01")               # length 3, yaw -1070 -> -10.7, ok 1
+    good = body + bytes((sum(body[1:]) & 0xFF,))
+    bad = good[:-1] + bytes((good[-1] ^ 0x40,))
+    # garbage, a frame with a bad checksum, half a good one; then the rest of it
+    out = engine.device_bytes("claw", b"\x00\x13" + bad + good[:3], 1.0)
+    out += engine.device_bytes("claw", good[3:], 1.1)
+    assert [(c.type, json.loads(c.data)) for c in out if isinstance(c, SendSignal)] == [
+        ("claw.imu", {"yaw": -10.7, "ok": 1})]
+    sender = Connection("op", "", "publisher", 0)
+    replies = engine.signal(Signal("bridge.describe", "{}", "op", 2, 0), sender, 2.0, 0)
+    [status] = [json.loads(c.data) for c in replies if isinstance(c, SendSignal) and c.type == "bridge.status"]
+    assert status["counters"]["frames_bad_checksum"] == 1

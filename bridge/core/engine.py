@@ -184,7 +184,11 @@ class Engine:
 
     def device_bytes(self, device: str, data: bytes, now: float) -> list[Command]:
         """Bytes from a ``framing: binary`` serial device: its telemetry frames (bridge.core.frames)."""
-        return self._telemetry_out(self._telemetry.serial_bytes(device, data, now))
+        shaper = self._telemetry
+        before = shaper.frames_bad_checksum
+        out = self._telemetry_out(shaper.serial_bytes(device, data, now))
+        self.counters["frames_bad_checksum"] += shaper.frames_bad_checksum - before   # in bridge.status
+        return out
 
     def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Command]:
         return self._telemetry_out(self._telemetry.mqtt_message(device, topic, payload, now))

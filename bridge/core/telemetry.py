@@ -140,6 +140,7 @@ class TelemetryShaper:
         self.dropped_size = 0    # over the 8 KB signal limit
         self.bad = 0             # a `types:` conversion failed
         self.unmatched = 0       # device lines/messages that no stream took
+        self.frames_bad_checksum = 0   # binary frames whose constants matched but not their checksum
 
     # ------------------------------------------------------------ inputs
 
@@ -175,8 +176,10 @@ class TelemetryShaper:
             self.unmatched += 1
             return out
         parser, indexes = entry
+        before = parser.bad_checksum
         for which, fields in parser.feed(data):
             self._offer(indexes[which], "", _dumps(fields), now, out)
+        self.frames_bad_checksum += parser.bad_checksum - before
         return out
 
     @property
