@@ -199,5 +199,6 @@ telemetry:
         ("claw.imu", {"yaw": -10.7, "ok": 1})]
     sender = Connection("op", "", "publisher", 0)
     replies = engine.signal(Signal("bridge.describe", "{}", "op", 2, 0), sender, 2.0, 0)
-    [status] = [json.loads(c.data) for c in replies if isinstance(c, SendSignal) and c.type == "bridge.status"]
+    [status] = [json.loads(c.data) for c in replies
+                if isinstance(c, SendSignal) and c.type == "bridge.status"]
     assert status["counters"]["frames_bad_checksum"] == 1
