@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bridge.configframes import read_frame
 from bridge.configrules import Sections
 from bridge.configtree import ConfigError, ConfigIssue, Reader, join
 from bridge.core.model import (
@@ -103,7 +104,7 @@ def check_main(args: argparse.Namespace) -> int:
 
 def summary(config: BridgeConfig) -> str:
     """A few lines describing a loaded config (what `sigbridge check` prints)."""
-    devices = ", ".join(f"{d.name} ({d.kind}: {d.serial.port if d.serial else _mqtt_where(d)})"
+    devices = ", ".join(f"{d.name} ({d.kind}{_framing(d)}: {d.serial.port if d.serial else _mqtt_where(d)})"
                         for d in config.devices.values())
     safety = config.safety
     lines = [
@@ -120,6 +121,10 @@ def summary(config: BridgeConfig) -> str:
         f"audit {config.audit.path if config.audit else 'off'}",
     ]
     return "\n".join(lines)
+
+
+def _framing(device: Device) -> str:
+    return ", binary frames" if device.serial is not None and device.serial.framing == "binary" else ""
 
 
 def _mqtt_where(device: Device) -> str:
@@ -267,6 +272,9 @@ class _Builder:
         serial = self._serial(m["serial"], join(path, "serial")) if kind == "serial" else None
         mqtt = self._mqtt(name, m["mqtt"], join(path, "mqtt")) if kind == "mqtt" else None
         newline = serial.newline if serial is not None else "\n"
+        if serial is not None and serial.framing == "binary":
+            self.checks.framings[name] = "binary"
+            kind = "binary"          # for the heartbeat's keys only: a binary device sends a frame
         heartbeat = (self._heartbeat(m["heartbeat"], join(path, "heartbeat"), kind, newline)
                      if "heartbeat" in m else None)
         if serial is None and mqtt is None:
@@ -277,7 +285,7 @@ class _Builder:
     def _serial(self, node: yaml.Node, path: str) -> SerialDeviceConfig | None:
         r = self.r
         m = r.mapping(node, path, ("port", "baudrate", "newline", "max_line", "low_latency",
-                                   "reopen_min_s", "reopen_max_s"), required=("port",))
+                                   "reopen_min_s", "reopen_max_s", "framing"), required=("port",))
         if m is None:
             return None
         kw = self._fields(m, path, {
@@ -288,6 +296,7 @@ class _Builder:
             "low_latency": r.boolean,
             "reopen_min_s": lambda n, p: r.number(n, p, positive=True),
             "reopen_max_s": lambda n, p: r.number(n, p, positive=True),
+            "framing": lambda n, p: self._framing(n, p, m),
         })
         self._ordered(kw, m, path, "reopen_min_s", "reopen_max_s")
         if "port" not in kw or len(kw) < len(m):
@@ -329,9 +338,21 @@ class _Builder:
             return None
         return MqttDeviceConfig(**kw)
 
+    def _framing(self, node: yaml.Node, path: str, m: dict[str, yaml.Node]) -> str | None:
+        """``framing: text | binary``; a binary device has no lines, so no newline or max_line."""
+        framing = self.r.string(node, path)
+        if framing not in (None, "text", "binary"):
+            self.r.error(node, path, f"expected text or binary, got {framing!r}")
+            return None
+        if framing == "binary":
+            for key in m.keys() & {"newline", "max_line"}:
+                self.r.error(m[key], join(path.rsplit(".", 1)[0], key),
+                             f"{key!r} does not apply to a device with framing: binary (it has no lines)")
+        return framing
+
     def _heartbeat(self, node: yaml.Node, path: str, kind: str, newline: str) -> Heartbeat | None:
         r = self.r
-        keys = ("hz", "line") if kind == "serial" else ("hz", "topic", "payload")
+        keys = {"serial": ("hz", "line"), "binary": ("hz", "frame")}.get(kind, ("hz", "topic", "payload"))
         m = r.mapping(node, path, keys, required=keys[:2])
         if m is None:
             return None
@@ -340,6 +361,7 @@ class _Builder:
             "line": lambda n, p: self.checks.literal_line(n, p, newline),
             "topic": self.checks.publish_topic,
             "payload": lambda n, p: r.string(n, p, allow_empty=True),
+            "frame": lambda n, p: read_frame(r, n, p, "constant"),
         })
         if len(kw) < len(m) or not set(keys[:2]) <= kw.keys():
             return None

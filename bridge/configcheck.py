@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from bridge.configframes import Use, read_frame
 from bridge.configtree import Reader, join, suggest
 from bridge.core.actions import CompiledAction
 from bridge.core.controls import control_chars, first_control
@@ -29,6 +30,7 @@ from bridge.core.templates import FillError, TemplateError
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = re.compile(r"[*?\[\]!]")
 _SERIAL_ACTION_KEYS = ("device", "line", "expect", "allow_tab")
+_BINARY_ACTION_KEYS = ("device", "frame")
 _MQTT_ACTION_KEYS = ("device", "topic", "payload", "qos")
 _FORMATTER = string.Formatter()
 KIND_LABEL = {"serial": "serial", "mqtt": "MQTT"}
@@ -42,6 +44,7 @@ class Checks:
         self.r = reader
         self.kinds: dict[str, str] = {}        # device name -> "serial" | "mqtt", even if it had errors
         self.newlines: dict[str, str] = {}
+        self.framings: dict[str, str] = {}     # device name -> "binary" (framing: binary serial ones)
 
     # ------------------------------------------------------------ signal types, topics, lines
 
@@ -164,7 +167,8 @@ class Checks:
                     r.error(key, join(path, "retain"), "commands are never retained (a retained command "
                                                        "would be replayed to the device by the broker)")
             node = _without(node, "retain")
-        m = r.mapping(node, path, _SERIAL_ACTION_KEYS + _MQTT_ACTION_KEYS[1:], required=("device",))
+        m = r.mapping(node, path, _SERIAL_ACTION_KEYS + _MQTT_ACTION_KEYS[1:] + ("frame",),
+                      required=("device",))
         if m is None:
             return None
         device = r.string(m["device"], join(path, "device")) if "device" in m else None
@@ -173,10 +177,16 @@ class Checks:
                     f"unknown device {device!r} (known: {', '.join(self.kinds) or 'none'})")
         # For an unknown device, guess the kind from the keys so that the rest is still checked.
         kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m or "payload" in m else "serial")
+        if self.framings.get(device or "") == "binary":
+            framed = self._frame_action(m, node, path, device or "", params)
+            return None if framed is None else self._compiled(framed, node, path, params)
         keys = _SERIAL_ACTION_KEYS if kind == "serial" else _MQTT_ACTION_KEYS
         this, other = ("a serial", "MQTT") if kind == "serial" else ("an MQTT", "serial")
         for key in m:
-            if key not in keys:
+            if key == "frame":
+                r.error(m[key], join(path, key), f"'frame' is for serial devices with framing: binary; "
+                                                 f"{device!r} is {this} device")
+            elif key not in keys:
                 r.error(m[key], join(path, key),
                         f"{key!r} is for {other} devices; {device!r} is {this} device")
         if keys[1] not in m:
@@ -194,7 +204,8 @@ class Checks:
         """Compile ``action`` as the engine does at start and, for a param-less (safe) action, fill it
         as the engine does once at start: anything the engine would refuse is an error here."""
         try:
-            compiled = CompiledAction(action, frozenset(params or ()), self.newlines)
+            specs = tuple(p for p in (params or {}).values() if p is not None)
+            compiled = CompiledAction(action, frozenset(params or ()), self.newlines, specs)
             if params is None:
                 compiled.fill({})
         except (TemplateError, FillError, ValueError) as exc:
@@ -217,6 +228,19 @@ class Checks:
                 or allow_tab is None:
             return None
         return SerialAction(device=device, line=line, expect=expect, allow_tab=allow_tab)
+
+    def _frame_action(self, m: dict[str, yaml.Node], node: yaml.Node, path: str, device: str,
+                      params: Mapping[str, ParamSpec | None] | None) -> SerialAction | None:
+        """An action for a ``framing: binary`` device: a ``frame:`` (see bridge.configframes)."""
+        for key in m.keys() - set(_BINARY_ACTION_KEYS):
+            self.r.error(m[key], join(path, key), f"{key!r} does not apply to {device!r}, a device with "
+                                                  f"framing: binary (it takes frame:)")
+        if "frame" not in m:
+            self.r.error(node, path, f"missing required key 'frame' (for the binary device {device!r})")
+            return None
+        use: Use = "constant" if params is None else "action"
+        frame = read_frame(self.r, m["frame"], join(path, "frame"), use, params)
+        return None if frame is None or len(m) > 2 else SerialAction(device=device, line="", frame=frame)
 
     def _expect(self, node: yaml.Node, path: str) -> Expect | None:
         r = self.r

@@ -15,11 +15,13 @@ from typing import Any
 import yaml
 
 from bridge.configcheck import KIND_LABEL, Checks, roles
+from bridge.configframes import read_frame
 from bridge.configtree import Reader, join, suggest
 from bridge.core.lease import driving_roles
 from bridge.core.model import (
     Control,
     Estop,
+    FrameTelemetry,
     MqttTelemetry,
     ParamSpec,
     RateLimit,
@@ -205,7 +207,7 @@ class Sections(Checks):
 
     def _stream(self, node: yaml.Node, path: str) -> TelemetryStream | None:
         r = self.r
-        m = r.mapping(node, path, ("device", "match", "types", "topic", "signal", "max_rate_hz"),
+        m = r.mapping(node, path, ("device", "match", "types", "topic", "signal", "max_rate_hz", "frame"),
                       required=("device", "signal"))
         if m is None:
             return None
@@ -215,9 +217,10 @@ class Sections(Checks):
             r.error(m["device"], join(path, "device"),
                     f"unknown device {device!r} (known: {', '.join(self.kinds) or 'none'})")
         kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m else "serial")
-        own = ("match", "types") if kind == "serial" else ("topic",)
-        label = KIND_LABEL[kind]
-        for key in m.keys() & ({"match", "types", "topic"} - set(own)):
+        binary = self.framings.get(device or "") == "binary"
+        own = ("frame",) if binary else ("match", "types") if kind == "serial" else ("topic",)
+        label = "binary serial" if binary else KIND_LABEL[kind]
+        for key in m.keys() & ({"match", "types", "topic", "frame"} - set(own)):
             r.error(m[key], join(path, key), f"{key!r} does not apply to the {label} device {device!r}")
         if own[0] not in m:
             r.error(node, path, f"missing required key {own[0]!r} (for the {label} device {device!r})")
@@ -232,8 +235,12 @@ class Sections(Checks):
                 kw["types"] = self._types(m["types"], join(path, "types"), kw["match"])
         if kind == "mqtt" and "topic" in m:
             kw["topic"] = self._topic_filter(m["topic"], join(path, "topic"))
+        if binary and "frame" in m:
+            kw["frame"] = read_frame(r, m["frame"], join(path, "frame"), "telemetry")
         if len(r.issues) > before or None in kw.values():
             return None
+        if binary:
+            return FrameTelemetry(**kw)
         return SerialTelemetry(**kw) if kind == "serial" else MqttTelemetry(**kw)
 
     def _types(self, node: yaml.Node, path: str, match: str | None) -> dict[str, str]:

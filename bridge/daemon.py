@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable
 from bridge.audit import AuditLog, flush_loop
 from bridge.config import ConfigError, load_config, load_or_report
 from bridge.core.decisions import Decision, Verdict
-from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteLine
+from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
 from bridge.core.events import (
     ConnectionDestroyed,
     Disconnected,
@@ -63,6 +63,7 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
+from bridge.core.frames import FrameEncoder
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
 from bridge.core.pacing import Pacer
 from bridge.core.reload import restart_needed
@@ -144,7 +145,8 @@ class Daemon:
 
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
-            return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device)
+            return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device,
+                              self._bytes_handler(device.name))
         assert device.mqtt is not None
         topics = [t.topic for t in self.config.telemetry
                   if isinstance(t, MqttTelemetry) and t.device == device.name]
@@ -363,6 +365,11 @@ class Daemon:
             self._execute(self.engine.device_line(device, line, time.monotonic()))
         return on_line
 
+    def _bytes_handler(self, device: str) -> Callable[[bytes], None]:
+        def on_bytes(data: bytes) -> None:
+            self._execute(self.engine.device_bytes(device, data, time.monotonic()))
+        return on_bytes
+
     def _message_handler(self, device: str) -> Callable[[str, bytes], None]:
         def on_message(topic: str, payload: bytes) -> None:
             self._execute(self.engine.mqtt_message(device, topic, payload, time.monotonic()))
@@ -408,9 +415,12 @@ class Daemon:
         assert hb is not None
         link = self.links[device.name]
         interval = 1.0 / hb.hz
+        frame = FrameEncoder(hb.frame, {}).encode({}) if hb.frame is not None else None
         while True:
             if link.up:
-                if isinstance(link, SerialLink) and hb.line is not None:
+                if isinstance(link, SerialLink) and frame is not None:
+                    link.write_frame(frame)
+                elif isinstance(link, SerialLink) and hb.line is not None:
                     link.write_line(hb.line)
                 elif isinstance(link, MqttLink) and hb.topic is not None:
                     link.publish(hb.topic, hb.payload.encode(), 0)
@@ -485,11 +495,13 @@ class Daemon:
 
     # ------------------------------------------------------------ carrying out commands
 
-    def _gate(self, cmd: WriteLine | Publish) -> Verdict | None:
+    def _gate(self, cmd: WriteLine | WriteFrame | Publish) -> Verdict | None:
         """Would the device link take ``cmd`` now? (The engine asks before deciding a command.)"""
         link = self.links.get(cmd.device)
         if isinstance(cmd, WriteLine):
             why = link.refusal(len(cmd.line.encode())) if isinstance(link, SerialLink) else "down"
+        elif isinstance(cmd, WriteFrame):
+            why = link.refusal(len(cmd.data)) if isinstance(link, SerialLink) else "down"
         else:
             why = link.refusal(cmd.qos) if isinstance(link, MqttLink) else "down"
         if why is None:
@@ -504,6 +516,10 @@ class Daemon:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
                 if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
+                    engine.undelivered(cmd)
+            elif isinstance(cmd, WriteFrame):
+                link = self.links.get(cmd.device)
+                if not isinstance(link, SerialLink) or not link.write_frame(cmd.data):
                     engine.undelivered(cmd)
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)

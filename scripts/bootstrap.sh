@@ -19,6 +19,12 @@ if [ "$_profile" = test ]; then
     _want_cmd mosquitto mosquitto
     _want_cmd g++ g++
     [ -x /usr/bin/chromium ] || _missing+=(chromium)
+    # The rover sketch built for the Uno and run on an emulated ATmega328P (firmware_stubs/avr_build.py).
+    _want_cmd avr-g++ gcc-avr
+    [ -f /usr/lib/avr/include/avr/io.h ] || _missing+=(avr-libc)
+    [ -f /usr/share/arduino/hardware/arduino/avr/cores/arduino/Arduino.h ] || _missing+=(arduino-core-avr)
+    [ -f /usr/include/simavr/parts/uart_pty.h ] || _missing+=(libsimavr-dev)
+    [ -f /usr/include/libelf.h ] || _missing+=(libelf-dev)
 fi
 
 if [ "${#_missing[@]}" -gt 0 ]; then

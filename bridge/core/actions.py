@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.authz import Authorizer
-from bridge.core.decisions import AuditRecord, MqttWrite, SerialWrite, Written
-from bridge.core.model import Action, MqttAction, Rule, Scalar
+from bridge.core.decisions import AuditRecord, FrameWrite, MqttWrite, SerialWrite, Written
+from bridge.core.frames import FrameEncoder
+from bridge.core.model import Action, MqttAction, ParamSpec, Rule, Scalar
 from bridge.core.params import ID_KEY, ParamChecker
 from bridge.core.ratelimit import RateLimiter
 from bridge.core.slew import SlewLimiter
@@ -32,6 +33,14 @@ class WriteLine:
 
     device: str
     line: str
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFrame:
+    """Write ``data`` (a whole binary frame, checksum included) to a ``framing: binary`` serial device."""
+
+    device: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +80,19 @@ class Audit:
     record: AuditRecord
 
 
-Command = WriteLine | Publish | SendSignal | Audit | Purge
+Command = WriteLine | WriteFrame | Publish | SendSignal | Audit | Purge
 
 
 # ---------------------------------------------------------------- compiled config
 
 
 class CompiledAction:
-    __slots__ = ("action", "expect", "line", "payload", "topic")
+    __slots__ = ("action", "expect", "frame", "line", "payload", "topic")
 
-    def __init__(self, action: Action, params: frozenset[str], newlines: dict[str, str]) -> None:
+    def __init__(self, action: Action, params: frozenset[str], newlines: dict[str, str],
+                 specs: tuple[ParamSpec, ...] = ()) -> None:
         self.action = action
+        self.frame: FrameEncoder | None = None
         self.line: LineTemplate | None = None
         self.topic: TopicTemplate | None = None
         self.payload: PayloadTemplate | None = None
@@ -89,6 +100,8 @@ class CompiledAction:
         if isinstance(action, MqttAction):
             self.topic = TopicTemplate(action.topic, params)
             self.payload = PayloadTemplate(action.payload, params)
+        elif action.frame is not None:
+            self.frame = FrameEncoder(action.frame, {p.name: (p.type, p.min, p.max) for p in specs})
         else:
             self.line = LineTemplate(action.line, params, newlines.get(action.device, "\n"),
                                      allow_tab=action.allow_tab)
@@ -97,6 +110,8 @@ class CompiledAction:
 
     def fill(self, values: dict[str, Scalar]) -> Command:
         """One command; raises FillError."""
+        if self.frame is not None:
+            return WriteFrame(self.action.device, self.frame.encode(values))
         if self.line is not None:
             return WriteLine(self.action.device, self.line.fill(values))
         assert self.topic is not None and self.payload is not None
@@ -110,7 +125,7 @@ class CompiledRule:
     def __init__(self, rule: Rule, newlines: dict[str, str]) -> None:
         self.rule = rule
         self.checker = ParamChecker(rule.params)
-        self.actions = tuple(CompiledAction(a, self.checker.names, newlines) for a in rule.send)
+        self.actions = tuple(CompiledAction(a, self.checker.names, newlines, rule.params) for a in rule.send)
         self.authz = Authorizer.for_rule(rule)
         self.rate = RateLimiter.for_rule(rule.rate_limit) if rule.rate_limit is not None else None
         self.slews = {p.name: s for p in rule.params if (s := SlewLimiter.for_param(p)) is not None}
@@ -145,6 +160,8 @@ def written(commands: list[Command]) -> tuple[Written, ...]:
     for c in commands:
         if isinstance(c, WriteLine):
             out.append(SerialWrite(c.device, c.line))
+        elif isinstance(c, WriteFrame):
+            out.append(FrameWrite(c.device, c.data))
         elif isinstance(c, Publish):
             out.append(MqttWrite(c.device, c.topic, c.payload.decode("utf-8", "replace")))
     return tuple(out)

@@ -90,7 +90,18 @@ class MqttWrite:
         return {"device": self.device, "topic": self.topic, "payload": self.payload}
 
 
-Written = SerialWrite | MqttWrite
+@dataclass(frozen=True, slots=True)
+class FrameWrite:
+    """One binary frame written to a serial device (``framing: binary``), as hex bytes."""
+
+    device: str
+    frame: bytes
+
+    def to_obj(self) -> dict[str, str]:
+        return {"device": self.device, "frame": self.frame.hex(" ")}
+
+
+Written = SerialWrite | MqttWrite | FrameWrite
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ method that returns the commands to carry out, *in order*:
 - ``signal(sig, sender, now, hub_now_ms)``: a received Signal; ``sender`` is the sender's Connection,
   or None for a REST signal (``from`` null) or an unknown sender;
 - ``connection_destroyed(conn, now)``; ``link_up(own_connection_id, now)``; ``link_down(now)``;
-- ``device_line(device, line, now)``; ``mqtt_message(device, topic, payload, now)``;
+- ``device_line(device, line, now)``; ``device_bytes(device, data, now)`` (``framing: binary``);
+  ``mqtt_message(device, topic, payload, now)``;
 - ``device_state(device, up, now)``: a device link came up or went down (announced in bridge.status);
 - ``tick(now)``: call it at ``next_deadline()`` (watchdogs, throttled telemetry, expect timeouts,
   coalesced status broadcasts);
@@ -23,7 +24,8 @@ method that returns the commands to carry out, *in order*:
 ``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (the local MONOTONIC
 clock plus the measured offset, ``bridge.core.clock``: a wall-clock step on the bridge host moves
 neither), used only by the stale guard and audit times. Commands are ``WriteLine`` (the link adds the
-device's newline), ``Publish`` (never retained) and ``SendSignal`` (retry disabled unless said otherwise).
+device's newline), ``WriteFrame`` (a whole binary frame), ``Publish`` (never retained) and
+``SendSignal`` (retry disabled unless said otherwise).
 
 The per-command path (``_command``) is a fixed sequence of small steps, each of which may refuse:
 estop latch -> authorise -> stale -> lease -> rate -> params -> slew -> templates -> devices ->
@@ -56,6 +58,7 @@ from bridge.core.actions import (
     Publish,
     Purge,
     SendSignal,
+    WriteFrame,
     WriteLine,
     ack_signal,
     constant_commands,
@@ -78,10 +81,10 @@ from bridge.core.telemetry import Outgoing, TelemetryShaper
 from bridge.core.templates import FillError
 
 __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "DeviceGate", "Engine",
-           "Publish", "Purge", "SendSignal", "WriteLine"]
+           "Publish", "Purge", "SendSignal", "WriteFrame", "WriteLine"]
 
 #: Whether a device link would take a write now: None, or the refusal (``device_down``/``overloaded``).
-DeviceGate = Callable[[WriteLine | Publish], Verdict | None]
+DeviceGate = Callable[[WriteLine | WriteFrame | Publish], Verdict | None]
 
 DESCRIBE = "bridge.describe"
 CAPABILITIES = "bridge.capabilities"
@@ -221,6 +224,14 @@ class Engine:
             return [reply] if reply is not None and self.linked else []
         return self._telemetry_out(self._telemetry.serial_line(device, line, now))
 
+    def device_bytes(self, device: str, data: bytes, now: float) -> list[Command]:
+        """Bytes from a ``framing: binary`` serial device: its telemetry frames (bridge.core.frames)."""
+        shaper = self._telemetry
+        before = shaper.frames_bad_checksum
+        out = self._telemetry_out(shaper.serial_bytes(device, data, now))
+        self.counters["frames_bad_checksum"] += shaper.frames_bad_checksum - before   # in bridge.status
+        return out
+
     def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Command]:
         return self._telemetry_out(self._telemetry.mqtt_message(device, topic, payload, now))
 
@@ -356,7 +367,7 @@ class Engine:
         if gate is None:
             return None
         for cmd in out:
-            if isinstance(cmd, WriteLine | Publish) and (verdict := gate(cmd)) is not None:
+            if isinstance(cmd, WriteLine | WriteFrame | Publish) and (verdict := gate(cmd)) is not None:
                 return verdict
         return None
 
@@ -496,7 +507,7 @@ class _BadJson:
 
 
 def _device(cmd: Command) -> str | None:
-    return cmd.device if isinstance(cmd, WriteLine | Publish) else None
+    return cmd.device if isinstance(cmd, WriteLine | WriteFrame | Publish) else None
 
 
 def _zero_in_range(spec: ParamSpec) -> bool:

@@ -37,6 +37,48 @@ class SessionSettings:
     signal_burst: int = 1000
 
 
+# ---------------------------------------------------------------- binary frames
+
+
+ByteOrder = Literal["big", "little"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameField:
+    """One field of a binary frame (``bridge.core.frames``), ``type`` one of u8 s8 u16 s16 u32 s32 f32.
+    Exactly one role: ``const`` (a fixed value), ``param`` (an action field filled from a declared
+    param), ``name`` (a telemetry field; its value times ``scale`` when given) or ``length`` (the number
+    of bytes after it up to the checksum, plus ``adjust``)."""
+
+    type: str
+    byte_order: ByteOrder = "big"
+    const: int | float | None = None
+    param: str | None = None
+    name: str | None = None
+    length: bool = False
+    adjust: int = 0
+    scale: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """``kind`` one of ``bridge.core.frames.CHECKSUMS``; it covers ``prefix`` (not on the wire) and the
+    frame from byte ``skip`` up to the checksum."""
+
+    kind: str = "none"
+    byte_order: ByteOrder = "big"
+    skip: int = 0
+    prefix: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameSpec:
+    """A binary frame: its fields in order, then the checksum."""
+
+    fields: tuple[FrameField, ...]
+    checksum: Checksum = Checksum()
+
+
 # ---------------------------------------------------------------- devices
 
 
@@ -54,6 +96,8 @@ class SerialDeviceConfig:
     low_latency: bool = True
     reopen_min_s: float = 0.2
     reopen_max_s: float = 5.0
+    #: "binary": the device speaks frames (``frame:`` actions and telemetry), not lines.
+    framing: Literal["text", "binary"] = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +121,14 @@ class MqttDeviceConfig:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """``devices.NAME.heartbeat:`` - a keepalive sent to the device at ``hz`` so its firmware can stop by
-    itself when the Pi, the daemon or the link dies. Serial devices use ``line``; MQTT ones ``topic`` +
-    ``payload``."""
+    itself when the Pi, the daemon or the link dies. Serial devices use ``line`` (binary ones ``frame``,
+    a frame without params); MQTT ones ``topic`` + ``payload``."""
 
     hz: float
     line: str | None = None
     topic: str | None = None
     payload: str = ""
+    frame: FrameSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +177,14 @@ class Expect:
 @dataclass(frozen=True, slots=True)
 class SerialAction:
     """Write one line (``line`` template + the device's newline) to a serial device. ``allow_tab``: the
-    template text may hold tabs (never a param value: see ``bridge.core.controls``)."""
+    template text may hold tabs (never a param value: see ``bridge.core.controls``). For a device with
+    ``framing: binary``, ``frame`` instead (``line`` is then empty)."""
 
     device: str
     line: str
     expect: Expect | None = None
     allow_tab: bool = False
+    frame: FrameSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +267,18 @@ class MqttTelemetry:
     max_rate_hz: float | None = None
 
 
-TelemetryStream = SerialTelemetry | MqttTelemetry
+@dataclass(frozen=True, slots=True)
+class FrameTelemetry:
+    """Frames of a binary serial device matching ``frame`` (constants, length and checksum) become
+    ``signal`` with one JSON field per named field."""
+
+    device: str
+    frame: FrameSpec
+    signal: str
+    max_rate_hz: float | None = None
+
+
+TelemetryStream = SerialTelemetry | MqttTelemetry | FrameTelemetry
 
 
 # ---------------------------------------------------------------- safety

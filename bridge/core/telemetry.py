@@ -18,6 +18,10 @@ Shaping:
   (int | float | bool | string); a value that does not convert is counted in ``bad`` and the line dropped.
 - MQTT: ``{"topic": T, "payload": P}`` where P is the payload's JSON value, or its text when it is not
   JSON. Throttling is per stream and topic, so ``arm/state/#`` keeps the latest of each topic.
+- binary (``framing: binary`` devices): ``serial_bytes(device, data, now)`` finds the frames of the
+  device's ``frame:`` streams in the byte stream (`bridge.core.frames.FrameStream`: resynchronising
+  after garbage, counting bad checksums in ``frame_stats``); each becomes a JSON object of its named
+  fields.
 - data larger than the signal limit (8192 bytes) is dropped and counted in ``dropped_size``.
 """
 
@@ -30,7 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.model import MqttTelemetry, ParamType, SerialTelemetry, TelemetryStream
+from bridge.core.frames import FrameDecoder, FrameStream
+from bridge.core.model import FrameTelemetry, MqttTelemetry, ParamType, SerialTelemetry, TelemetryStream
 from bridge.core.signal import MAX_DATA_BYTES
 
 _INT = re.compile(r"[-+]?[0-9]+")
@@ -145,13 +150,18 @@ class TelemetryShaper:
     def __init__(self, streams: Iterable[TelemetryStream]) -> None:
         self._serial: dict[str, list[tuple[int, SerialTelemetry, re.Pattern[str]]]] = {}
         self._mqtt: dict[str, list[tuple[int, MqttTelemetry, tuple[str, ...]]]] = {}
+        self._frames: dict[str, tuple[FrameStream, list[int]]] = {}   # device -> (parser, stream index)
         self._types: dict[int, str] = {}
         self._intervals: dict[int, float] = {}
         for index, stream in enumerate(streams):
             self._types[index] = stream.signal
             if stream.max_rate_hz:
                 self._intervals[index] = 1.0 / stream.max_rate_hz
-            if isinstance(stream, SerialTelemetry):
+            if isinstance(stream, FrameTelemetry):
+                parser, indexes = self._frames.setdefault(stream.device, (FrameStream([]), []))
+                parser.add(FrameDecoder(stream.frame))
+                indexes.append(index)
+            elif isinstance(stream, SerialTelemetry):
                 entry = (index, stream, re.compile(stream.match))
                 self._serial.setdefault(stream.device, []).append(entry)
             else:
@@ -163,6 +173,7 @@ class TelemetryShaper:
         self.dropped_size = 0    # over the 8 KB signal limit
         self.bad = 0             # a `types:` conversion failed
         self.unmatched = 0       # device lines/messages that no stream took
+        self.frames_bad_checksum = 0   # binary frames whose constants matched but not their checksum
 
     # ------------------------------------------------------------ inputs
 
@@ -190,6 +201,25 @@ class TelemetryShaper:
         if not matched:
             self.unmatched += 1
         return out
+
+    def serial_bytes(self, device: str, data: bytes, now: float) -> list[Outgoing]:
+        entry = self._frames.get(device)
+        out: list[Outgoing] = []
+        if entry is None:
+            self.unmatched += 1
+            return out
+        parser, indexes = entry
+        before = parser.bad_checksum
+        for which, fields in parser.feed(data):
+            self._offer(indexes[which], "", _dumps(fields), now, out)
+        self.frames_bad_checksum += parser.bad_checksum - before
+        return out
+
+    @property
+    def frame_stats(self) -> dict[str, dict[str, int]]:
+        """Per binary device: frames, skipped bytes, bad_checksum, bad_values."""
+        return {device: {"frames": p.frames, "skipped": p.skipped, "bad_checksum": p.bad_checksum,
+                         "bad_values": p.bad_values} for device, (p, _) in self._frames.items()}
 
     def mqtt_message(self, device: str, topic: str, payload: bytes, now: float) -> list[Outgoing]:
         streams = self._mqtt.get(device)

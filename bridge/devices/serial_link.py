@@ -23,6 +23,7 @@ configured newline is exactly ``\\r``, in which case they end at ``\\r``. Empty 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -37,7 +38,7 @@ import serial_asyncio_fast
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.backoff import Reconnect, report_state
 
-__all__ = ["LineFramer", "SerialLink"]
+__all__ = ["ByteFeed", "LineFramer", "SerialLink"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,22 @@ class LineFramer:
         self.on_line(line)
 
 
+class ByteFeed(LineFramer):
+    """The framer of a ``framing: binary`` device: hands every read on as it came (``on_bytes``); the
+    engine finds the frames (`bridge.core.frames.FrameStream`, which resynchronises by itself)."""
+
+    __slots__ = ("bytes_in", "on_bytes")
+
+    def __init__(self, on_bytes: Callable[[bytes], None]) -> None:
+        super().__init__(lambda _line: None, 0)
+        self.on_bytes = on_bytes
+        self.bytes_in = 0
+
+    def feed(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self.on_bytes(data)
+
+
 class _SerialTransport(serial_asyncio_fast.SerialTransport):
     """pyserial-asyncio-fast's transport with its two back-pressure bugs fixed as in the open upstream PR
     https://github.com/home-assistant-libs/pyserial-asyncio-fast/pull/36 ("fix defered writes"); still
@@ -178,15 +195,19 @@ class _SerialTransport(serial_asyncio_fast.SerialTransport):
         elif not buf:
             self.mid_line = False
 
-    def purge(self) -> int:
+    def purge(self, keep_bytes: int | None = None) -> int:
         """Drop the whole lines waiting in the buffer (never the rest of a line already partly on the
-        wire: the device must not see half a command glued to the next one). Returns the bytes dropped."""
+        wire: the device must not see half a command glued to the next one). Returns the bytes dropped.
+        ``keep_bytes``, for binary frames (no terminator to look for): how many bytes at the head of the
+        buffer are the rest of a frame already partly written."""
         buf = self._write_buffer
         if not buf:
             return 0
         data = b"".join(buf)
         keep = b""
-        if self.mid_line:
+        if keep_bytes is not None:
+            keep = data[:keep_bytes]
+        elif self.mid_line:
             end = data.find(self.terminator_end)
             keep = data[: end + 1] if end >= 0 else data
         buf.clear()
@@ -194,6 +215,16 @@ class _SerialTransport(serial_asyncio_fast.SerialTransport):
             buf.append(keep)
         self._maybe_resume_protocol()
         return len(data) - len(keep)
+
+
+def _unsent_rest(frame_sizes: collections.deque[int], unsent: int) -> int:
+    """Of the frames handed on (sizes, newest last), ``unsent`` bytes have not left yet: how many of them
+    are the rest of a frame already partly written (0 when the unsent bytes are whole frames)."""
+    for size in reversed(frame_sizes):
+        if unsent <= size:
+            return 0 if unsent == size else unsent
+        unsent -= size
+    return 0
 
 
 async def _open_transport(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
@@ -234,11 +265,13 @@ class SerialLink:
 
     ``stats``: lines_in, lines_out, overlong_dropped, decode_errors, writes_while_down, write_overflow,
     bad_lines_refused, open_failures, reopens (successful opens after the first), purged_bytes (dropped
-    by ``purge``), writes_sealed (refused after ``seal``).
+    by ``purge``), writes_sealed (refused after ``seal``); for ``framing: binary`` devices (``on_bytes``
+    gets the raw reads, ``write_frame`` sends) bytes_in and frames_out.
     """
 
     def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
-                 on_state: Callable[[str, bool], None] | None = None) -> None:
+                 on_state: Callable[[str, bool], None] | None = None,
+                 on_bytes: Callable[[bytes], None] | None = None) -> None:
         self.name = name
         self.config = config
         self._on_line = on_line
@@ -246,6 +279,13 @@ class SerialLink:
         self._newline = config.newline.encode()
         terminator = b"\r" if config.newline == "\r" else b"\n"
         self._framer = LineFramer(self._deliver, config.max_line, terminator)
+        #: Sizes of the last frames handed on (binary devices only), newest last: with the bytes not yet
+        #: written they tell where the frame partly on the wire ends, so a purge never splits one.
+        self._frame_sizes: collections.deque[int] | None = None
+        if config.framing == "binary":
+            self._frame_sizes = collections.deque(maxlen=MAX_WRITE_BUFFER + 1)
+            # No lines: every read goes to on_bytes as it came (``write_frame`` for the other way).
+            self._framer = ByteFeed(self._guarded(on_bytes or (lambda _data: None)))
         self._transport: asyncio.Transport | None = None
         self._write: Callable[[bytes], None] | None = None
         self._buffered: Callable[[], int] | None = None
@@ -258,7 +298,7 @@ class SerialLink:
         self._sealed = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("lines_out", "writes_while_down", "write_overflow", "bad_lines_refused", "open_failures",
-             "reopens", "purged_bytes", "writes_sealed"), 0)
+             "reopens", "purged_bytes", "writes_sealed", "frames_out"), 0)
 
     @property
     def up(self) -> bool:
@@ -308,11 +348,18 @@ class SerialLink:
         not the kernel's, and never the rest of a line already partly written). Called before an e-stop
         or the shutdown: what comes next must not wait behind, nor be followed by, older commands.
         A socket:// port keeps its transport buffer (asyncio's own): only this turn's lines go."""
+        transport = self._transport
+        keep = None
+        if self._frame_sizes is not None:
+            buffered = transport.get_write_buffer_size() if transport is not None else 0
+            keep = _unsent_rest(self._frame_sizes, len(self._pending) + buffered)
+            self._frame_sizes.clear()
+            if keep:
+                self._frame_sizes.append(keep)
         dropped = len(self._pending)
         self._pending.clear()
-        transport = self._transport
         if isinstance(transport, _SerialTransport):
-            dropped += transport.purge()
+            dropped += transport.purge(keep)
         self._counts["purged_bytes"] += dropped
 
     def seal(self) -> None:
@@ -324,6 +371,27 @@ class SerialLink:
     def queued(self) -> int:
         """Bytes taken but not yet handed to the kernel (0: everything written has left the process)."""
         return len(self._pending) + (self._buffered() if self._buffered is not None else 0)
+
+    def write_frame(self, data: bytes) -> bool:
+        """Send one binary frame (``framing: binary``) without blocking, batched with the other writes of
+        this loop turn as ``write_line`` does. False (counted) when the port is down or the device has
+        stopped reading and MAX_WRITE_BUFFER bytes are already waiting."""
+        if self._sealed:
+            self._counts["writes_sealed"] += 1
+            return False
+        if self._write is None or not self._up:
+            self._counts["writes_while_down"] += 1
+            return False
+        if self._buffered is not None and self._buffered() + len(self._pending) > MAX_WRITE_BUFFER:
+            self._counts["write_overflow"] += 1
+            return False
+        if not self._pending and self._loop is not None:
+            self._loop.call_soon(self._flush)
+        self._pending += data
+        if self._frame_sizes is not None:
+            self._frame_sizes.append(len(data))
+        self._counts["frames_out"] += 1
+        return True
 
     def _flush(self) -> None:
         """Hand the lines of this loop turn to the transport in one write (a no-op when already done)."""
@@ -390,6 +458,8 @@ class SerialLink:
     def _drop_transport(self) -> None:
         self._flush()   # the lines of this turn (e.g. on_shutdown's) before the port goes
         self._pending.clear()
+        if self._frame_sizes is not None:
+            self._frame_sizes.clear()
         transport, self._transport = self._transport, None
         self._write = self._buffered = None
         if transport is not None and not transport.is_closing():
@@ -404,6 +474,14 @@ class SerialLink:
         self._up = up
         report_state(self._on_state, self.name, up, log)
 
+    def _guarded(self, callback: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def deliver(data: bytes) -> None:
+            try:
+                callback(data)
+            except Exception:
+                log.exception("serial %s: on_bytes callback failed", self.name)
+        return deliver
+
     def _deliver(self, line: str) -> None:
         try:
             self._on_line(line)
@@ -415,4 +493,4 @@ class SerialLink:
         """A fresh copy of the counters (the framer's included)."""
         f = self._framer
         return {**self._counts, "lines_in": f.lines, "overlong_dropped": f.overlong,
-                "decode_errors": f.decode_errors}
+                "decode_errors": f.decode_errors, "bytes_in": f.bytes_in if isinstance(f, ByteFeed) else 0}
