@@ -1,4 +1,4 @@
-"""Client tokens (JWT and legacy T1==), REST JWTs and session ids: pure checks, then the hub's answers
+"""Client tokens (JWT and legacy T1==) and session ids: pure checks, then the hub's answers
 to bad tokens over a real WebSocket."""
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ import jwt
 import pytest
 
 from bridge.core.tokens import (
-    CLOCK_SKEW_S,
-    MAX_REST_JWT_AHEAD_S,
     TokenError,
     mint_client_token,
-    mint_rest_jwt,
     new_session_id,
     session_id_fields,
     verify_client_token,
-    verify_rest_jwt,
 )
 from tests.helpers.hub import raw_connect, running_hub
 
@@ -99,37 +95,6 @@ def test_legacy_tokens(urlsafe: bool) -> None:
     assert _code("T1==!!!!") == 401
 
 
-def test_rest_jwt() -> None:
-    verify_rest_jwt(mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW), api_key=KEY, api_secret=SECRET,
-                    now=NOW)
-    cases = [
-        (None, "missing"),
-        (mint_rest_jwt(api_key=KEY, api_secret=OTHER, now=NOW), "secret"),
-        (mint_rest_jwt(api_key="1", api_secret=SECRET, now=NOW), "key"),
-        (mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW - 600), "expired"),
-        (mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW, ttl_s=3600), "too far ahead"),
-        (jwt.encode({"iss": KEY, "ist": "account", "exp": int(NOW) + 60}, SECRET, algorithm="HS256"), "ist"),
-    ]
-    for token, why in cases:
-        with pytest.raises(TokenError) as e:
-            verify_rest_jwt(token, api_key=KEY, api_secret=SECRET, now=NOW)
-        assert e.value.code == 403, why
-
-
-def test_rest_jwt_expiry_at_most_five_minutes_ahead() -> None:
-    assert MAX_REST_JWT_AHEAD_S == 300
-    for ttl in (1, 180, 300, 300 + CLOCK_SKEW_S):  # 5 minutes, plus the clock skew allowed
-        verify_rest_jwt(mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW, ttl_s=ttl), api_key=KEY,
-                        api_secret=SECRET, now=NOW)
-    with pytest.raises(TokenError) as e:
-        verify_rest_jwt(mint_rest_jwt(api_key=KEY, api_secret=SECRET, now=NOW, ttl_s=300 + CLOCK_SKEW_S + 1),
-                        api_key=KEY, api_secret=SECRET, now=NOW)
-    assert e.value.code == 403 and "5 minutes" in e.value.message
-    no_exp = jwt.encode({"iss": KEY, "ist": "project", "iat": int(NOW)}, SECRET, algorithm="HS256")
-    with pytest.raises(TokenError):
-        verify_rest_jwt(no_exp, api_key=KEY, api_secret=SECRET, now=NOW)
-
-
 def test_session_ids_are_opentok_format() -> None:
     sid = new_session_id(KEY, now=NOW, location="10.0.0.1")
     assert sid.startswith("1_") and "=" not in sid
@@ -171,3 +136,88 @@ async def test_hub_answers_bad_tokens_with_401_or_403_and_closes() -> None:
         assert ok.connected["op"] == "connected" and ok.connected["connection"]["role"] == "moderator"
         await ok.close()
         assert h.hub is not None and h.hub.state.metrics.auth_failures == len(cases)
+
+
+def _t1(raw: bytes) -> str:
+    return "T1==" + base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(("why", "token"), [
+    ("bare prefix", "T1=="), ("bad base64", "T1==!!!!"),
+    ("base64 of bytes that are not UTF-8", _t1(b"\xff\xfe:")),
+    # compare_digest(str, str) raises TypeError when either is not ASCII: issue 10's crash
+    ("non-ASCII signature", _t1(f"partner_id={KEY}&sig=é:session_id={SID}".encode())),
+    ("non-ASCII token", "T1==é"), ("non-ASCII JWT", "eyJ.é.x"), ("lone surrogate", "T1==\ud800"),
+    ("huge", "T1==" + "A" * 1_000_000), ("huge JWT", "e" * 9000), ("not a string", 12345), ("None", None),
+    ("bytes", b"T1=="), ("dots only", ".."), ("JWT of a list", jwt.api_jws.encode(b"[1]", SECRET)),
+])
+def test_malformed_tokens_are_a_401_never_an_exception(why: str, token: object) -> None:
+    with pytest.raises(TokenError) as e:
+        verify_client_token(token, api_key=KEY, api_secret=SECRET, session_id=SID, now=NOW)  # type: ignore[arg-type]
+    assert e.value.code == 401, why
+
+
+def _claims(**over: object) -> dict[str, object]:
+    base: dict[str, object] = {"iss": KEY, "ist": "project", "iat": int(NOW), "exp": int(NOW) + 60,
+                               "session_id": SID, "scope": "session.connect", "role": "publisher"}
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize(("why", "claims", "code"), [
+    ("exp infinite", _claims(exp=1e999), 401), ("exp NaN", _claims(exp=float("nan")), 401),
+    ("exp a bool", _claims(exp=True), 401), ("exp an object", _claims(exp={"a": 1}), 401),
+    ("exp beyond year 2286", _claims(exp=10**12), 401), ("iat a string", _claims(iat="now"), 401),
+    ("role a list", _claims(role=["moderator"]), 403), ("role an object", _claims(role={"a": 1}), 403),
+    ("data a number", _claims(connection_data=5), 403),
+    ("10 years", _claims(exp=int(NOW) + 10 * 365 * 86400), 401),
+    ("30 days + 1 h", _claims(exp=int(NOW) + 30 * 86400 + 3600), 401),
+    ("30 days + 1 h, no iat", _claims(iat=None, exp=int(NOW) + 30 * 86400 + 3600), 401),
+    ("issued in the future", _claims(iat=int(NOW) + 3600, exp=int(NOW) + 7200), 401),
+])
+def test_odd_claims_are_refused_with_their_code(why: str, claims: dict[str, object], code: int) -> None:
+    assert _code(jwt.encode(claims, SECRET, algorithm="HS256")) == code, why
+
+
+def test_client_tokens_live_at_most_30_days_minted_or_verified() -> None:
+    _verify(jwt.encode(_claims(exp=int(NOW) + 30 * 86400), SECRET, algorithm="HS256"))  # exactly 30 days
+    data = {"session_id": SID, "create_time": int(NOW), "expire_time": int(NOW) + 31 * 86400,
+            "role": "publisher"}
+    assert _code(_legacy(data)) == 401
+    with pytest.raises(ValueError):
+        mint_client_token(api_key=KEY, api_secret=SECRET, session_id=SID, ttl_s=30 * 86400 + 1, now=NOW)
+
+
+def test_application_client_tokens_join_only_their_applications_sessions() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    app_id = "0b6ac3c4-8a4e-4f39-9d8e-0d5b4b7f3e21"
+    apps = {app_id: private.public_key()}
+    own = new_session_id(app_id, now=NOW)
+    claims = {"application_id": app_id, "iat": int(NOW), "exp": int(NOW) + 900, "jti": "j",
+              "session_id": own, "role": "moderator", "scope": "session.connect", "subject": "video",
+              "acl": {"paths": {"/session/**": {}}}, "connection_data": "name=op"}
+
+    def verify(token: str, session_id: str = own) -> object:
+        return verify_client_token(token, api_key=KEY, api_secret=SECRET, session_id=session_id, now=NOW,
+                                   apps=apps)
+
+    g = verify(jwt.encode(claims, private, algorithm="RS256"))
+    assert (g.role, g.data, g.issuer, g.expires_at) == ("moderator", "name=op", app_id, int(NOW) + 900)  # type: ignore[attr-defined]
+    for why, token, session_id, code in [
+        ("the project's session", jwt.encode({**claims, "session_id": SID}, private, algorithm="RS256"),
+         SID, 403),
+        ("another key", jwt.encode(claims, rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                                   algorithm="RS256"), own, 401),
+        ("unknown application", jwt.encode({**claims, "application_id": "x"}, private, algorithm="RS256"),
+         own, 401),
+        ("expired", jwt.encode({**claims, "exp": int(NOW) - 1}, private, algorithm="RS256"), own, 401),
+        ("HS256 with the API secret", jwt.encode(claims, SECRET, algorithm="HS256"), own, 401),
+    ]:
+        with pytest.raises(TokenError) as e:
+            verify(token, session_id)
+        assert e.value.code == code, why
+    # The project's own tokens still reach every session, the application's included.
+    verify_client_token(mint_client_token(api_key=KEY, api_secret=SECRET, session_id=own, now=NOW),
+                        api_key=KEY, api_secret=SECRET, session_id=own, now=NOW, apps=apps)

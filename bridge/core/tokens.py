@@ -1,18 +1,22 @@
-"""OpenTok-compatible tokens and session ids, pure (no I/O, the caller passes the clock in).
+"""OpenTok- and Vonage-compatible client tokens and session ids, pure (no I/O, the caller passes the
+clock in).
 
-Three kinds of credentials, all signed with the project's API secret:
+Client tokens come in three forms:
 
-* client JWTs (HS256, claims ``iss`` = API key, ``ist`` = "project", ``exp``, ``scope`` =
-  "session.connect", ``session_id``, ``role``, optional ``connection_data``; other claims vary per
-  SDK and are ignored);
-* legacy client tokens ``"T1==" + base64("partner_id=KEY&sig=HEX(HMAC-SHA1(secret, DATA)):" + DATA)``
-  with DATA a query string (``session_id``, ``expire_time``, ``role``, ``connection_data``, ...);
-* REST JWTs sent in ``X-OPENTOK-AUTH`` (``iss`` = API key, ``ist`` = "project", ``exp`` at most five
-  minutes ahead).
+* OpenTok client JWTs (HS256 with the project's API secret, claims ``iss`` = API key, ``ist`` =
+  "project", ``iat``, ``exp``, ``scope`` = "session.connect", ``session_id``, ``role``, optional
+  ``connection_data``; other claims vary per SDK and are ignored);
+* Vonage application client JWTs (RS256 with an application's private key, ``application_id``
+  instead of ``iss``/``ist``, otherwise the same claims), verified with that application's public key;
+* legacy tokens ``"T1==" + base64("partner_id=KEY&sig=HEX(HMAC-SHA1(secret, DATA)):" + DATA)`` with
+  DATA a query string (``session_id``, ``create_time``, ``expire_time``, ``role``, ``connection_data``).
 
-Verification raises :class:`TokenError` with the code to answer: 401 when the token is not a valid
-credential of this project (malformed, tampered, expired, other key), 403 when it is valid but does not
-grant what was asked (another session, an unknown role). Messages never echo the token itself.
+Verification raises :class:`TokenError` with the code to answer, and nothing else whatever the string
+holds: 401 when the token is not a valid credential here (malformed, not ASCII, over
+:data:`MAX_TOKEN_CHARS`, tampered, expired, living longer than 30 days, other key, unknown
+application), 403 when it is valid but does not grant what was asked (another session, a session of
+another application, an unknown role, connection data too long). Messages never echo the token.
+The REST API's JWTs are in :mod:`bridge.core.restauth`.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -38,15 +44,20 @@ from bridge.core.signal import (
 
 LEGACY_PREFIX = "T1=="
 CONNECT_SCOPE = "session.connect"
-#: Longest lifetime a minted client token may have (OpenTok's limit).
+#: Longest lifetime a client token may have, minted or verified (OpenTok's and Vonage's limit).
 MAX_TOKEN_TTL_S = 30 * 24 * 3600
 #: A REST JWT may not expire further ahead than this (seconds), plus a little clock skew.
 MAX_REST_JWT_AHEAD_S = 5 * 60
 CLOCK_SKEW_S = 30
+#: Longer strings are refused unread: a client JWT with 1000 characters of data is about 2 KB.
+MAX_TOKEN_CHARS = 8192
+#: Epoch seconds beyond this are nonsense (year 2286): refused rather than trusted.
+_MAX_EPOCH = 10**10
 
 
 class TokenError(Exception):
-    """A credential was refused. ``code`` is 401 (not a valid credential) or 403 (not allowed)."""
+    """A credential was refused. ``code`` is 401 (not a valid credential), 403 (not allowed) or, for
+    REST JWTs only, 429 (the replay cache is full)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -56,65 +67,114 @@ class TokenError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ClientGrant:
-    """What a verified client token grants: joining ``session_id`` with ``role`` and ``data``."""
+    """What a verified client token grants: joining ``session_id`` with ``role`` and ``data``.
+    ``issuer`` is the API key or the application id that signed it."""
 
     session_id: str
     role: str
     data: str
     expires_at: int  # seconds since epoch
+    issuer: str = ""
 
 
-def verify_client_token(token: str, *, api_key: str, api_secret: str, session_id: str,
-                        now: float) -> ClientGrant:
-    """Verify a JWT or legacy ``T1==`` client token for joining ``session_id`` at time ``now``.
-
-    Returns the grant or raises :class:`TokenError` (401 or 403, see the module docstring).
-    """
+def check_token_text(token: object, code: int = UNAUTHORIZED, what: str = "token") -> str:
+    """``token`` if it is a non-empty ASCII string of at most :data:`MAX_TOKEN_CHARS`; else
+    :class:`TokenError` ``code``. Run first, so that no parser ever sees anything else."""
     if not isinstance(token, str) or not token:
-        raise TokenError(UNAUTHORIZED, "token missing")
-    if token.startswith(LEGACY_PREFIX):
-        claims = _legacy_claims(token, api_key, api_secret)
+        raise TokenError(code, f"{what} missing")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise TokenError(code, f"{what} longer than {MAX_TOKEN_CHARS} characters")
+    if not token.isascii():
+        raise TokenError(code, f"{what} holds characters that are not ASCII")
+    return token
+
+
+def epoch_claim(value: object, name: str, code: int = UNAUTHORIZED) -> int:
+    """A time claim as whole epoch seconds: an int, a finite float, or (legacy tokens) digits."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            (isinstance(value, float) and not math.isfinite(value)) or not 0 <= value <= _MAX_EPOCH:
+        raise TokenError(code, f"token has no valid {name!r} time")
+    return int(value)
+
+
+def verify_client_token(token: object, *, api_key: str, api_secret: str, session_id: str, now: float,
+                        apps: Mapping[str, Any] | None = None) -> ClientGrant:
+    """Verify a client token for joining ``session_id`` at time ``now``.
+
+    ``apps`` maps application ids to their RSA public keys (objects or PEM). A project token may join
+    any session; an application's token only the sessions created for that application (see
+    :func:`session_owner`). Returns the grant or raises :class:`TokenError` (401 or 403, see the
+    module docstring) and never anything else.
+    """
+    text = check_token_text(token)
+    if text.startswith(LEGACY_PREFIX):
+        claims, issuer = _legacy_claims(text, api_key, api_secret), api_key
     else:
-        claims = _jwt_claims(token, api_key, api_secret)
+        claims, issuer = _jwt_claims(text, api_key, api_secret, apps or {})
         if claims.get("scope") != CONNECT_SCOPE:
             raise TokenError(UNAUTHORIZED, f"token scope is not {CONNECT_SCOPE!r}")
-    exp = claims.get("exp", claims.get("expire_time"))
-    try:
-        expires_at = int(exp)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TokenError(UNAUTHORIZED, "token has no valid expiry time") from None
+    expires_at = epoch_claim(claims.get("exp", claims.get("expire_time")), "exp")
     if expires_at < now:
         raise TokenError(UNAUTHORIZED, "token expired")
+    issued = claims.get("iat", claims.get("create_time"))
+    issued_at = None if issued is None else epoch_claim(issued, "iat")
+    if issued_at is not None and issued_at > now + CLOCK_SKEW_S:
+        raise TokenError(UNAUTHORIZED, "token issued in the future (check the clocks)")
+    if expires_at - (now if issued_at is None else issued_at) > MAX_TOKEN_TTL_S + CLOCK_SKEW_S:
+        raise TokenError(UNAUTHORIZED, "token lives longer than 30 days")
     if claims.get("session_id") != session_id:
         raise TokenError(FORBIDDEN, "token is for another session")
+    if issuer != api_key and session_owner(session_id, apps or {}) != issuer:
+        raise TokenError(FORBIDDEN, "the session was not created for this token's application")
     role = claims.get("role", PUBLISHER) or PUBLISHER
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise TokenError(FORBIDDEN, f"token role must be one of {', '.join(sorted(ROLES))}")
     data = claims.get("connection_data", "") or ""
     if not isinstance(data, str) or len(data) > MAX_CONNECTION_DATA_CHARS:
         raise TokenError(FORBIDDEN, f"token connection data must be a string of at most "
                                     f"{MAX_CONNECTION_DATA_CHARS} characters")
-    return ClientGrant(session_id=session_id, role=str(role), data=data, expires_at=expires_at)
+    return ClientGrant(session_id=session_id, role=role, data=data, expires_at=expires_at, issuer=issuer)
 
 
-def _jwt_claims(token: str, api_key: str, api_secret: str) -> dict[str, Any]:
+def unverified_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified (only to pick the key to verify it with); 401 if unreadable."""
     try:
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except (jwt.InvalidTokenError, ValueError, TypeError):
         raise TokenError(UNAUTHORIZED, "token is neither a JWT nor a T1== token") from None
+    return claims
+
+
+def _jwt_claims(token: str, api_key: str, api_secret: str, apps: Mapping[str, Any],
+                ) -> tuple[dict[str, Any], str]:
+    unverified = unverified_claims(token)
+    if "iss" not in unverified and "application_id" in unverified:
+        app_id = str(unverified["application_id"])
+        if app_id not in apps:
+            raise TokenError(UNAUTHORIZED, "token was issued for an application this hub does not know")
+        return _decode(token, apps[app_id], "RS256"), app_id
     if str(unverified.get("iss")) != api_key:
         raise TokenError(UNAUTHORIZED, "token was issued for another API key")
-    try:
-        claims: dict[str, Any] = jwt.decode(
-            token, api_secret, algorithms=["HS256"], leeway=CLOCK_SKEW_S,
-            options={"require": ["exp"], "verify_iat": False, "verify_exp": False},
-        )
-    except jwt.InvalidSignatureError:
-        raise TokenError(UNAUTHORIZED, "token signature does not match (tampered or other secret)") from None
-    except jwt.InvalidTokenError as e:
-        raise TokenError(UNAUTHORIZED, f"token rejected: {e}") from None
+    claims = _decode(token, api_secret, "HS256")
     if claims.get("ist", "project") != "project":
         raise TokenError(UNAUTHORIZED, "token 'ist' claim must be 'project'")
+    return claims, api_key
+
+
+def _decode(token: str, key: Any, algorithm: str) -> dict[str, Any]:
+    """Verify the signature (time claims are checked by the caller, with its clock)."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, key, algorithms=[algorithm],
+            options={"require": ["exp"], "verify_iat": False, "verify_exp": False, "verify_nbf": False,
+                     "verify_aud": False, "verify_iss": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise TokenError(UNAUTHORIZED, "token signature does not match (tampered or other key)") from None
+    except (jwt.InvalidTokenError, ValueError, TypeError) as e:
+        raise TokenError(UNAUTHORIZED, f"token rejected: {type(e).__name__}") from None
     return claims
 
 
@@ -124,16 +184,17 @@ def _legacy_claims(token: str, api_key: str, api_secret: str) -> dict[str, Any]:
     try:
         # Standard or URL-safe alphabet: map the URL-safe characters onto the standard ones.
         raw = base64.b64decode(body.replace("-", "+").replace("_", "/"), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise TokenError(UNAUTHORIZED, "T1== token is not valid base64") from None
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise TokenError(UNAUTHORIZED, "T1== token is not valid base64 of UTF-8 text") from None
     head, sep, data = raw.partition(":")
     if not sep:
         raise TokenError(UNAUTHORIZED, "T1== token has no signed part")
     fields = {k: v[0] for k, v in parse_qs(head).items()}
     if fields.get("partner_id") != api_key:
         raise TokenError(UNAUTHORIZED, "token was issued for another API key")
-    expected = hmac.new(api_secret.encode(), data.encode(), hashlib.sha1).hexdigest()
-    if not hmac.compare_digest(expected, fields.get("sig", "").lower()):
+    expected = hmac.new(api_secret.encode(), data.encode(), hashlib.sha1).hexdigest().encode()
+    # Bytes on both sides: compare_digest raises TypeError for a str that is not ASCII.
+    if not hmac.compare_digest(expected, fields.get("sig", "").lower().encode("utf-8", "surrogatepass")):
         raise TokenError(UNAUTHORIZED, "token signature does not match (tampered or other secret)")
     return {k: v[0] for k, v in parse_qs(data, keep_blank_values=True).items()}
 
@@ -164,27 +225,6 @@ def mint_rest_jwt(*, api_key: str, api_secret: str, now: float, ttl_s: int = 180
                        "jti": secrets.token_hex(8)}, api_secret, algorithm="HS256")
 
 
-def verify_rest_jwt(token: str | None, *, api_key: str, api_secret: str, now: float) -> None:
-    """Verify an ``X-OPENTOK-AUTH`` project JWT; raises :class:`TokenError` (always 403, as REST has it)."""
-    if not token:
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH header missing")
-    try:
-        claims = jwt.decode(token, api_secret, algorithms=["HS256"],
-                            options={"require": ["exp", "iss"], "verify_exp": False,
-                                     "verify_iat": False})
-    except jwt.InvalidTokenError:
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH is not a JWT signed with this project's secret") from None
-    if str(claims.get("iss")) != api_key:
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH was issued for another API key")
-    if claims.get("ist") != "project":
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH 'ist' claim must be 'project'")
-    exp = claims["exp"]
-    if not isinstance(exp, int | float) or exp < now - CLOCK_SKEW_S:
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH expired")
-    if exp > now + MAX_REST_JWT_AHEAD_S + CLOCK_SKEW_S:
-        raise TokenError(FORBIDDEN, "X-OPENTOK-AUTH expires more than 5 minutes ahead")
-
-
 def new_session_id(api_key: str, *, now: float, location: str = "", rand: str | None = None) -> str:
     """An OpenTok-format session id: ``1_`` + URL-safe base64 (no padding) of
     ``1~APIKEY~location~createTime~random~`` (the SDKs check that the API key is among the fields)."""
@@ -203,6 +243,15 @@ def session_id_fields(session_id: str) -> list[str] | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     return raw.split("~")
+
+
+def session_owner(session_id: str, apps: Mapping[str, Any]) -> str | None:
+    """The application a session was created for (its id is among the session id's fields), or None
+    for every other session (the project's: any string, or one made with the API key)."""
+    fields = session_id_fields(session_id)
+    if fields is None or len(fields) < 2:
+        return None
+    return fields[1] if fields[1] in apps else None
 
 
 def token_identity(token: str) -> str:
