@@ -15,6 +15,7 @@ from bridge import __version__
 _HANDLERS: dict[str, tuple[str, str]] = {
     "hub": ("bridge.session.hub", "main"),
     "token": ("bridge.session.hubconfig", "token_main"),
+    "app": ("bridge.session.hubapps", "app_main"),
     "run": ("bridge.daemon", "run_main"),
     "check": ("bridge.config", "check_main"),
     "send": ("bridge.session.tools", "send_main"),
@@ -74,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create", action="store_true",
                    help="generate credentials in the state dir when it has none (a hub must then use "
                         "the same state dir to accept the token)")
+
+    p = sub.add_parser("app", help="create a Vonage-style application (key pair) for the hub",
+                       description="Generate an RSA key pair for a new application: the public key goes "
+                                   "into the hub's state dir (read at start), the private key to "
+                                   "--private-key (mode 0600) for the vonage SDK. Prints only the id.")
+    p.add_argument("action", choices=["create"], help="create: a new application")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="the hub's state dir (default ~/.local/state/sigbridge, or $STATE_DIRECTORY)")
+    p.add_argument("--private-key", metavar="FILE",
+                   help="where to write the private key (default ./APPLICATION_ID.key; never overwritten)")
 
     p = sub.add_parser("run", help="run the bridge daemon",
                        description="Join the session and drive the devices of a bridge.yaml. Exit 0 after "

@@ -63,8 +63,10 @@ async def test_allowed_origins_are_enforced_for_browsers() -> None:
 
 async def test_rest_answers_raw() -> None:
     async with running_hub() as h, aiohttp.ClientSession() as http:
-        auth = {"X-OPENTOK-AUTH": h.rest_jwt()}
-        async with http.post(h.http_url + "/session/create", headers=auth, data={"location": ""}) as r:
+        def auth() -> dict[str, str]:  # a fresh JWT per call, as the SDKs make them (a jti is used once)
+            return {"X-OPENTOK-AUTH": h.rest_jwt()}
+
+        async with http.post(h.http_url + "/session/create", headers=auth(), data={"location": ""}) as r:
             assert r.status == 200 and r.headers["Content-Type"] == "application/json"
             sid = (await r.json())[0]["session_id"]
         base = f"{h.http_url}/v2/project/{h.api_key}/session/{sid}"
@@ -74,19 +76,19 @@ async def test_rest_answers_raw() -> None:
         async with http.post(base + "/signal", json={"type": "t"}, headers={"X-OPENTOK-AUTH": far}) as r:
             assert r.status == 403
         other = f"{h.http_url}/v2/project/999/session/{sid}/signal"
-        async with http.post(other, json={"type": "t"}, headers=auth) as r:
+        async with http.post(other, json={"type": "t"}, headers=auth()) as r:
             assert r.status == 403
-        async with http.post(base + "/signal", data="{nope", headers=auth) as r:
+        async with http.post(base + "/signal", data="{nope", headers=auth()) as r:
             assert r.status == 400 and "JSON" in (await r.json())["message"]
-        async with http.post(base + "/signal", json=[1], headers=auth) as r:
+        async with http.post(base + "/signal", json=[1], headers=auth()) as r:
             assert r.status == 400
-        async with http.post(base + "/signal", json={"type": "t", "data": 5}, headers=auth) as r:
+        async with http.post(base + "/signal", json={"type": "t", "data": 5}, headers=auth()) as r:
             assert r.status == 400
-        async with http.post(base + "/signal", data="x" * 70_000, headers=auth) as r:
+        async with http.post(base + "/signal", data="x" * 70_000, headers=auth()) as r:
             assert r.status == 413
-        async with http.post(base + "/signal", json={"type": "t", "data": "x"}, headers=auth) as r:
+        async with http.post(base + "/signal", json={"type": "t", "data": "x"}, headers=auth()) as r:
             assert r.status == 204  # nobody there: accepted, delivered to no one
-        async with http.delete(base + "/connection/nobody", headers=auth) as r:
+        async with http.delete(base + "/connection/nobody", headers=auth()) as r:
             assert r.status == 404
 
 

@@ -44,7 +44,9 @@ from bridge.core.signal import (
 )
 from bridge.core.tokens import TokenError, token_identity, verify_client_token
 from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
+from bridge.session.hubhttp import exposure_warnings, security_headers
 from bridge.session.hublink import WsLink
+from bridge.session.refusallog import RefusalLog
 from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,8 @@ class _Hub:
         self.links: set[WsLink] = set()
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
+        self.apps = {a.id: a.public_key for a in config.applications}
+        self.refusals = RefusalLog(log)
 
     async def shutdown(self) -> None:
         self.closing = True
@@ -158,9 +162,10 @@ class _Hub:
         cfg, state = self.config, self.state
         try:
             grant = verify_client_token(frame.token, api_key=cfg.api_key, api_secret=cfg.api_secret,
-                                        session_id=session_id, now=time.time())
+                                        session_id=session_id, now=time.time(), apps=self.apps)
         except TokenError as e:
             state.metrics.auth_failures += 1
+            self.refusals.note("client token", e.message)
             return self._refuse(link, e.code, e.message)
         loop = asyncio.get_running_loop()
         member = state.find(session_id, frame.resume.connection_id) if frame.resume else None
@@ -307,7 +312,7 @@ class _Hub:
         path = CONSOLE_DIR / name
         # One flat directory: no separators, no dot files, so nothing outside it can be named.
         if name.startswith(".") or "/" in name or "\\" in name or not path.is_file():
-            raise web.HTTPNotFound(text=f"no such file: /{name}\n")
+            raise web.HTTPNotFound(text="no such file\n")  # never the name: error bodies echo nothing
         return web.FileResponse(path)
 
 
@@ -318,6 +323,7 @@ def build_app(config: HubConfig) -> web.Application:
     app = web.Application(client_max_size=MAX_FRAME_BYTES)
     hub = _Hub(config)
     app[_HUB_KEY] = hub
+    app.on_response_prepare.append(security_headers)
     app.router.add_get("/v1/session/{session_id}", hub.websocket)
     app.router.add_get("/healthz", hub.healthz)
     app.router.add_get("/metrics", hub.metrics)
@@ -364,6 +370,8 @@ async def _serve_forever(config: HubConfig) -> int:
         return 1
     print(f"sigbridge hub: listening on {hub.url} (console {hub.http_url}/); "
           f"API credentials from {config.credentials_source}", file=sys.stderr, flush=True)
+    for warning in exposure_warnings(config):
+        print(f"sigbridge hub: warning: {warning}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

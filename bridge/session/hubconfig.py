@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from bridge.core.tokens import mint_client_token
+from bridge.session.hubapps import AppError, Application, load_applications
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 _KEYS = {"listen", "api_key", "api_secret", "tls", "reconnect_grace_s", "resume_buffer", "rate_limit",
          "allowed_origins", "heartbeat_s", "connect_timeout_s"}
+_KEYS |= {"applications"}  # Vonage-style applications (bridge/session/hubapps.py)
 
 
 class HubConfigError(ValueError):
@@ -66,6 +68,8 @@ class HubConfig:
     connect_timeout_s: float = 10.0
     #: Where the credentials came from (for the startup message), never the secret itself.
     credentials_source: str = "config"
+    #: Vonage-style applications (id + RSA public key), beside the API key and secret.
+    applications: tuple[Application, ...] = ()
 
 
 def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
@@ -148,7 +152,12 @@ def load_hub_config(path: str | None = None, *, listen: str | None = None, state
         allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
         connect_timeout_s=_number(raw, "connect_timeout_s", cfg.connect_timeout_s, where),
     )
-    return _with_credentials(cfg, raw, where, env, state_dir, create_credentials)
+    cfg = _with_credentials(cfg, raw, where, env, state_dir, create_credentials)
+    sdir = Path(state_dir) if state_dir else default_state_dir(env)
+    try:
+        return replace(cfg, applications=load_applications(raw.get("applications"), where, sdir, cfg.api_key))
+    except AppError as e:
+        raise HubConfigError(str(e)) from None
 
 
 def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:

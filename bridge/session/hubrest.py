@@ -1,80 +1,167 @@
-"""The hub's OpenTok-compatible REST API, for servers (and the official OpenTok server SDKs).
+"""The hub's REST API, for servers: the ``opentok`` server SDKs (project credentials) and the
+``vonage`` ones (applications), side by side.
 
-``POST /session/create`` answers ``[{"session_id": ...}]`` with a Content-Type of exactly
-``application/json`` (the Python SDK falls back to XML parsing otherwise). Signals answer exactly 204
-(the SDKs treat anything else as failure) or ``{"code": N, "message": ...}`` with 400/403/404/413.
-Every call needs ``X-OPENTOK-AUTH``: a project JWT (HS256 with the API secret, ``iss`` = API key,
-``ist`` = "project", ``exp`` at most 5 minutes ahead). REST signals reach receivers with ``from`` null.
+Routes (``{key}`` is the API key or an application id):
+
+* ``POST /session/create`` -> ``[{"session_id": ...}]`` with a Content-Type of exactly
+  ``application/json`` (the opentok Python SDK falls back to XML parsing otherwise);
+* ``POST /v2/project/{key}/session/{sid}/signal`` and ``.../connection/{cid}/signal`` -> exactly 204
+  (the SDKs treat anything else as failure); REST signals reach receivers with ``from`` null;
+* ``DELETE /v2/project/{key}/session/{sid}/connection/{cid}`` -> 204 (force disconnect);
+* ``GET /v2/project/{key}/session/{sid}/connection`` -> the Vonage API's listing
+  ``{"count", "projectId", "sessionId", "items": [{"connectionId", "connectionState", "createdAt"}]}``;
+* anything else under ``/v2/project/`` (streams, archives, broadcasts, SIP...) -> 501: the hub serves
+  signaling only.
+
+Auth (:mod:`bridge.core.restauth`): ``X-OPENTOK-AUTH`` with the project's key, ``Authorization:
+Bearer`` with an application's. An application reaches only the sessions created for it; the project
+reaches every session. Errors are ``{"code": N, "message": ...}`` with 400/403/404/413/429/501, never a
+500 and never an echo of the request: every malformed body is a 400, counted as a nack.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from bridge.core import wire
 from bridge.core.hubstate import HubState
-from bridge.core.signal import BAD_REQUEST, FORBIDDEN, NOT_FOUND, check_signal
-from bridge.core.tokens import TokenError, new_session_id, verify_rest_jwt
+from bridge.core.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
+from bridge.core.signal import BAD_REQUEST, FORBIDDEN, MAX_FRAME_BYTES, NOT_FOUND, TOO_LARGE, check_signal
+from bridge.core.tokens import TokenError, new_session_id, session_owner, unverified_claims
 from bridge.session.hubconfig import HubConfig
+from bridge.session.refusallog import RefusalLog
+
+log = logging.getLogger(__name__)
 
 _PROJECT = "/v2/project/{key}/session/{session_id}"
+NOT_IMPLEMENTED = 501
+_SIGNAL_BODY = "body must be a JSON object {\"type\": string, \"data\": string} of UTF-8 text"
+_MAX_FORM_FIELDS = 32
+_Handler = Callable[[web.Request, str], Awaitable[web.Response]]
 
 
-def _error(code: int, message: str) -> web.Response:
+def error(code: int, message: str) -> web.Response:
+    """The REST error body. ``message`` is always one of ours, never a piece of the request."""
     return web.Response(status=code, body=json.dumps({"code": code, "message": message}).encode(),
                         headers={"Content-Type": "application/json"})
+
+
+def _json(obj: object) -> web.Response:
+    # Exactly "application/json": json_response would add "; charset=utf-8".
+    return web.Response(body=json.dumps(obj).encode(), headers={"Content-Type": "application/json"})
+
+
+def _is_text(*values: str) -> bool:
+    """Valid UTF-8 text: a lone surrogate (a JSON escape can make one) cannot be written out."""
+    try:
+        for v in values:
+            v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+async def _body(request: web.Request) -> bytes | web.Response:
+    """The request body, or the JSON 413 for one over the app's ``client_max_size``."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return error(TOO_LARGE, f"body larger than {MAX_FRAME_BYTES} bytes")
 
 
 def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
                force_disconnect: Callable[[str, str], bool]) -> None:
     """Register the REST endpoints; ``force_disconnect(session_id, connection_id)`` is the hub's."""
+    apps = {a.id: a.public_key for a in config.applications}
+    replay = ReplayCache()
+    refusals = RefusalLog(log)
 
-    def auth(request: web.Request) -> web.Response | None:
-        key = request.match_info.get("key")
-        if key is not None and key != config.api_key:
-            return _error(FORBIDDEN, "the API key in the URL is not this hub's project")
+    def refuse(kind: str, e: TokenError) -> web.Response:
+        state.metrics.auth_failures += 1
+        refusals.note(kind, e.message)
+        return error(e.code, e.message)
+
+    def credential(request: web.Request, key: str | None) -> str:
+        """The API key or application id the request is authorised as; TokenError otherwise."""
+        bearer = request.headers.get("Authorization", "")
+        now = time.time()
+        if key is None and "X-OPENTOK-AUTH" not in request.headers and bearer[:7].lower() == "bearer ":
+            try:  # /session/create names no key: the JWT's own application id picks the public key
+                key = str(unverified_claims(bearer[7:].strip()).get("application_id"))
+            except TokenError as e:
+                raise TokenError(FORBIDDEN, e.message) from None
+        if key is None or key == config.api_key:
+            verify_project_jwt(request.headers.get("X-OPENTOK-AUTH"), api_key=config.api_key,
+                               api_secret=config.api_secret, now=now, replay=replay)
+            return config.api_key
+        if key not in apps:
+            raise TokenError(FORBIDDEN, "the id in the URL is neither this hub's API key nor one of "
+                                        "its applications")
+        if bearer[:7].lower() != "bearer ":
+            raise TokenError(FORBIDDEN, "an application's calls need Authorization: Bearer <JWT>")
+        verify_app_jwt(bearer[7:].strip(), app_id=key, apps=apps, now=now, replay=replay)
+        return key
+
+    def authorised(handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def checked(request: web.Request) -> web.Response:
+            try:
+                who = credential(request, request.match_info.get("key"))
+                sid = request.match_info.get("session_id")
+                if sid is not None and who != config.api_key and session_owner(sid, apps) != who:
+                    raise TokenError(FORBIDDEN, "the session was not created for this application")
+            except TokenError as e:
+                return refuse("REST credential", e)
+            return await handler(request, who)
+        return checked
+
+    def malformed(message: str) -> web.Response:
+        state.metrics.nack(BAD_REQUEST)
+        refusals.note("REST body", message)
+        return error(BAD_REQUEST, message)
+
+    async def create_session(request: web.Request, who: str) -> web.Response:
+        # Form fields (location, p2p.preference, archiveMode, e2ee) parsed here, bounded: the hub has
+        # no media, so only location means anything; the rest is accepted and has no effect.
+        raw = await _body(request)
+        if isinstance(raw, web.Response):
+            return raw
         try:
-            verify_rest_jwt(request.headers.get("X-OPENTOK-AUTH"), api_key=config.api_key,
-                            api_secret=config.api_secret, now=time.time())
-        except TokenError as e:
-            state.metrics.auth_failures += 1
-            return _error(FORBIDDEN, e.message)
-        return None
+            form = dict(parse_qsl(raw.decode("utf-8"), max_num_fields=_MAX_FORM_FIELDS, errors="strict"))
+        except (UnicodeDecodeError, ValueError):
+            return malformed(f"body must be a form (application/x-www-form-urlencoded, UTF-8, at most "
+                             f"{_MAX_FORM_FIELDS} fields)")
+        location = form.get("location", "")
+        if len(location) > 64 or "~" in location or not _is_text(location):
+            return malformed("location must be at most 64 characters of text without '~'")
+        sid = new_session_id(who, now=time.time(), location=location)
+        return _json([{"session_id": sid, "project_id": who, "partner_id": who,
+                       "create_dt": time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime()),
+                       "media_server_url": ""}])
 
-    async def create_session(request: web.Request) -> web.Response:
-        refused = auth(request)
-        if refused is not None:
-            return refused
-        form = await request.post()
-        location = form.get("location")
-        sid = new_session_id(config.api_key, now=time.time(),
-                             location=location if isinstance(location, str) else "")
-        body = [{"session_id": sid, "project_id": config.api_key, "partner_id": config.api_key,
-                 "create_dt": time.strftime("%a %b %d %H:%M:%S UTC %Y", time.gmtime()),
-                 "media_server_url": ""}]
-        # Exactly "application/json": json_response would add "; charset=utf-8".
-        return web.Response(body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-
-    async def send_signal(request: web.Request) -> web.Response:
-        refused = auth(request)
-        if refused is not None:
-            return refused
+    async def send_signal(request: web.Request, who: str) -> web.Response:
+        raw = await _body(request)
+        if isinstance(raw, web.Response):
+            return raw
         try:
-            obj = json.loads(await request.read() or b"{}")
-        except ValueError:
-            return _error(BAD_REQUEST, "body must be a JSON object {\"type\": ..., \"data\": ...}")
+            obj = json.loads(raw or b"{}")
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python recurses
+            return malformed(_SIGNAL_BODY)
         if not isinstance(obj, dict):
-            return _error(BAD_REQUEST, "body must be a JSON object {\"type\": ..., \"data\": ...}")
+            return malformed(_SIGNAL_BODY)
         type_, data = obj.get("type"), obj.get("data")
         type_, data = ("" if type_ is None else type_), ("" if data is None else data)
         refusal = check_signal(type_, data)
         if refusal is not None:
             state.metrics.nack(refusal.code)
-            return _error(refusal.code, refusal.message)
+            return error(refusal.code, refusal.message)
+        if not _is_text(str(type_), str(data)):
+            return malformed(_SIGNAL_BODY)
         session_id = request.match_info["session_id"]
         cid = request.match_info.get("connection_id")
         members = state.members(session_id)
@@ -82,22 +169,39 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
             members = [m for m in members if m.connection.id == cid]
             if not members:
                 state.metrics.nack(NOT_FOUND)
-                return _error(NOT_FOUND, "no connection with that id in this session")
+                return error(NOT_FOUND, "no connection with that id in this session")
         state.metrics.rest_signals += 1
         body = wire.SignalBody(str(type_), str(data), None, int(time.time() * 1000))
         for m in members:
             m.deliver_signal(body, True)
         return web.Response(status=204)
 
-    async def delete_connection(request: web.Request) -> web.Response:
-        refused = auth(request)
-        if refused is not None:
-            return refused
+    async def delete_connection(request: web.Request, who: str) -> web.Response:
         if not force_disconnect(request.match_info["session_id"], request.match_info["connection_id"]):
-            return _error(NOT_FOUND, "no connection with that id in this session")
+            return error(NOT_FOUND, "no connection with that id in this session")
         return web.Response(status=204)
 
-    router.add_post("/session/create", create_session)
-    router.add_post(_PROJECT + "/signal", send_signal)
-    router.add_post(_PROJECT + "/connection/{connection_id}/signal", send_signal)
-    router.add_delete(_PROJECT + "/connection/{connection_id}", delete_connection)
+    async def list_connections(request: web.Request, who: str) -> web.Response:
+        session_id = request.match_info["session_id"]
+        items = [{"connectionId": m.connection.id,
+                  "connectionState": "Connected" if m.link is not None else "Connecting",
+                  "createdAt": m.connection.creation_time} for m in state.members(session_id)]
+        return _json({"count": len(items), "projectId": who, "sessionId": session_id, "items": items})
+
+    async def media(request: web.Request) -> web.Response:
+        # No auth check: the answer is the same for everyone and says nothing about the hub's state.
+        return error(NOT_IMPLEMENTED, "this hub serves signaling only (sessions, connections, signals): "
+                                      "streams, archives, broadcasts, SIP, captions and renders are not "
+                                      "implemented")
+
+    async def wrong_method(request: web.Request) -> web.Response:
+        return error(405, "use POST")
+
+    for path in ("/session/create", "/v2/session/create"):
+        router.add_post(path, authorised(create_session))
+        router.add_route("*", path, wrong_method)
+    router.add_post(_PROJECT + "/signal", authorised(send_signal))
+    router.add_post(_PROJECT + "/connection/{connection_id}/signal", authorised(send_signal))
+    router.add_delete(_PROJECT + "/connection/{connection_id}", authorised(delete_connection))
+    router.add_get(_PROJECT + "/connection", authorised(list_connections))
+    router.add_route("*", "/v2/project/{tail:.*}", media)

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import IO, Any
 
 import websockets
 
@@ -74,16 +74,17 @@ async def running_hub(**overrides: Any) -> AsyncIterator[HubHandle]:
 
 @contextlib.contextmanager
 def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: float = 20.0,
-                ) -> Iterator[HubHandle]:
+                host: str = "127.0.0.1", stderr: IO[bytes] | None = None) -> Iterator[HubHandle]:
     """``sigbridge hub`` as a child process, ready when /healthz answers 200; SIGTERM (then SIGKILL)
     on exit. Credentials: generated and passed in SIGBRIDGE_API_KEY/SECRET, unless ``env`` is given
-    (then it is the whole environment, and the handle's key/secret are those it names, if any)."""
+    (then it is the whole environment, and the handle's key/secret are those it names, if any).
+    ``host`` is the address it listens on; ``stderr``, a binary file to write its log to."""
     if env is None:
         key, secret = test_credentials()
         env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
     port = free_port()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"127.0.0.1:{port}",
+    with tempfile.TemporaryFile() if stderr is None else contextlib.nullcontext(stderr) as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"{host}:{port}",
                                  *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
             deadline = time.monotonic() + timeout
