@@ -369,7 +369,9 @@ async def _serve_forever(config: HubConfig) -> int:
         print(f"sigbridge hub: cannot start on {config.host}:{config.port}: {e}", file=sys.stderr)
         return 1
     print(f"sigbridge hub: listening on {hub.url} (console {hub.http_url}/); "
-          f"API credentials from {config.credentials_source}", file=sys.stderr, flush=True)
+          f"API credentials from {config.credentials_source}"
+          f"{f', {len(config.applications)} application(s)' if config.applications else ''}",
+          file=sys.stderr, flush=True)
     for warning in exposure_warnings(config):
         print(f"sigbridge hub: warning: {warning}", file=sys.stderr, flush=True)
     stop = asyncio.Event()

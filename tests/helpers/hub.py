@@ -74,15 +74,18 @@ async def running_hub(**overrides: Any) -> AsyncIterator[HubHandle]:
 
 @contextlib.contextmanager
 def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: float = 20.0,
-                host: str = "127.0.0.1", stderr: IO[bytes] | None = None) -> Iterator[HubHandle]:
+                host: str = "127.0.0.1", stderr: IO[bytes] | None = None, tls: bool = False,
+                ) -> Iterator[HubHandle]:
     """``sigbridge hub`` as a child process, ready when /healthz answers 200; SIGTERM (then SIGKILL)
     on exit. Credentials: generated and passed in SIGBRIDGE_API_KEY/SECRET, unless ``env`` is given
     (then it is the whole environment, and the handle's key/secret are those it names, if any).
-    ``host`` is the address it listens on; ``stderr``, a binary file to write its log to."""
+    ``host`` is the address it listens on; ``stderr``, a binary file to write its log to; ``tls``:
+    the config gives it a certificate (https/wss URLs; trust it with SSL_CERT_FILE)."""
     if env is None:
         key, secret = test_credentials()
         env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
     port = free_port()
+    s = "s" if tls else ""
     with tempfile.TemporaryFile() if stderr is None else contextlib.nullcontext(stderr) as log:
         proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"{host}:{port}",
                                  *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -93,13 +96,13 @@ def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: fl
                     log.seek(0)
                     raise RuntimeError(f"sigbridge hub exited with {proc.returncode}: {log.read().decode()}")
                 with contextlib.suppress(OSError), \
-                        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                        urllib.request.urlopen(f"http{s}://127.0.0.1:{port}/healthz", timeout=1) as r:
                     if r.status == 200:
                         break
                 if time.monotonic() > deadline:
                     raise RuntimeError("sigbridge hub did not answer /healthz in time")
                 time.sleep(0.05)
-            yield HubHandle(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}", port,
+            yield HubHandle(f"ws{s}://127.0.0.1:{port}", f"http{s}://127.0.0.1:{port}", port,
                             env.get("SIGBRIDGE_API_KEY", ""), env.get("SIGBRIDGE_API_SECRET", ""))
         finally:
             proc.terminate()
