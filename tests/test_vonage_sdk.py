@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -250,3 +251,28 @@ async def test_a_client_token_from_each_sdk_joins_with_sigbridge_listen(tls_hub:
     got = await _listen_until(otoken, osid, h.url, tls_hub.cert,
                               lambda: ot.send_signal(osid, {"type": "hello", "data": "opentok"}))
     assert (got["data"], got["from"]) == ("opentok", None)
+
+
+def _doc_example(marker: str) -> str:
+    text = (ROOT / "docs" / "hub.md").read_text()
+    m = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", text, re.S)
+    assert m, f"docs/hub.md lost its {marker} block"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("sdk", ["opentok", "vonage"])
+async def test_the_examples_in_docs_hub_md_run_as_written(tls_hub: TlsHub, tmp_path: Path, sdk: str) -> None:
+    h = tls_hub.h
+    key_file = tmp_path / "app.key"
+    key_file.write_text(tls_hub.a.private_key)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_")}
+    env.update(REQUESTS_CA_BUNDLE=str(tls_hub.cert), SIGBRIDGE_API_KEY=h.api_key,
+               SIGBRIDGE_API_SECRET=h.api_secret, HUB_URL=h.http_url, HUB_HOST=f"127.0.0.1:{h.port}",
+               APP_ID=tls_hub.a.id, APP_KEY_FILE=str(key_file))
+    out = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", _doc_example(f"hub-example-{sdk}")],
+                                  env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    session_id, token = out.stdout.split()
+    c = await raw_connect(h, session_id, token=token)
+    assert c.connected["op"] == "connected" and c.connected["connection"]["role"] == "moderator"
+    await c.close()
