@@ -33,7 +33,13 @@ from bridge.core import wire
 from bridge.core.hubstate import HubState
 from bridge.core.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
 from bridge.core.signal import BAD_REQUEST, FORBIDDEN, MAX_FRAME_BYTES, NOT_FOUND, TOO_LARGE, check_signal
-from bridge.core.tokens import TokenError, new_session_id, session_owner, unverified_claims
+from bridge.core.tokens import (
+    TokenError,
+    check_token_text,
+    new_session_id,
+    session_owner,
+    unverified_claims,
+)
 from bridge.session.hubconfig import HubConfig
 from bridge.session.refusallog import RefusalLog
 
@@ -92,8 +98,9 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
         bearer = request.headers.get("Authorization", "")
         now = time.time()
         if key is None and "X-OPENTOK-AUTH" not in request.headers and bearer[:7].lower() == "bearer ":
+            text = check_token_text(bearer[7:].strip(), FORBIDDEN, "Bearer JWT")
             try:  # /session/create names no key: the JWT's own application id picks the public key
-                key = str(unverified_claims(bearer[7:].strip()).get("application_id"))
+                key = str(unverified_claims(text).get("application_id"))
             except TokenError as e:
                 raise TokenError(FORBIDDEN, e.message) from None
         if key is None or key == config.api_key:
