@@ -67,7 +67,11 @@ def load_applications(configured: object, where: str, state_dir: Path, api_key: 
         raise AppError(f"{where}: applications must map application ids to public key files (PEM)")
     found: dict[str, Path] = {str(k): Path(v) for k, v in configured.items()}
     app_dir = state_dir / "applications"
-    for pem in sorted(app_dir.glob("*.pem")) if app_dir.is_dir() else []:
+    try:
+        names = sorted(n for n in os.listdir(app_dir) if n.endswith(".pem")) if app_dir.is_dir() else []
+    except OSError as e:  # never skipped in silence: the hub would start without its applications
+        raise AppError(f"{app_dir}: cannot read ({e.strerror})") from None
+    for pem in (app_dir / n for n in names):
         if pem.stem in found:
             raise AppError(f"{pem}: application {pem.stem} is also in {where}")
         found[pem.stem] = pem
@@ -97,7 +101,8 @@ def create_application(state_dir: Path, private_key: Path | None = None) -> tupl
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     app_dir = state_dir / "applications"
-    app_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # 0755: public keys only, and readable by the hub's user when another one (root) runs this.
+    app_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     public_path = app_dir / f"{app_id}.pem"
     _write_new(private_path, private_pem, 0o600)  # first: a failure here leaves no orphan public key
     _write_new(public_path, public_pem, 0o644)
