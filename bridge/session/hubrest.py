@@ -73,14 +73,6 @@ def _is_text(*values: str) -> bool:
     return True
 
 
-async def _body(request: web.Request) -> bytes | web.Response:
-    """The request body, or the JSON 413 for one over the app's ``client_max_size``."""
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return error(TOO_LARGE, f"body larger than {MAX_FRAME_BYTES} bytes")
-
-
 def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
                force_disconnect: Callable[[str, str], bool]) -> None:
     """Register the REST endpoints; ``force_disconnect(session_id, connection_id)`` is the hub's."""
@@ -126,6 +118,14 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
                 return refuse("REST credential", e)
             return await handler(request, who)
         return checked
+
+    async def _body(request: web.Request) -> bytes | web.Response:
+        """The request body, or the JSON 413 (counted) for one over the app's ``client_max_size``."""
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            state.metrics.nack(TOO_LARGE)
+            return error(TOO_LARGE, f"body larger than {MAX_FRAME_BYTES} bytes")
 
     def malformed(message: str) -> web.Response:
         state.metrics.nack(BAD_REQUEST)
