@@ -148,7 +148,7 @@ def _t1(raw: bytes) -> str:
     # compare_digest(str, str) raises TypeError when either is not ASCII: issue 10's crash
     ("non-ASCII signature", _t1(f"partner_id={KEY}&sig=é:session_id={SID}".encode())),
     ("non-ASCII token", "T1==é"), ("non-ASCII JWT", "eyJ.é.x"), ("lone surrogate", "T1==\ud800"),
-    ("huge", "T1==" + "A" * 1_000_000), ("huge JWT", "e" * 9000), ("not a string", 12345), ("None", None),
+    ("huge", "T1==" + "A" * 1_000_000), ("huge JWT", "e" * 40_000), ("not a string", 12345), ("None", None),
     ("bytes", b"T1=="), ("dots only", ".."), ("JWT of a list", jwt.api_jws.encode(b"[1]", SECRET)),
 ])
 def test_malformed_tokens_are_a_401_never_an_exception(why: str, token: object) -> None:
@@ -221,3 +221,13 @@ def test_application_client_tokens_join_only_their_applications_sessions() -> No
     # The project's own tokens still reach every session, the application's included.
     verify_client_token(mint_client_token(api_key=KEY, api_secret=SECRET, session_id=own, now=NOW),
                         api_key=KEY, api_secret=SECRET, session_id=own, now=NOW, apps=apps)
+
+
+def test_the_longest_tokens_the_sdks_make_are_accepted() -> None:
+    # 1000 astral characters of data escape to 12,000 characters of JSON: a 16 KB token, still valid.
+    data = "\U0001f600" * 1000
+    t = mint_client_token(api_key=KEY, api_secret=SECRET, session_id=SID, data=data, now=NOW)
+    legacy = _legacy({"session_id": SID, "create_time": int(NOW), "expire_time": int(NOW) + 60,
+                      "connection_data": data, "initial_layout_class_list": "c" * 1000})
+    assert len(t) > 16_000 and len(legacy) > 10_000
+    assert _verify(t).data == data and _verify(legacy).data == data

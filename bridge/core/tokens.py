@@ -49,8 +49,10 @@ MAX_TOKEN_TTL_S = 30 * 24 * 3600
 #: A REST JWT may not expire further ahead than this (seconds), plus a little clock skew.
 MAX_REST_JWT_AHEAD_S = 5 * 60
 CLOCK_SKEW_S = 30
-#: Longer strings are refused unread: a client JWT with 1000 characters of data is about 2 KB.
-MAX_TOKEN_CHARS = 8192
+#: Longer strings are refused unread. The longest a server SDK makes is about 25,000: 1000 characters
+#: of connection data escape to up to 12,000 in the JWT's JSON (astral ones as two \uXXXX), and the
+#: base64 adds a third (16,303 for 1000 emoji), plus a layout class list of up to 1000 characters.
+MAX_TOKEN_CHARS = 32 * 1024
 #: Epoch seconds beyond this are nonsense (year 2286): refused rather than trusted.
 _MAX_EPOCH = 10**10
 
