@@ -218,7 +218,7 @@ async def test_resume_tells_last_id_and_a_client_restarting_its_ids_is_not_dropp
         assert (await a2.recv())["code"] == 404
         _cut(a2)
         await _until(lambda: not _linked(h, "s", a.id))
-        a3 = await _resume(h, a, last_seq=0)
+        a3 = await _resume(h, a2, last_seq=0)  # with the secret of the latest resume
         # The highest id so far, and only the nacks of the link that just dropped.
         assert (a3.connected["last_id"], [n["id"] for n in a3.connected["nacks"]]) == (6, [3])
         for x in (a3, b):

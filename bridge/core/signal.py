@@ -59,7 +59,8 @@ def check_signal(type_: object, data: object) -> Refusal | None:
     """Return None when (type_, data) is a valid signal, else the refusal to answer with.
 
     ``type_`` and ``data`` are what arrived, before any trust: they must both be strings.
-    Cost: one regex match and one UTF-8 encode of the data; nothing else is allocated.
+    Data must be text that UTF-8 can encode (no lone surrogates). Cost: one regex match, and one UTF-8
+    encode of the data when it is not ASCII.
     """
     if not isinstance(type_, str):
         return Refusal(BAD_REQUEST, "signal type must be a string")
@@ -69,11 +70,16 @@ def check_signal(type_: object, data: object) -> Refusal | None:
         return Refusal(TOO_LARGE, f"signal type is {len(type_)} characters, at most {MAX_TYPE_CHARS}")
     if _TYPE_CHARS.fullmatch(type_) is None:
         return Refusal(BAD_REQUEST, "signal type may only hold A-Z a-z 0-9 . _ ~ -")
-    # Cheap upper bound first: a UTF-8 character is at most 4 bytes.
-    if len(data) * 4 > MAX_DATA_BYTES:
-        size = len(data.encode("utf-8", "surrogatepass"))
-        if size > MAX_DATA_BYTES:
-            return Refusal(TOO_LARGE, f"signal data is {size} bytes, at most {MAX_DATA_BYTES}")
+    if data.isascii():
+        if len(data) > MAX_DATA_BYTES:
+            return Refusal(TOO_LARGE, f"signal data is {len(data)} bytes, at most {MAX_DATA_BYTES}")
+        return None
+    try:
+        size = len(data.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800"): nothing could ever write it out
+        return Refusal(BAD_REQUEST, "signal data is not valid UTF-8 text (a lone surrogate escape?)")
+    if size > MAX_DATA_BYTES:
+        return Refusal(TOO_LARGE, f"signal data is {size} bytes, at most {MAX_DATA_BYTES}")
     return None
 
 

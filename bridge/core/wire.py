@@ -2,8 +2,12 @@
 
 Contract (see shared/DESIGN.md and docs/protocol.md): one JSON object per text frame with an ``op``.
 :func:`parse_client_frame` turns the text of a frame into one of the frozen dataclasses below or raises
-:class:`WireError` with the code and message to answer. A frame it returns is well-formed; whether it
-is *allowed* (role, rate, ``to`` in the session, type/data limits) is the hub's business.
+:class:`WireError` with the code and message to answer (400, or 413 for a frame over MAX_FRAME_BYTES),
+and never raises anything else, whatever the text. A frame it returns is well-formed, and every string
+in it is valid Unicode text that can be written out again (JSON's ``"\ud800"`` escape decodes to a lone
+surrogate, which no UTF-8 encoder accepts: such a frame is refused here, before the hub numbers,
+buffers or relays anything). Whether a frame is *allowed* (role, rate, ``to`` in the session,
+type/data limits) is the hub's business.
 
 Hub frames are built as strings. A signal is encoded once per send: :class:`SignalBody` holds the
 JSON of everything after ``seq``, and :meth:`SignalBody.frame` splices a receiver's ``seq`` in front,
@@ -92,6 +96,23 @@ def _int(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
+def is_text(s: str) -> bool:
+    """True when ``s`` can be encoded as UTF-8 (no lone surrogates). ASCII is checked without copying."""
+    if s.isascii():
+        return True
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _text(v: str, what: str, fid: int | None = None) -> str:
+    if not is_text(v):
+        raise WireError(BAD_REQUEST, f"{what} is not valid UTF-8 text (a lone surrogate escape?)", fid)
+    return v
+
+
 def parse_client_frame(text: str) -> ClientFrame:
     """Parse the text of one client frame. Raises :class:`WireError` for anything unusable.
 
@@ -125,7 +146,7 @@ def parse_client_frame(text: str) -> ClientFrame:
         cid = obj.get("connection_id")
         if not isinstance(cid, str) or not cid:
             raise WireError(BAD_REQUEST, "force_disconnect needs a 'connection_id' string", fid)
-        return ForceDisconnectFrame(fid, cid)
+        return ForceDisconnectFrame(fid, _text(cid, "force_disconnect 'connection_id'", fid))
     if not isinstance(op, str):
         raise WireError(BAD_REQUEST, "frame has no 'op' string")
     raise WireError(BAD_REQUEST, f"unknown op {op[:40]!r}", _int(obj.get("id")))
@@ -155,7 +176,8 @@ def _signal(obj: dict[str, Any]) -> SignalFrame:
     queued = obj.get("queued_ms", 0)
     if _int(queued) is None or queued < 0:
         raise WireError(BAD_REQUEST, "signal 'queued_ms' must be an integer >= 0", fid)
-    return SignalFrame(fid, type_, data, to, retry, queued)
+    return SignalFrame(fid, _text(type_, "signal 'type'", fid), _text(data, "signal 'data'", fid),
+                       None if to is None else _text(to, "signal 'to'", fid), retry, queued)
 
 
 def _connect(obj: dict[str, Any]) -> ConnectFrame:
@@ -163,6 +185,7 @@ def _connect(obj: dict[str, Any]) -> ConnectFrame:
     if not isinstance(token, str) or not token:
         raise WireError(BAD_REQUEST, "connect needs a 'token' string")
     res = obj.get("resume")
+    _text(token, "connect 'token'")
     if res is None:
         return ConnectFrame(token, None)
     if not isinstance(res, dict):
@@ -170,7 +193,8 @@ def _connect(obj: dict[str, Any]) -> ConnectFrame:
     cid, secret, last = res.get("connection_id"), res.get("secret"), _int(res.get("last_seq"))
     if not isinstance(cid, str) or not isinstance(secret, str) or last is None or last < 0:
         raise WireError(BAD_REQUEST, "resume needs 'connection_id', 'secret' strings and 'last_seq' >= 0")
-    return ConnectFrame(token, Resume(cid, secret, last))
+    return ConnectFrame(token, Resume(_text(cid, "resume 'connection_id'"), _text(secret, "resume 'secret'"),
+                                      last))
 
 
 # ---- hub frames ---------------------------------------------------------------------------------

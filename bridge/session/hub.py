@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import logging
 import signal
 import ssl
@@ -28,6 +27,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 import bridge.session.hubrest as hubrest
 from bridge.core import wire
+from bridge.core.hublimits import Budget
 from bridge.core.hubstate import HubState, Member
 from bridge.core.signal import (
     BAD_REQUEST,
@@ -38,14 +38,16 @@ from bridge.core.signal import (
     MODERATOR,
     NOT_FOUND,
     SIGNALLING_ROLES,
+    TOO_LARGE,
     TOO_MANY,
     UNAUTHORIZED,
     check_signal,
 )
 from bridge.core.tokens import TokenError, token_identity, verify_client_token
-from bridge.session.hubconfig import HubConfig, HubConfigError, load_hub_config
+from bridge.session.hubconfig import BOUND_KEYS, HubConfig, HubConfigError, load_hub_config
+from bridge.session.hubguard import QuietLog, install_accept_guard, raise_fd_limit
 from bridge.session.hubhttp import exposure_warnings, security_headers
-from bridge.session.hublink import WsLink
+from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
 from bridge.session.refusallog import RefusalLog
 from bridge.systemd import Notifier, watchdog_loop
 
@@ -55,6 +57,8 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 #: Frames up to this size are read and answered with a 413 error; beyond it aiohttp closes the link.
 HARD_FRAME_LIMIT = 16 * MAX_FRAME_BYTES
 MAX_SESSION_ID_CHARS = 256
+#: Control frames (WebSocket pings/pongs) a new link may send before its connect frame.
+MAX_FRAMES_BEFORE_CONNECT = 8
 
 
 def _now_ms() -> int:
@@ -95,9 +99,16 @@ class _Hub:
 
     def __init__(self, config: HubConfig) -> None:
         self.config = config
+        budget = Budget(config.buffer_budget_bytes)
         self.state = HubState(grace_s=config.reconnect_grace_s, replay_size=config.resume_buffer,
-                              rate=config.rate_limit, burst=config.rate_burst)
-        self.links: set[WsLink] = set()
+                              rate=config.rate_limit, burst=config.rate_burst,
+                              replay_bytes=config.resume_buffer_bytes, budget=budget,
+                              max_per_session=config.max_connections_per_session,
+                              max_per_token=config.max_connections_per_token)
+        self.quiet = QuietLog()
+        self.pool = LinkPool(config.outbox_bytes, budget, self._slow_receiver)
+        self.links = self.pool.links  # every open WebSocket (a link leaves once its writer is done)
+        self.per_address: dict[str, int] = {}
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
         self.apps = {a.id: a.public_key for a in config.applications}
@@ -128,29 +139,68 @@ class _Hub:
         origin = request.headers.get("Origin")
         if self.config.allowed_origins and origin is not None and origin not in self.config.allowed_origins:
             raise web.HTTPForbidden(text="origin not allowed (hub.yaml allowed_origins)")
+        cfg, address = self.config, request.remote or ""
+        if cfg.max_connections and len(self.links) >= cfg.max_connections:
+            self._cap_refused("hub", address)
+            raise web.HTTPServiceUnavailable(text="hub full (hub.yaml max_connections)")
+        per_address = cfg.max_connections_per_address
+        if per_address and self.per_address.get(address, 0) >= per_address:
+            self._cap_refused("address", address)
+            raise web.HTTPTooManyRequests(text="too many connections from this address "
+                                               "(hub.yaml max_connections_per_address)")
         # compress=False: permessage-deflate costs a zlib pass per small frame on both ends for nothing.
-        ws = web.WebSocketResponse(heartbeat=self.config.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT,
-                                   compress=False)
-        await ws.prepare(request)
-        link = WsLink(ws, request.transport)
-        self.links.add(link)
+        # autoping=False: WebSocket pings reach the read loop, which meters them like every frame.
+        # timeout: how long a close waits for the peer's close frame.
+        ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT,
+                                   compress=False, autoping=False, timeout=CLOSE_LINGER_S)
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        link: WsLink | None = None
         try:
+            await ws.prepare(request)
+            link = WsLink(ws, request.transport, self.pool)
             member = await self._connect(ws, link, session_id)
             if member is not None:
                 await self._serve(ws, link, member)
         finally:
-            self.links.discard(link)
-            link.close()
-            await link.task
+            left = self.per_address.pop(address, 1) - 1
+            if left > 0:
+                self.per_address[address] = left
+            if link is not None:
+                link.close()
+                await link.task
         return ws
 
+    def _cap_refused(self, cap: str, address: str) -> None:
+        caps = self.state.metrics.caps_refused
+        caps[cap] = caps.get(cap, 0) + 1
+        self.quiet.warn(f"cap-{cap}", "refused a connection from %s: max_connections%s reached", address,
+                        "" if cap == "hub" else f"_per_{cap}")
+
+    def _slow_receiver(self) -> None:
+        self.state.metrics.slow_receivers += 1
+        cfg = self.config
+        self.quiet.warn("slow", "closed a link whose receiver is too slow (hub.yaml outbox_bytes %d, "
+                        "buffer_budget_bytes %d)", cfg.outbox_bytes, cfg.buffer_budget_bytes)
+
     async def _connect(self, ws: web.WebSocketResponse, link: WsLink, session_id: str) -> Member | None:
-        """Read and act on the ``connect`` frame; None (after an error frame) when refused."""
+        """Read and act on the ``connect`` frame; None (after an error frame) when refused.
+
+        The frame is due ``connect_timeout_s`` after the upgrade, an absolute deadline: pings, pongs
+        (also the client library's answers to the hub's heartbeat) and partial frames do not move it."""
+        loop = asyncio.get_running_loop()
         try:
-            msg = await ws.receive(timeout=self.config.connect_timeout_s)
+            async with asyncio.timeout(self.config.connect_timeout_s or None):
+                for _ in range(MAX_FRAMES_BEFORE_CONNECT):
+                    msg = await ws.receive()
+                    if msg.type == WSMsgType.PING:
+                        await ws.pong(msg.data)
+                    elif msg.type != WSMsgType.PONG:
+                        break
         except TimeoutError:
             return self._refuse(link, UNAUTHORIZED,
                                 f"no connect frame within {self.config.connect_timeout_s:g} s")
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+            return None
         if msg.type != WSMsgType.TEXT:
             return self._refuse(link, BAD_REQUEST, "expected a connect text frame")
         try:
@@ -167,11 +217,17 @@ class _Hub:
             state.metrics.auth_failures += 1
             self.refusals.note("client token", e.message)
             return self._refuse(link, e.code, e.message)
-        loop = asyncio.get_running_loop()
+        if not wire.is_text(grant.data):
+            return self._refuse(link, BAD_REQUEST, "the token's connection data is not valid UTF-8 text")
+        token_id = token_identity(frame.token)
         member = state.find(session_id, frame.resume.connection_id) if frame.resume else None
         if frame.resume is not None and member is not None:
-            if not hmac.compare_digest(member.secret, frame.resume.secret):
-                return self._refuse(link, FORBIDDEN, "resume secret does not match that connection")
+            refusal = state.resume_check(member, grant.role, grant.data, token_id, frame.resume.secret,
+                                         loop.time())
+            if refusal is not None:
+                self.quiet.warn("resume", "session %s: refused to resume connection %s: %s", session_id,
+                                member.connection.id, refusal[1])
+                return self._refuse(link, *refusal)
             r = state.resume(member, link, frame.resume.last_seq)
             log.info("session %s: connection %s resumed (last_id %d), %d signals replayed", session_id,
                      member.connection.id, r.last_id, len(r.replay))
@@ -182,8 +238,13 @@ class _Hub:
                 link.send(f)
             return member
         # A resume of a connection whose grace window has ended joins afresh ("resumed": false).
-        member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms(),
-                            token_id=token_identity(frame.token))
+        cap = state.admit(session_id, token_id)
+        if cap is not None:
+            self.quiet.warn(f"cap-{cap}", "session %s: refused a connection: max_connections_per_%s reached",
+                            session_id, cap)
+            return self._refuse(link, TOO_MANY, f"too many connections for this {cap} "
+                                                f"(hub.yaml max_connections_per_{cap})")
+        member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms(), token_id)
         log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
         for f in wire.connected_frames(member.connection, state.others(member), member.secret, False,
                                        _now_ms()):
@@ -197,24 +258,47 @@ class _Hub:
         return None
 
     async def _serve(self, ws: web.WebSocketResponse, link: WsLink, member: Member) -> None:
-        """The read loop of a connected member: one frame at a time, in order."""
+        """The read loop of a connected member: one frame at a time, in order.
+
+        Every frame takes a token from the member's rate limit first, whatever it is (ping, pong,
+        signal, malformed, binary). Past the limit a signal is nacked 429 and anything else is dropped
+        unanswered; each such frame also takes from ``strikes``, and a link that empties that too
+        (frames sustained at twice the limit) is cut with close code 4029 (the member keeps its grace
+        window, its buckets stay empty)."""
+        loop = asyncio.get_running_loop()
         try:
             async for msg in ws:
                 if member.link is not link:
                     # Resumed on another link, whose `connected` told the client our last_id: what
                     # still arrives here is re-sent there if unanswered, so it must not count twice.
                     return
+                now = loop.time()
+                limited = not member.bucket.take(now)
+                if limited:
+                    self.state.metrics.frames_refused += 1
+                    if not member.strikes.take(now):
+                        self._flooded(link, member)
+                        return
                 if msg.type != WSMsgType.TEXT:
-                    link.send(wire.error(BAD_REQUEST, "binary frames are not part of the protocol"))
+                    if msg.type == WSMsgType.PING and not limited:
+                        await ws.pong(msg.data)
+                    elif msg.type == WSMsgType.BINARY:
+                        self._malformed(link, member, "binary", None if limited else wire.error(
+                            BAD_REQUEST, "binary frames are not part of the protocol"))
+                    elif msg.type == WSMsgType.ERROR:
+                        return
                     continue
                 try:
                     frame = wire.parse_client_frame(msg.data)
                 except wire.WireError as e:
-                    link.send(wire.error(e.code, e.message) if e.frame_id is None
-                              else wire.nack(e.frame_id, e.code, e.message))
+                    self._malformed(link, member, "oversize" if e.code == TOO_LARGE else "invalid",
+                                    None if limited else wire.error(e.code, e.message) if e.frame_id is None
+                                    else wire.nack(e.frame_id, e.code, e.message))
                     continue
                 if isinstance(frame, wire.SignalFrame):
-                    self._signal(link, member, frame)
+                    self._signal(link, member, frame, limited)
+                elif limited:
+                    continue  # nothing else is answered past the rate limit
                 elif isinstance(frame, wire.PingFrame):
                     link.send(wire.pong(frame.id, _now_ms()))
                 elif isinstance(frame, wire.DisconnectFrame):
@@ -237,25 +321,40 @@ class _Hub:
                 handle = loop.call_later(self.config.reconnect_grace_s + 0.005, self._expire)
                 self.expiry.add(handle)
 
+    def _flooded(self, link: WsLink, member: Member) -> None:
+        self.state.metrics.flood_disconnects += 1
+        self.quiet.warn("flood", "session %s: cut connection %s, frames at more than twice its rate "
+                        "limit (hub.yaml rate_limit)", member.session_id, member.connection.id)
+        link.cut(CLOSE_FLOOD, "rate limit exceeded")
+
+    def _malformed(self, link: WsLink, member: Member, kind: str, answer: str | None) -> None:
+        kinds = self.state.metrics.refused_frames
+        kinds[kind] = kinds.get(kind, 0) + 1
+        self.quiet.warn(f"frame-{kind}", "session %s: connection %s sent a frame refused as %s",
+                        member.session_id, member.connection.id, kind)
+        if answer is not None:
+            link.send(answer)
+
     def _expire(self) -> None:
         now = asyncio.get_running_loop().time()
         self.expiry = {h for h in self.expiry if h.when() > now}
         for m in self.state.expire(now):
             log.info("connection %s left after its grace window", m.connection.id)
 
-    def _signal(self, link: WsLink, member: Member, f: wire.SignalFrame) -> None:
-        """The hot path: checks, one encode, delivery to each receiver's outbox, ack."""
+    def _signal(self, link: WsLink, member: Member, f: wire.SignalFrame, limited: bool) -> None:
+        """The hot path: checks, one encode, delivery to each receiver's outbox, ack. ``limited``: the
+        frame came past the connection's rate limit (answered 429)."""
         state = self.state
         state.metrics.signals_in += 1
         target: Member | None = None
-        if member.connection.role not in SIGNALLING_ROLES:
+        if limited:
+            refusal = (TOO_MANY, "rate limit exceeded, slow down")
+        elif member.connection.role not in SIGNALLING_ROLES:
             refusal = (FORBIDDEN, f"role {member.connection.role} may not send signals")
         elif (checked := check_signal(f.type, f.data)) is not None:
             refusal = (checked.code, checked.message)
         elif f.to is not None and (target := state.sessions[member.session_id].get(f.to)) is None:
             refusal = (NOT_FOUND, "no connection with that id in this session")
-        elif not member.bucket.take(asyncio.get_running_loop().time()):
-            refusal = (TOO_MANY, "rate limit exceeded, slow down")
         else:
             member.answered(f.id)
             # ts: when the sender issued it, for a signal that waited in the sender's queue (queued_ms).
@@ -305,6 +404,11 @@ class _Hub:
 
     async def metrics(self, request: web.Request) -> web.Response:
         text = self.state.prometheus(links=len(self.links))
+        keys = (*BOUND_KEYS, "resume_buffer", "rate_limit", "rate_burst", "connect_timeout_s",
+                "request_head_timeout_s")
+        bounds = {k: getattr(self.config, k) for k in keys}
+        text += "# TYPE sigbridge_limit gauge\n" + "".join(
+            f'sigbridge_limit{{key="{k}"}} {v}\n' for k, v in bounds.items())
         return web.Response(text=text, content_type="text/plain")
 
     async def static(self, request: web.Request) -> web.StreamResponse:
@@ -336,7 +440,16 @@ def build_app(config: HubConfig) -> web.Application:
 async def start_hub(config: HubConfig) -> RunningHub:
     """Bind and serve; ``config.port`` 0 picks a free port (see ``RunningHub.port``)."""
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    hub = app[_HUB_KEY]
+
+    def accept_error() -> None:
+        hub.state.metrics.accept_errors += 1
+
+    install_accept_guard(asyncio.get_running_loop(), accept_error, hub.quiet)
+    # keepalive_timeout: aiohttp arms it when a connection opens and after each response, and closes
+    # the connection if no request head has arrived by then: the request-head deadline.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                           keepalive_timeout=config.request_head_timeout_s)
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -363,6 +476,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _serve_forever(config: HubConfig) -> int:
+    nofile = raise_fd_limit()
+    if config.max_connections and nofile < config.max_connections + 64:
+        log.warning("file descriptor limit %d is below max_connections %d (+64): raise LimitNOFILE",
+                    nofile, config.max_connections)
     try:
         hub = await start_hub(config)
     except OSError as e:  # address in use, no permission, TLS files missing or invalid (SSLError)

@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+#: Bounds against hostile or broken clients (docs/security.md): integer keys, 0 = no such bound.
+BOUND_KEYS = ("outbox_bytes", "resume_buffer_bytes", "buffer_budget_bytes", "max_connections",
+               "max_connections_per_address", "max_connections_per_session", "max_connections_per_token")
 _KEYS = {"listen", "api_key", "api_secret", "tls", "reconnect_grace_s", "resume_buffer", "rate_limit",
-         "allowed_origins", "heartbeat_s", "connect_timeout_s"}
+         "allowed_origins", "heartbeat_s", "connect_timeout_s", "request_head_timeout_s", *BOUND_KEYS}
 _KEYS |= {"applications"}  # Vonage-style applications (bridge/session/hubapps.py)
 
 
@@ -64,8 +67,21 @@ class HubConfig:
     allowed_origins: tuple[str, ...] = ()
     #: WebSocket ping interval; a link with no pong within half of it more is taken as dropped.
     heartbeat_s: float = 2.0
-    #: Seconds a new WebSocket has to send its ``connect`` frame (401 and a close after).
+    #: Seconds a new WebSocket has to send its ``connect`` frame (401 and a close after); absolute.
     connect_timeout_s: float = 10.0
+    #: Seconds a new TCP connection (or an idle keep-alive one) has to send a whole request head.
+    request_head_timeout_s: float = 10.0
+    #: Bytes of frames queued for one slow receiver; past it the link is closed (code 4008).
+    outbox_bytes: int = 4 * 1024 * 1024
+    #: Bytes of retry signals kept per connection for replay after a resume (beside ``resume_buffer``).
+    resume_buffer_bytes: int = 1024 * 1024
+    #: Bytes of frames held by the whole hub (outboxes + resume buffers; the latter at most half).
+    buffer_budget_bytes: int = 64 * 1024 * 1024
+    #: Open WebSockets in the hub, per remote address; members of one session, of one token.
+    max_connections: int = 8192
+    max_connections_per_address: int = 1024
+    max_connections_per_session: int = 4096
+    max_connections_per_token: int = 32
     #: Where the credentials came from (for the startup message), never the secret itself.
     credentials_source: str = "config"
     #: Vonage-style applications (id + RSA public key), beside the API key and secret.
@@ -151,7 +167,10 @@ def load_hub_config(path: str | None = None, *, listen: str | None = None, state
         rate_burst=_number(rl, "burst", cfg.rate_burst, f"{where}: rate_limit"),
         allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
         connect_timeout_s=_number(raw, "connect_timeout_s", cfg.connect_timeout_s, where),
+        request_head_timeout_s=_number(raw, "request_head_timeout_s", cfg.request_head_timeout_s, where),
     )
+    bounds: dict[str, Any] = {k: int(_number(raw, k, getattr(cfg, k), where)) for k in BOUND_KEYS}
+    cfg = replace(cfg, **bounds)
     cfg = _with_credentials(cfg, raw, where, env, state_dir, create_credentials)
     sdir = Path(state_dir) if state_dir else default_state_dir(env)
     try:

@@ -2,6 +2,14 @@
 
 Kept apart from :mod:`bridge.session.hub` (the handlers) because this is the hub's hot path: every
 frame a hub sends goes through :meth:`WsLink.send`.
+
+Memory. Frames a link cannot write at once wait in its outbox; what waits there (and in a burst not yet
+written) is counted in bytes (``sys.getsizeof``, i.e. what the strings really hold) against the link's
+own bound and the hub-wide :class:`~bridge.core.hublimits.Budget` shared by every link of a
+:class:`LinkPool`. A link past its bound, or the largest outbox when the budget is spent, is *cut*: its
+queue is dropped, a close frame with :data:`CLOSE_TOO_SLOW` is written behind what the socket already
+holds, and the socket is aborted if it has not drained :data:`CLOSE_LINGER_S` later (a peer that never
+reads never holds a file descriptor for long). The member keeps its retry signals in its resume buffer.
 """
 
 from __future__ import annotations
@@ -10,16 +18,27 @@ import asyncio
 import contextlib
 import logging
 import struct
+import sys
 from collections import deque
+from collections.abc import Callable
 
 from aiohttp import web
 
+from bridge.core.hublimits import Budget
+
 log = logging.getLogger("bridge.session.hub")
 
-#: A receiver with this many frames not yet written is too slow to keep: its link is closed.
-MAX_OUTBOX = 10_000
 #: A burst is written to the transport only while it holds at most this many unsent bytes.
 BURST_WRITE_LIMIT = 64 * 1024
+#: Close codes (RFC 6455 private range) of links the hub cuts; see docs/protocol.md.
+CLOSE_TOO_SLOW = 4008  # its outbox went past outbox_bytes (or was the largest when the budget ran out)
+CLOSE_FLOOD = 4029  # it kept sending frames at more than twice its rate limit
+#: A closing link's socket is aborted this long after the close began, drained or not.
+CLOSE_LINGER_S = 2.0
+
+
+def _close_frame(code: int, reason: bytes) -> bytes:
+    return bytes((0x88, 2 + len(reason))) + struct.pack("!H", code) + reason
 
 
 def _text_frame(payload: bytes) -> bytes:
@@ -47,16 +66,24 @@ class WsLink:
     per link (in ``python -m bench throughput`` the hub's CPU per signal fell from ~34 to ~16 us with
     both; with only one side batching there was no gain, see bench/README.md)."""
 
-    __slots__ = ("_burst", "_closing", "_outbox", "_transport", "_wake", "task", "ws")
+    __slots__ = ("_abort", "_burst", "_closing", "_cut", "_outbox", "_pool", "_transport", "_wake",
+                 "pending", "task", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
+                 pool: LinkPool | None = None) -> None:
         self.ws = ws
         self._transport = transport if isinstance(transport, asyncio.WriteTransport) else None
+        self._pool = pool if pool is not None else LinkPool(0, Budget(0))
         self._outbox: deque[str] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._cut = False
+        self._abort: asyncio.TimerHandle | None = None
+        #: Bytes waiting in the outbox and the burst (what the bounds count).
+        self.pending = 0
         #: Frames sent after a direct write in this loop turn (None: no direct write this turn).
         self._burst: list[str] | None = None
+        self._pool.links.add(self)
         self.task = asyncio.get_running_loop().create_task(self._writer())
 
     def send(self, text: str) -> None:
@@ -64,7 +91,8 @@ class WsLink:
             return
         burst = self._burst
         if burst is not None:
-            burst.append(text)
+            if self._reserve(sys.getsizeof(text)):
+                burst.append(text)
             return
         outbox = self._outbox
         transport = self._transport
@@ -73,13 +101,24 @@ class WsLink:
             self._burst = []
             asyncio.get_running_loop().call_soon(self._end_burst)
             return
-        if len(outbox) >= MAX_OUTBOX:
-            log.warning("closing a link whose receiver is too slow (%d frames queued)", MAX_OUTBOX)
-            outbox.clear()
-            self.close()
-            return
-        outbox.append(text)
-        self._wake.set()
+        if self._reserve(sys.getsizeof(text)):
+            outbox.append(text)
+            self._wake.set()
+
+    def _reserve(self, cost: int) -> bool:
+        """Count ``cost`` more bytes waiting; False when this link was cut for it instead."""
+        pool = self._pool
+        if pool.max_bytes and self.pending + cost > pool.max_bytes:
+            self.cut(CLOSE_TOO_SLOW, "receiver too slow")
+            return False
+        if not pool.budget.take(cost) and not pool.shed(cost, self):
+            return False
+        self.pending += cost
+        return True
+
+    def _release(self, cost: int) -> None:
+        self.pending -= cost
+        self._pool.budget.give(cost)
 
     def _write_now(self, text: str) -> None:
         """``ws.send_str`` run to completion synchronously. Uncompressed (``compress=False``), aiohttp
@@ -102,35 +141,112 @@ class WsLink:
         text frames built here: unmasked, uncompressed, which is what this server's links speak), or
         go to the outbox when the socket has stopped keeping up."""
         burst, self._burst = self._burst, None
-        if not burst or self._closing or self._transport is None or self.ws.closed:
+        if not burst:
+            return
+        if self._closing or self._transport is None or self.ws.closed:
+            self._release(sum(map(sys.getsizeof, burst)))
             return      # closing (a close frame may be out already): nothing may follow it
         transport = self._transport
         if transport.get_write_buffer_size() > BURST_WRITE_LIMIT or transport.is_closing():
             self._outbox.extend(burst)
             self._wake.set()
             return
+        self._release(sum(map(sys.getsizeof, burst)))
         transport.write(b"".join([_text_frame(t.encode()) for t in burst]))
 
     def close(self) -> None:
-        """Close after the frames already queued are written."""
+        """Close after the frames already queued are written (the socket is aborted if that and the
+        close handshake take longer than :data:`CLOSE_LINGER_S`)."""
         if self._burst:
             self._end_burst()
-        self._closing = True
+        if not self._closing:
+            self._closing = True
+            self._abort_later()
         self._wake.set()
 
+    def cut(self, code: int, reason: str) -> None:
+        """Close now, for cause: queued frames are dropped, a close frame with ``code`` and a FIN go
+        behind what the socket already holds, reading stops, and the socket is aborted
+        :data:`CLOSE_LINGER_S` later (not closed at once: a close with unread input sends a reset,
+        which would destroy the close frame before a peer that is still sending could read it). The
+        read loop then ends as for a dropped link."""
+        if self._closing:
+            return
+        if self._burst:
+            self._end_burst()  # what this loop turn answered still goes, unless the socket is backed up
+        self._closing = self._cut = True
+        if code == CLOSE_TOO_SLOW:
+            self._pool.slow_receiver()
+        outbox, self._outbox = self._outbox, deque()
+        dropped = sum(map(sys.getsizeof, outbox)) + sum(map(sys.getsizeof, self._burst or ()))
+        self._burst = None
+        self._release(dropped)
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(_close_frame(code, reason.encode()))
+            if transport.can_write_eof():
+                transport.write_eof()
+            if isinstance(transport, asyncio.ReadTransport):
+                transport.pause_reading()
+        self._abort_later()
+        self._wake.set()
+
+    def _abort_later(self) -> None:
+        transport = self._transport
+        if transport is not None and self._abort is None:
+            self._abort = asyncio.get_running_loop().call_later(CLOSE_LINGER_S, transport.abort)
+
     async def _writer(self) -> None:
-        outbox, ws = self._outbox, self.ws
+        ws = self.ws
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while outbox:
-                    await ws.send_str(outbox.popleft())
+                while self._outbox:
+                    text = self._outbox.popleft()
+                    self._release(sys.getsizeof(text))
+                    await ws.send_str(text)
                 if self._closing:
                     break
         except (ConnectionError, RuntimeError):
             pass  # the link died under us; the read loop sees it and starts the grace window
         finally:
             self._closing = True
+            self._release(sum(map(sys.getsizeof, self._outbox)))
+            self._outbox.clear()
+            if self._cut:
+                # Nothing more may be written; the abort timer ends the socket (see cut()).
+                await asyncio.sleep(CLOSE_LINGER_S)
             with contextlib.suppress(Exception):
                 await ws.close()
+            self._pool.links.discard(self)
+
+
+class LinkPool:
+    """The links of one hub: ``max_bytes`` (0 = none) bounds what one link may hold queued; ``budget``
+    bounds them all together (shared with the resume buffers). ``on_slow`` is called for each link
+    cut as too slow (the hub counts and logs it)."""
+
+    __slots__ = ("budget", "links", "max_bytes", "on_slow")
+
+    def __init__(self, max_bytes: int, budget: Budget, on_slow: Callable[[], None] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.budget = budget
+        self.links: set[WsLink] = set()
+        self.on_slow = on_slow
+
+    def slow_receiver(self) -> None:
+        if self.on_slow is not None:
+            self.on_slow()
+
+    def shed(self, cost: int, asking: WsLink) -> bool:
+        """The budget cannot take ``cost`` more bytes for ``asking``: cut the links holding the most
+        until it can. True when it then took them; False when ``asking`` itself was cut."""
+        while True:
+            largest = max(self.links, key=lambda link: link.pending, default=None)
+            if largest is None or largest.pending == 0 or largest is asking:
+                asking.cut(CLOSE_TOO_SLOW, "receiver too slow (hub buffer budget spent)")
+                return False
+            largest.cut(CLOSE_TOO_SLOW, "receiver too slow (hub buffer budget spent)")
+            if self.budget.take(cost):
+                return True

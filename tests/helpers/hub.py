@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import IO, Any
 
@@ -47,6 +47,8 @@ class HubHandle:
     api_key: str
     api_secret: str
     hub: RunningHub | None = None  # None for a hub running as a separate process
+    pid: int | None = None  # the hub process (hub_process only)
+    stderr: Callable[[], str] | None = None  # what the hub process has logged so far (hub_process only)
 
     def token(self, session_id: str, role: str = "publisher", data: str = "", ttl: int = 3600) -> str:
         return mint_client_token(api_key=self.api_key, api_secret=self.api_secret, session_id=session_id,
@@ -75,12 +77,13 @@ async def running_hub(**overrides: Any) -> AsyncIterator[HubHandle]:
 @contextlib.contextmanager
 def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: float = 20.0,
                 host: str = "127.0.0.1", stderr: IO[bytes] | None = None, tls: bool = False,
-                ) -> Iterator[HubHandle]:
+                preexec_fn: Callable[[], None] | None = None) -> Iterator[HubHandle]:
     """``sigbridge hub`` as a child process, ready when /healthz answers 200; SIGTERM (then SIGKILL)
     on exit. Credentials: generated and passed in SIGBRIDGE_API_KEY/SECRET, unless ``env`` is given
     (then it is the whole environment, and the handle's key/secret are those it names, if any).
     ``host`` is the address it listens on; ``stderr``, a binary file to write its log to; ``tls``:
-    the config gives it a certificate (https/wss URLs; trust it with SSL_CERT_FILE)."""
+    the config gives it a certificate (https/wss URLs; trust it with SSL_CERT_FILE). ``preexec_fn``
+    runs in the child before the hub starts (e.g. to set its rlimits)."""
     if env is None:
         key, secret = test_credentials()
         env = dict(os.environ, SIGBRIDGE_API_KEY=key, SIGBRIDGE_API_SECRET=secret)
@@ -88,7 +91,8 @@ def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: fl
     s = "s" if tls else ""
     with tempfile.TemporaryFile() if stderr is None else contextlib.nullcontext(stderr) as log:
         proc = subprocess.Popen([sys.executable, "-m", "bridge", "hub", "--listen", f"{host}:{port}",
-                                 *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=log)
+                                 *extra_args], env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                preexec_fn=preexec_fn)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -102,8 +106,14 @@ def hub_process(*extra_args: str, env: dict[str, str] | None = None, timeout: fl
                 if time.monotonic() > deadline:
                     raise RuntimeError("sigbridge hub did not answer /healthz in time")
                 time.sleep(0.05)
+            def read_log() -> str:
+                # pread: the child shares the file offset, which a seek would move under its writes.
+                fd = log.fileno()
+                return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
             yield HubHandle(f"ws{s}://127.0.0.1:{port}", f"http{s}://127.0.0.1:{port}", port,
-                            env.get("SIGBRIDGE_API_KEY", ""), env.get("SIGBRIDGE_API_SECRET", ""))
+                            env.get("SIGBRIDGE_API_KEY", ""), env.get("SIGBRIDGE_API_SECRET", ""),
+                            pid=proc.pid, stderr=read_log)
         finally:
             proc.terminate()
             try:
