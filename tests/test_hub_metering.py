@@ -91,11 +91,16 @@ async def test_python_client_follows_the_rotating_secret_through_two_resumes() -
     async with running_hub(reconnect_grace_s=30.0) as h, TcpProxy("127.0.0.1", h.port) as proxy, \
             SessionClient(f"ws://127.0.0.1:{proxy.port}", "s", h.token("s"), **FAST) as c:
         first = c.connection
-        assert first is not None
+        assert first is not None and h.hub is not None
+        member = h.hub.state.find("s", first.id)
+        assert member is not None
+        secrets = [member.secret]
         for _ in range(2):
             await proxy.cut()
             await next_of(c, Reconnected)
             assert c.connection is not None and c.connection.id == first.id
+            secrets.append(member.secret)
+        assert len(set(secrets)) == 3  # a new secret each time, and the client used each one
         assert h.hub is not None and h.hub.state.metrics.resumes == 2
         assert h.hub.state.metrics.resume_refused == 0
 

@@ -91,6 +91,16 @@ def test_hub_specifics() -> None:
     assert "SupplementaryGroups" not in unit["Service"]             # no dialout for the hub
 
 
+def test_hub_limits_fit_its_connection_caps() -> None:
+    from bridge.session.hubconfig import HubConfig
+    unit, cfg = parse(HUB), HubConfig(api_key="", api_secret="")
+    # Every WebSocket the caps allow, plus as many idle HTTP sockets again, plus the hub's own files.
+    assert int(one(unit, "Service", "LimitNOFILE")) >= 2 * cfg.max_connections + 64
+    memory_max = one(unit, "Service", "MemoryMax")
+    assert memory_max.endswith("M")
+    assert int(memory_max[:-1]) * 2**20 >= 4 * cfg.buffer_budget_bytes + 2**28  # budget, connections, code
+
+
 # ---------------------------------------------------------------- systemd-analyze
 
 
