@@ -237,6 +237,26 @@ async def test_silent_link_is_detected_and_resumed(page: Page, hub: HubHandle) -
         assert await page.evaluate(SIGNAL, {"type": "after", "data": "resume"}) is None
 
 
+async def test_each_resume_uses_the_secret_of_the_latest_connected(page: Page, hub: HubHandle) -> None:
+    """The hub hands out a new resume secret on every resume and refuses the old one: the library must
+    resume twice in a row, each time with the secret it was given last."""
+    sid = new_session()
+    assert hub.hub is not None
+    async with TcpProxy("127.0.0.1", hub.port) as proxy:
+        me = await page.evaluate(JOIN, [f"ws://127.0.0.1:{proxy.port}", sid, hub.token(sid),
+                                        {"retryMinMs": 50, "retryMaxMs": 200}])
+        member = hub.hub.state.find(sid, me)
+        assert member is not None
+        secrets = [member.secret]
+        for n in (1, 2):
+            await proxy.cut()
+            await wait_event(page, "sessionReconnected", n)
+            secrets.append(member.secret)
+        assert len(set(secrets)) == 3
+        assert await page.evaluate("() => s.connection.connectionId") == me
+        assert await page.evaluate(SIGNAL, {"type": "after", "data": "two resumes"}) is None
+
+
 async def test_answers_lost_in_a_cut_are_settled_by_the_resume_not_sent_twice(page: Page,
                                                                               hub: HubHandle) -> None:
     sid = new_session()
