@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bridge.core import wire
+from bridge.core.hublimits import Budget, ResumeThrottle
 from bridge.core.hubstate import MAX_REMEMBERED_NACKS, HubState, TokenBucket
 from bridge.core.signal import Connection
 
@@ -126,3 +127,63 @@ def test_resume_tells_last_id_and_the_nacks_of_the_previous_link() -> None:
     r = st.resume(m, _Link(), last_seq=0)
     assert r.last_id == 5 + MAX_REMEMBERED_NACKS + 10
     assert [n[0] for n in r.nacks] == list(range(16, 6 + MAX_REMEMBERED_NACKS + 10))  # the latest ones
+
+
+def test_replay_buffers_are_bounded_in_bytes_and_by_the_shared_budget() -> None:
+    budget = Budget(200_000)  # resume buffers may use at most half: 100,000 bytes
+    st = HubState(grace_s=5.0, replay_size=1000, rate=0, burst=0, replay_bytes=50_000, budget=budget)
+    links = [_Link() for _ in range(3)]
+    members = [st.join("s", "publisher", "", link, now=0.0, now_ms=0) for link in links]
+    for m, link in zip(members, links, strict=True):
+        st.link_lost(m, link, now=1.0)
+    for i in range(40):
+        for m in members:
+            m.deliver_signal(wire.SignalBody("t", f"{i:04d}" + "x" * 8000, None, 1), retry=True)
+    sizes = [sum(cost for _, _, cost in m.replay) for m in members]
+    assert all(s <= 50_000 for s in sizes) and sum(sizes) == budget.used <= 100_000
+    # Each keeps its newest frames, in order; the hub-wide half is shared out.
+    for m in members:
+        seqs = [seq for seq, _, _ in m.replay]
+        assert seqs == sorted(seqs) and (not seqs or seqs[-1] == 40)
+    assert st.metrics.dropped == 3 * 40 - sum(len(m.replay) for m in members)
+    st.leave(members[0], "clientDisconnected")
+    assert budget.used == sum(sizes[1:])  # a member leaving gives its bytes back
+
+
+def test_admit_caps_sessions_and_tokens_grace_members_included() -> None:
+    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0, max_per_session=3, max_per_token=2)
+    link = _Link()
+    a = st.join("s", "publisher", "", link, now=0.0, now_ms=0, token_id="T")
+    st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0, token_id="T")
+    assert st.admit("s", "T") == "token" and st.admit("other", "T") == "token"
+    st.link_lost(a, link, now=1.0)
+    assert st.admit("s", "T") == "token"  # still in its grace window
+    st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0, token_id="U")
+    assert st.admit("s", "V") == "session" and st.admit("t", "V") is None
+    st.leave(a, "clientDisconnected")
+    assert st.admit("t", "T") is None
+    assert st.metrics.caps_refused == {"token": 3, "session": 1}
+
+
+def test_resume_check_grant_secret_rotation_and_throttle() -> None:
+    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
+    link = _Link()
+    m = st.join("s", "moderator", "ops", link, now=0.0, now_ms=0)
+    secret = m.secret
+    assert (st.resume_check(m, "subscriber", "ops", "X", secret, 1.0) or (0,))[0] == 403
+    assert (st.resume_check(m, "moderator", "ops", "X", "é\ud800", 1.0) or (0,))[0] == 403
+    assert (st.resume_check(m, "moderator", "ops", "X", secret, 1.1) or (0,))[0] == 429
+    assert st.resume_check(m, "moderator", "ops", "Y", secret, 1.1) is None  # another token: not locked
+    st.resume(m, _Link(), last_seq=0)
+    assert m.secret != secret and st.resume_check(m, "moderator", "ops", "Y", secret, 2.0) is not None
+    assert st.resume_check(m, "moderator", "ops", "X", m.secret, 1.6) is None  # 0.5 s after the guess
+    assert st.metrics.resume_refused == 4
+
+
+def test_resume_throttle_backs_off_and_forgets_the_oldest() -> None:
+    t = ResumeThrottle(base_s=0.5, max_s=4.0, max_keys=2)
+    assert [t.failed("a", 0.0) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert t.wait("a", 1.0) == 3.0
+    t.failed("b", 0.0)
+    t.failed("c", 0.0)
+    assert t.wait("a", 0.0) == 0.0  # forgotten: at most max_keys remembered

@@ -109,6 +109,7 @@ class _Hub:
         self.pool = LinkPool(config.outbox_bytes, budget, self._slow_receiver)
         self.links = self.pool.links  # every open WebSocket (a link leaves once its writer is done)
         self.per_address: dict[str, int] = {}
+        self.open = 0  # WebSockets being upgraded or open (what max_connections counts)
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
         self.apps = {a.id: a.public_key for a in config.applications}
@@ -140,7 +141,7 @@ class _Hub:
         if self.config.allowed_origins and origin is not None and origin not in self.config.allowed_origins:
             raise web.HTTPForbidden(text="origin not allowed (hub.yaml allowed_origins)")
         cfg, address = self.config, request.remote or ""
-        if cfg.max_connections and len(self.links) >= cfg.max_connections:
+        if cfg.max_connections and self.open >= cfg.max_connections:
             self._cap_refused("hub", address)
             raise web.HTTPServiceUnavailable(text="hub full (hub.yaml max_connections)")
         per_address = cfg.max_connections_per_address
@@ -154,6 +155,7 @@ class _Hub:
         ws = web.WebSocketResponse(heartbeat=cfg.heartbeat_s or None, max_msg_size=HARD_FRAME_LIMIT,
                                    compress=False, autoping=False, timeout=CLOSE_LINGER_S)
         self.per_address[address] = self.per_address.get(address, 0) + 1
+        self.open += 1
         link: WsLink | None = None
         try:
             await ws.prepare(request)
@@ -162,6 +164,7 @@ class _Hub:
             if member is not None:
                 await self._serve(ws, link, member)
         finally:
+            self.open -= 1
             left = self.per_address.pop(address, 1) - 1
             if left > 0:
                 self.per_address[address] = left

@@ -66,8 +66,8 @@ class WsLink:
     per link (in ``python -m bench throughput`` the hub's CPU per signal fell from ~34 to ~16 us with
     both; with only one side batching there was no gain, see bench/README.md)."""
 
-    __slots__ = ("_abort", "_burst", "_closing", "_cut", "_outbox", "_pool", "_transport", "_wake",
-                 "pending", "task", "ws")
+    __slots__ = ("_abort", "_burst", "_burst_bytes", "_closing", "_cut", "_outbox", "_pool", "_transport",
+                 "_wake", "pending", "task", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None,
                  pool: LinkPool | None = None) -> None:
@@ -83,6 +83,7 @@ class WsLink:
         self.pending = 0
         #: Frames sent after a direct write in this loop turn (None: no direct write this turn).
         self._burst: list[str] | None = None
+        self._burst_bytes = 0
         self._pool.links.add(self)
         self.task = asyncio.get_running_loop().create_task(self._writer())
 
@@ -91,8 +92,10 @@ class WsLink:
             return
         burst = self._burst
         if burst is not None:
-            if self._reserve(sys.getsizeof(text)):
+            cost = sys.getsizeof(text)
+            if self._reserve(cost):
                 burst.append(text)
+                self._burst_bytes += cost
             return
         outbox = self._outbox
         transport = self._transport
@@ -141,17 +144,18 @@ class WsLink:
         text frames built here: unmasked, uncompressed, which is what this server's links speak), or
         go to the outbox when the socket has stopped keeping up."""
         burst, self._burst = self._burst, None
+        cost, self._burst_bytes = self._burst_bytes, 0
         if not burst:
             return
         if self._closing or self._transport is None or self.ws.closed:
-            self._release(sum(map(sys.getsizeof, burst)))
+            self._release(cost)
             return      # closing (a close frame may be out already): nothing may follow it
         transport = self._transport
         if transport.get_write_buffer_size() > BURST_WRITE_LIMIT or transport.is_closing():
             self._outbox.extend(burst)
             self._wake.set()
             return
-        self._release(sum(map(sys.getsizeof, burst)))
+        self._release(cost)
         transport.write(b"".join([_text_frame(t.encode()) for t in burst]))
 
     def close(self) -> None:
@@ -178,9 +182,8 @@ class WsLink:
         if code == CLOSE_TOO_SLOW:
             self._pool.slow_receiver()
         outbox, self._outbox = self._outbox, deque()
-        dropped = sum(map(sys.getsizeof, outbox)) + sum(map(sys.getsizeof, self._burst or ()))
-        self._burst = None
-        self._release(dropped)
+        self._release(sum(map(sys.getsizeof, outbox)) + self._burst_bytes)
+        self._burst, self._burst_bytes = None, 0
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(_close_frame(code, reason.encode()))
