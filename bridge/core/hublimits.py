@@ -17,16 +17,17 @@ class Budget:
     dropped links filling their buffers cannot starve the connections that are still reading.
     ``limit`` 0 means no hub-wide budget (the per-connection bounds still hold)."""
 
-    __slots__ = ("limit", "used")
+    __slots__ = ("limit", "resume_limit", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = max(int(limit), 0)
+        self.resume_limit = self.limit // 2  # read directly by the hot path (hubstate.Member._keep)
         self.used = 0
 
     def take(self, n: int, *, resume: bool = False) -> bool:
         """Account ``n`` more bytes; False (nothing taken) when they do not fit."""
         if self.limit:
-            ceiling = self.limit // 2 if resume else self.limit
+            ceiling = self.resume_limit if resume else self.limit
             if self.used + n > ceiling:
                 return False
         self.used += n

@@ -41,6 +41,8 @@ from bridge.core import wire
 from bridge.core.hublimits import Budget, ResumeThrottle
 from bridge.core.signal import FORBIDDEN, NETWORK_DISCONNECTED, TOO_MANY, Connection
 
+_sizeof = sys.getsizeof  # what a kept frame holds in memory
+
 
 class Link(Protocol):
     """The adapter's side of one WebSocket: queue a text frame; close (after what is queued)."""
@@ -170,25 +172,38 @@ class Member:
     def _keep(self, frame: str) -> bool:
         """Put ``frame`` (numbered ``self.seq``) into the replay buffer, pushing out the oldest frames
         as the bounds need; False when it cannot fit (the hub-wide budget is spent)."""
-        cost = sys.getsizeof(frame)
+        cost = _sizeof(frame)
         replay, budget = self.replay, self._budget
-        while replay and (len(replay) >= self._replay_size
-                          or (self._replay_max_bytes and self._replay_bytes + cost > self._replay_max_bytes)
-                          or not budget.take(cost, resume=True)):
-            self._pop_oldest()
-        if not replay and ((self._replay_max_bytes and cost > self._replay_max_bytes)
-                           or not budget.take(cost, resume=True)):
-            return False
+        max_bytes = self._replay_max_bytes
+        if (len(replay) < self._replay_size and not (max_bytes and self._replay_bytes + cost > max_bytes)
+                and (not budget.limit or budget.used + cost <= budget.resume_limit)):
+            budget.used += cost  # the common case, inlined: within every bound
+        else:
+            return self._keep_bounded(frame, cost)
         replay.append((self.seq, frame, cost))
         self._replay_bytes += cost
         return True
 
-    def _pop_oldest(self) -> None:
-        seq, _, cost = self.replay.popleft()
-        self._replay_bytes -= cost
-        self._budget.give(cost)
-        if self.link is None and seq > self._linked_until:
-            self.metrics.dropped += 1  # only ever buffered, never written: lost
+    def _keep_bounded(self, frame: str, cost: int) -> bool:
+        """:meth:`_keep` past a bound: the oldest frames go until this one fits (all inline: with a full
+        buffer this runs for every retry signal)."""
+        replay, budget, metrics = self.replay, self._budget, self.metrics
+        max_bytes, ceiling = self._replay_max_bytes, budget.resume_limit
+        lost_after = self._linked_until if self.link is None else None  # frames never written
+        while replay and (len(replay) >= self._replay_size
+                          or (max_bytes and self._replay_bytes + cost > max_bytes)
+                          or (ceiling and budget.used + cost > ceiling)):
+            seq, _, old = replay.popleft()
+            self._replay_bytes -= old
+            budget.used -= old
+            if lost_after is not None and seq > lost_after:
+                metrics.dropped += 1
+        if (max_bytes and cost > max_bytes) or (ceiling and budget.used + cost > ceiling):
+            return False
+        budget.used += cost
+        replay.append((self.seq, frame, cost))
+        self._replay_bytes += cost
+        return True
 
     def clear_replay(self) -> None:
         while self.replay:

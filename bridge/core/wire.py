@@ -176,8 +176,12 @@ def _signal(obj: dict[str, Any]) -> SignalFrame:
     queued = obj.get("queued_ms", 0)
     if _int(queued) is None or queued < 0:
         raise WireError(BAD_REQUEST, "signal 'queued_ms' must be an integer >= 0", fid)
-    return SignalFrame(fid, _text(type_, "signal 'type'", fid), _text(data, "signal 'data'", fid),
-                       None if to is None else _text(to, "signal 'to'", fid), retry, queued)
+    if not (type_.isascii() and data.isascii()):  # the common case costs two C calls, no more
+        _text(type_, "signal 'type'", fid)
+        _text(data, "signal 'data'", fid)
+    if to is not None:
+        _text(to, "signal 'to'", fid)
+    return SignalFrame(fid, type_, data, to, retry, queued)
 
 
 def _connect(obj: dict[str, Any]) -> ConnectFrame:

@@ -28,6 +28,8 @@ from bridge.core.hublimits import Budget
 
 log = logging.getLogger("bridge.session.hub")
 
+_sizeof = sys.getsizeof  # what a queued frame holds in memory (looked up once: the hot path)
+
 #: A burst is written to the transport only while it holds at most this many unsent bytes.
 BURST_WRITE_LIMIT = 64 * 1024
 #: Close codes (RFC 6455 private range) of links the hub cuts; see docs/protocol.md.
@@ -92,10 +94,19 @@ class WsLink:
             return
         burst = self._burst
         if burst is not None:
-            cost = sys.getsizeof(text)
-            if self._reserve(cost):
-                burst.append(text)
-                self._burst_bytes += cost
+            cost = _sizeof(text)
+            pool = self._pool
+            budget = pool.budget
+            # Inlined _reserve for the common case (within both bounds); the rest goes the long way.
+            if ((pool.max_bytes and self.pending + cost > pool.max_bytes)
+                    or (budget.limit and budget.used + cost > budget.limit)):
+                if not self._reserve(cost):
+                    return
+            else:
+                budget.used += cost
+                self.pending += cost
+            burst.append(text)
+            self._burst_bytes += cost
             return
         outbox = self._outbox
         transport = self._transport
@@ -104,7 +115,7 @@ class WsLink:
             self._burst = []
             asyncio.get_running_loop().call_soon(self._end_burst)
             return
-        if self._reserve(sys.getsizeof(text)):
+        if self._reserve(_sizeof(text)):
             outbox.append(text)
             self._wake.set()
 
@@ -182,7 +193,7 @@ class WsLink:
         if code == CLOSE_TOO_SLOW:
             self._pool.slow_receiver()
         outbox, self._outbox = self._outbox, deque()
-        self._release(sum(map(sys.getsizeof, outbox)) + self._burst_bytes)
+        self._release(sum(map(_sizeof, outbox)) + self._burst_bytes)
         self._burst, self._burst_bytes = None, 0
         transport = self._transport
         if transport is not None and not transport.is_closing():
@@ -207,7 +218,7 @@ class WsLink:
                 self._wake.clear()
                 while self._outbox:
                     text = self._outbox.popleft()
-                    self._release(sys.getsizeof(text))
+                    self._release(_sizeof(text))
                     await ws.send_str(text)
                 if self._closing:
                     break
@@ -215,7 +226,7 @@ class WsLink:
             pass  # the link died under us; the read loop sees it and starts the grace window
         finally:
             self._closing = True
-            self._release(sum(map(sys.getsizeof, self._outbox)))
+            self._release(sum(map(_sizeof, self._outbox)))
             self._outbox.clear()
             if self._cut:
                 # Nothing more may be written; the abort timer ends the socket (see cut()).
