@@ -50,8 +50,9 @@ def percentile(samples: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def latency_ms(a: RawClient, b: RawClient, n: int) -> list[float]:
-    """``n`` signals a -> b one at a time: ms from a's send to b's receipt. a's acks are read as they
+async def latency_ms(a: RawClient, b: RawClient, n: int, interval_s: float = 0.002) -> list[float]:
+    """``n`` signals a -> b one at a time, one every ``interval_s`` at most (well under the default rate
+    limit of 1,000/s): ms from a's send to b's receipt. a's acks are read as they
     come (never left to pile up) by a task that ends after the n-th (never cancelled: a cancelled
     ``wait_for`` whose frame has just arrived swallows the cancellation on Python 3.11)."""
     samples: list[float] = []
@@ -64,7 +65,10 @@ async def latency_ms(a: RawClient, b: RawClient, n: int) -> list[float]:
             acked += f["op"] == "ack"
 
     acks = asyncio.create_task(read_acks())
-    for _ in range(n):
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(n):
+        await asyncio.sleep(max(0.0, start + i * interval_s - loop.time()))  # pacing, not waiting on events
         t0 = time.perf_counter()
         await a.signal("lat", "x", to=b.id, retry=False)
         while (f := await b.recv(timeout=30))["op"] != "signal":
@@ -100,6 +104,12 @@ def frame(op, payload):
 FRAMES = {"ping": frame(1, b'{"op":"ping","id":1}'), "junk": frame(1, b'{"op":"nope"}'),
           "wsping": frame(9, b"x"), "binary": frame(2, b"\x00\x01")}
 blob = FRAMES[cfg["kind"]] * 2000
+def drain(sock):
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except OSError:
+        pass
 def run(token):
     while True:
         try:
@@ -108,7 +118,7 @@ def run(token):
             if json.loads(ws.recv(timeout=10))["op"] != "connected":
                 raise OSError("refused")
             sock = ws.socket
-            threading.Thread(target=lambda: [sock.recv(1 << 16) for _ in iter(int, 1)], daemon=True).start()
+            threading.Thread(target=drain, args=(sock,), daemon=True).start()
             sent = 0
             while True:
                 sock.sendall(blob)
