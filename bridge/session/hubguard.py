@@ -50,7 +50,7 @@ def install_accept_guard(loop: asyncio.AbstractEventLoop, on_error: Callable[[],
             on_error()
             exc = context.get("exception")
             quiet.warn("accept", "cannot accept connections: %s (file descriptors or memory exhausted; "
-                       "see LimitNOFILE in docs/deploy.md)", exc)
+                       "see LimitNOFILE in docs/security.md)", exc)
             return
         if previous is not None:
             previous(lp, context)
