@@ -30,7 +30,7 @@ from tests.helpers.mosquitto import Mosquitto, free_port
 
 API_KEY = "46000001"
 API_SECRET = "bench-secret-0123456789abcdef0123456789"
-BRIDGE_DATA = "bench-bridge"
+BRIDGE_DATA = "bridge:bench"
 TELEMETRY_MATCH = r"^T (?P<n>\d+) (?P<speed>-?[\d.]+)$"
 
 LineHandler = Callable[[bytes, float], None]
@@ -231,7 +231,12 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
             status_waiters.append(waiter)
             await client.signal(type="bridge.describe", data="{}", to=bridge_id)
             status = await asyncio.wait_for(waiter, scaled(10))
-            return int(status["counters"]["writes_refused"])
+            counters = status["counters"]
+            # Refused before any write (the link down or its queue full: decisions device_down and
+            # overloaded) or by the link at the write (writes_refused): never written, never lost silently.
+            decisions = counters.get("decisions", {})
+            return int(counters["writes_refused"]) + int(decisions.get("device_down", 0)) \
+                + int(decisions.get("overloaded", 0))
 
         side = Side("bridge", pty, topic, send, {"hub": hub, "bridge": bridge}, writes_refused=writes_refused)
         side.close = [op.close, bridge.stop, hub.stop]

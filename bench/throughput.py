@@ -33,8 +33,8 @@ MQTT_E2E_WINDOW = 200
 class Flood:
     sent: int = 0
     refused: int = 0
-    #: refused by the bridge itself: received, but its device link's bounded queue was full (counted in
-    #: bridge.status writes_refused); never written, so not lost silently
+    #: refused by the bridge itself: received, but its device link was down or its bounded queue full
+    #: (bridge.status decisions device_down / overloaded, or writes_refused); never written, so not lost
     device_refused: int = 0
     arrivals: list[int] = field(default_factory=list)
     first_send: float = 0.0
@@ -213,8 +213,8 @@ async def overload(rig: Rig, results: Results, section: str, kind: str, data: Ca
         return
     b, a = got["bridge"][0], got["baseline"][0]
     lost, dup, reord = b.audit()
-    refused = (f"; refused by the bridge, its device queue full (bridge.status writes_refused, never "
-               f"written): {b.device_refused:,}" if b.device_refused else "")
+    refused = (f"; refused by the bridge, its device queue full (bridge.status overloaded and "
+               f"writes_refused, never written): {b.device_refused:,}" if b.device_refused else "")
     results.add(Row(section, "overload: lost/dup/reordered", lost + dup + reord, "", sum(a.audit()), None,
                     "0 (retry: true)", lost + dup + reord == 0,
                     f"{count:,} sent with no end-to-end window; lost {lost}, duplicated {dup}, "
