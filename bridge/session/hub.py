@@ -48,7 +48,6 @@ from bridge.session.hubconfig import BOUND_KEYS, HubConfig, HubConfigError, load
 from bridge.session.hubguard import QuietLog, install_accept_guard, raise_fd_limit
 from bridge.session.hubhttp import exposure_warnings, security_headers
 from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
-from bridge.session.refusallog import RefusalLog
 from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
@@ -113,7 +112,6 @@ class _Hub:
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
         self.apps = {a.id: a.public_key for a in config.applications}
-        self.refusals = RefusalLog(log)
 
     async def shutdown(self) -> None:
         self.closing = True
@@ -218,7 +216,7 @@ class _Hub:
                                         session_id=session_id, now=time.time(), apps=self.apps)
         except TokenError as e:
             state.metrics.auth_failures += 1
-            self.refusals.note("client token", e.message)
+            self.quiet.warn("client token", "refused client token: %s", e.message)
             return self._refuse(link, e.code, e.message)
         if not wire.is_text(grant.data):
             return self._refuse(link, BAD_REQUEST, "the token's connection data is not valid UTF-8 text")

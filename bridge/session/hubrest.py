@@ -41,7 +41,7 @@ from bridge.core.tokens import (
     unverified_claims,
 )
 from bridge.session.hubconfig import HubConfig
-from bridge.session.refusallog import RefusalLog
+from bridge.session.hubguard import QuietLog
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,11 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
     """Register the REST endpoints; ``force_disconnect(session_id, connection_id)`` is the hub's."""
     apps = {a.id: a.public_key for a in config.applications}
     replay = ReplayCache()
-    refusals = RefusalLog(log)
+    refusals = QuietLog()
 
     def refuse(kind: str, e: TokenError) -> web.Response:
         state.metrics.auth_failures += 1
-        refusals.note(kind, e.message)
+        refusals.warn(kind, "refused %s: %s", kind, e.message)
         return error(e.code, e.message)
 
     def credential(request: web.Request, key: str | None) -> str:
@@ -129,7 +129,7 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
 
     def malformed(message: str) -> web.Response:
         state.metrics.nack(BAD_REQUEST)
-        refusals.note("REST body", message)
+        refusals.warn("REST body", "refused REST body: %s", message)
         return error(BAD_REQUEST, message)
 
     async def create_session(request: web.Request, who: str) -> web.Response:
