@@ -148,3 +148,34 @@ def test_accept_errors_are_counted_and_logged_at_most_once_per_interval(tmp_path
               f"lines, {len(log)} bytes of log; /healthz back {time.monotonic() - t0:.1f} s after")
         assert m["sigbridge_accept_errors_total"] >= 1
         assert 1 <= len(lines) <= 2 and "Traceback" not in log and len(log) < 4000
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` as it is and read the hub's whole answer (it closes the connection after it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_unparsable_request_heads_get_a_bare_400_and_cost_the_log_one_line(tmp_path: Path) -> None:
+    """aiohttp's own answer to a head it cannot parse quoted the offending bytes (here a made-up tag)
+    and its log took a traceback per request. Now: the bare status with the security headers, nothing
+    of the input, counted on /metrics, one log line per kind and interval."""
+    bad = [b"GET /\x01<zzqx> HTTP/1.1\r\nHost: x\r\n\r\n",
+           b"FOO<zzqx> / HTTP/1.1\r\n\r\n",
+           b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1<zzqx>\r\n\r\n"]
+    with hub_process() as h:
+        assert h.stderr is not None
+        for request in bad * 20:
+            answer = raw_exchange(h.port, request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.") and b" 400 " in head.split(b"\r\n")[0], answer[:200]
+            assert b"zzqx" not in answer and body == b"400 Bad Request\n", answer[:300]
+            assert b"Content-Security-Policy: " in head and b"X-Content-Type-Options: nosniff" in head
+        assert metrics(h)["sigbridge_bad_http_requests_total"] == len(bad) * 20
+        log = h.stderr()
+        assert "Traceback" not in log and "zzqx" not in log, log[-2000:]
+        assert 1 <= sum("could not parse" in line for line in log.splitlines()) <= 2

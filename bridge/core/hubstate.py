@@ -95,6 +95,7 @@ class Metrics:
     refused_frames: dict[str, int] = field(default_factory=dict)  # malformed frames by kind
     caps_refused: dict[str, int] = field(default_factory=dict)  # connections refused by which cap
     accept_errors: int = 0  # accept() failures (EMFILE...) the event loop reported
+    bad_http_requests: int = 0  # requests aiohttp could not parse or serve (answered with a bare status)
 
     def nack(self, code: int) -> None:
         self.nacks[code] = self.nacks.get(code, 0) + 1
@@ -386,6 +387,7 @@ class HubState:
             ("flood_disconnects_total", "counter", m.flood_disconnects),
             ("frames_refused_total", "counter", m.frames_refused),
             ("accept_errors_total", "counter", m.accept_errors),
+            ("bad_http_requests_total", "counter", m.bad_http_requests),
             ("buffered_bytes", "gauge", self.budget.used),
         ]
         lines: list[str] = []

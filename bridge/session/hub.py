@@ -46,7 +46,7 @@ from bridge.core.signal import (
 from bridge.core.tokens import TokenError, token_identity, verify_client_token
 from bridge.session.hubconfig import BOUND_KEYS, HubConfig, HubConfigError, load_hub_config
 from bridge.session.hubguard import QuietLog, install_accept_guard, raise_fd_limit
-from bridge.session.hubhttp import exposure_warnings, security_headers
+from bridge.session.hubhttp import HubRunner, bad_request_logger, exposure_warnings, security_headers
 from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
 from bridge.systemd import Notifier, watchdog_loop
 
@@ -449,8 +449,12 @@ async def start_hub(config: HubConfig) -> RunningHub:
     install_accept_guard(asyncio.get_running_loop(), accept_error, hub.quiet)
     # keepalive_timeout: aiohttp arms it when a connection opens and after each response, and closes
     # the connection if no request head has arrived by then: the request-head deadline.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
-                           keepalive_timeout=config.request_head_timeout_s)
+    def bad_request() -> None:
+        hub.state.metrics.bad_http_requests += 1
+
+    runner = HubRunner(app, bad_request_logger(bad_request, hub.quiet.warn), access_log=None,
+                       handle_signals=False, shutdown_timeout=2.0,
+                       keepalive_timeout=config.request_head_timeout_s)
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

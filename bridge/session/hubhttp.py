@@ -1,11 +1,15 @@
-"""The hub's plain-HTTP hygiene: the security headers every response carries, and the warning for a
-hub reachable beyond this machine that would let any web origin open WebSockets."""
+"""The hub's plain-HTTP hygiene: the security headers every response carries, the runner whose answers
+to requests aiohttp cannot parse echo nothing and log no traceback, and the warning for a hub reachable
+beyond this machine that would let any web origin open WebSockets."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
 
-from aiohttp import web
+from aiohttp import web, web_protocol, web_request, web_server
 
 from bridge.session.hubconfig import HubConfig
 
@@ -45,3 +49,70 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+BadRequestHook = Callable[[int, BaseException | None], None]
+
+
+class _QuietRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's own answer to a request head it cannot parse (and to an exception escaping a handler)
+    quotes the offending bytes in its body and logs a traceback per request: an attacker would choose
+    both what the hub says and how fast its log grows. Here the answer is the bare status, with the
+    security headers, and the hook counts it and logs it quietly."""
+
+    on_bad_request: BadRequestHook = staticmethod(lambda status, exc: None)
+
+    def handle_error(self, request: web_request.BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        self.on_bad_request(status, exc)
+        if request.writer.output_size > 0:    # as aiohttp: the answer has begun, the connection is broken
+            raise ConnectionError("response already sent, cannot send the error")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        resp = web.Response(status=status, text=f"{status} {phrase}\n", headers=SECURITY_HEADERS)
+        resp.force_close()
+        return resp
+
+
+class HubRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections use ``_QuietRequestHandler``, calling ``on_bad_request``.
+
+    aiohttp has no public option for its request handler class: this relies on ``AppRunner._make_server``
+    returning a ``web_server.Server`` whose ``__call__`` makes the handlers (aiohttp 3.x; pinned below 4
+    in pyproject.toml, and tests/test_hub_sockets.py fails if the answer or the log changes)."""
+
+    def __init__(self, app: web.Application, on_bad_request: BadRequestHook, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        handler = type("_HubRequestHandler", (_QuietRequestHandler,),
+                       {"on_bad_request": staticmethod(on_bad_request)})
+        self._handler_class: type[web_protocol.RequestHandler] = handler
+
+    async def _make_server(self) -> web_server.Server:
+        server = await super()._make_server()
+        handler_class = self._handler_class
+
+        class _Server(type(server)):  # type: ignore[misc]
+            def __call__(self) -> web_protocol.RequestHandler:
+                return handler_class(self, loop=self._loop, **self._kwargs)
+
+        server.__class__ = _Server
+        return server
+
+
+def bad_request_logger(count: Callable[[], None], warn: Callable[..., None]) -> BadRequestHook:
+    """The hook for ``HubRunner``: count every refusal, log at most one line per kind and interval
+    (``warn`` is ``QuietLog.warn``), never the request's bytes; a 500 (a bug of ours) keeps its
+    traceback at debug level."""
+
+    def hook(status: int, exc: BaseException | None) -> None:
+        count()
+        if status >= 500:
+            logging.getLogger("bridge.session.hub").debug("error handling a request", exc_info=exc)
+            warn("http-500", "error handling a request: %s", type(exc).__name__ if exc else "unknown")
+        else:
+            warn(f"http-{status}", "refused a request aiohttp could not parse (%s): %s", status,
+                 type(exc).__name__ if exc else "no detail")
+
+    return hook
