@@ -21,6 +21,7 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "send": ("bridge.session.tools", "send_main"),
     "listen": ("bridge.session.tools", "listen_main"),
     "demo": ("bridge.demo", "demo_main"),
+    "camera": ("bridge.camera.daemon", "camera_main"),
 }
 
 
@@ -118,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with config/demo.yaml; Ctrl-C stops everything.")
     p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8765",
                    help="hub address (default 127.0.0.1:8765)")
+    p = sub.add_parser("camera", help="run the camera daemon (WebRTC video to operators)",
+                       description="Join the session as the robot's camera and stream it to each "
+                                   "operator who asks, over WebRTC, signaled with camera.* signals "
+                                   "(docs/camera.md). Needs the camera extra: pip install "
+                                   "'signal-bridge[camera]'. Exit 0 after SIGTERM/SIGINT; 2 for config "
+                                   "errors (file:line); 78 when the hub refuses its token or aiortc is "
+                                   "missing; 1 when the session is lost for good.")
+    p.add_argument("-c", "--config", metavar="FILE", required=True, help="camera.yaml")
     return parser
 
 

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-FORBIDDEN = ["asyncio", "websockets", "aiohttp", "serial", "paho", "aiomqtt"]
+FORBIDDEN = ["asyncio", "websockets", "aiohttp", "serial", "paho", "aiomqtt", "aiortc", "av"]
 
 
 def test_core_imports_no_io_library() -> None:

@@ -6,6 +6,7 @@ import { connect } from './sigbridge.js';
 import { Drive } from './drive.js';
 import { parseCapabilities, renderControls } from './controls.js';
 import { Telemetry } from './telemetry.js';
+import { VideoPanel } from './videopanel.js';
 
 const $ = (id) => document.getElementById(id);
 const MOVE = 'robot.move';
@@ -40,6 +41,8 @@ const ui = {
 window.sigbridgeConsole = ui;
 
 const telemetry = new Telemetry($('telemetry-list'), $('telemetry-empty'));
+const video = new VideoPanel();
+ui.video = video;
 
 // ---- join ------------------------------------------------------------------------------------
 
@@ -58,6 +61,7 @@ async function join(url, sessionId, token) {
     ui.leaving = false;
     resetRobot();
     wire(s);
+    video.attach(s);
     $('join').hidden = true;
     $('app').hidden = false;
     $('leave').hidden = false;
@@ -91,6 +95,7 @@ function wire(s) {
   });
   s.on('sessionDisconnected', (ev) => {
     drive.setEnabled(false);
+    video.detach();
     setLinkState('disconnected');
     ui.session = null;
     $('app').hidden = true;

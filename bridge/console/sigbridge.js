@@ -31,6 +31,8 @@
 import { Emitter, SignalError, checkSignal, sessionUrl, toConnection } from './signal-model.js';
 
 export { Emitter, SignalError, TYPE_PATTERN, checkSignal, sessionUrl } from './signal-model.js';
+// Camera streams (sigbridge camera): new CameraViewer(session, videoElement).start(); see video.js.
+export { CAMERA, CameraViewer, describeCameras } from './video.js';
 
 const DEFAULTS = Object.freeze({
   pingIntervalMs: 2000,

@@ -1,0 +1,218 @@
+"""camera.yaml -> :class:`CameraConfig`, with every problem as ``file:line: key.path: message``.
+
+Contract: ``load_camera_config(path, environ)`` reads the file once and returns a config in which
+every value is in range, or raises `bridge.configtree.ConfigError` listing every problem. The
+``session:`` section is read by the bridge config's own code (same keys, same checks); the reading
+machinery (line numbers, ``${ENV}``) is `bridge.configtree`. docs/camera.md is the reference and
+config/camera.example.yaml shows every key. This module imports no media library: ``sigbridge
+camera`` reports a bad file before it loads aiortc.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bridge.config import _Builder
+from bridge.configtree import ConfigError, ConfigIssue, Reader, join
+from bridge.core.camera_viewers import ViewerPolicy
+from bridge.core.framecode import min_size
+from bridge.core.model import SessionSettings
+from bridge.core.signal import ROLES, SIGNALLING_ROLES
+
+CODECS = ("vp8", "h264")
+_TOP = ("session", "camera", "viewers", "ice")
+_CAMERA_KEYS = ("name", "source", "device", "width", "height", "fps", "bitrate_kbps", "codec")
+_VIEWER_KEYS = ("roles", "max", "answer_timeout_ms", "connect_timeout_ms", "stall_timeout_ms")
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraSource:
+    """``camera:`` - what is filmed and how it is encoded. ``source`` is "synthetic" (a moving test
+    pattern with a clock and a machine-readable frame code) or "v4l2" (``device``)."""
+
+    name: str = "camera"
+    source: str = "synthetic"
+    device: str = "/dev/video0"
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    bitrate_kbps: int = 1000
+    codec: str = "vp8"
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """One STUN or TURN server (a TURN server needs ``username`` and ``credential``)."""
+
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    source_file: str
+    session: SessionSettings
+    camera: CameraSource
+    viewers: ViewerPolicy
+    ice_servers: tuple[IceServer, ...] = ()
+
+
+def load_camera_config(path: str | Path, environ: Mapping[str, str] | None = None) -> CameraConfig:
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(file, None, "", f"cannot read the config: {reason}")]) from None
+    reader = Reader(file, os.environ if environ is None else environ)
+    root = reader.compose(text)
+    config = None if root is None else _CameraBuilder(reader, Path(path).parent).build(root)
+    if reader.issues or config is None:
+        raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
+    return config
+
+
+class _CameraBuilder(_Builder):
+    """The bridge config's builder (its ``session:`` reader and field helpers) with the camera's
+    sections."""
+
+    def build(self, root: yaml.Node) -> CameraConfig | None:  # type: ignore[override]
+        top = self.r.mapping(root, "", _TOP, required=("session", "camera"))
+        if top is None:
+            return None
+        session = self._session(top["session"]) if "session" in top else None
+        camera = self._camera(top["camera"]) if "camera" in top else None
+        viewers = self._viewers(top["viewers"], camera) if "viewers" in top else ViewerPolicy(
+            name=camera.name if camera else "camera")
+        ice = self._ice(top["ice"]) if "ice" in top else ()
+        if session is None or camera is None or viewers is None or self.r.issues:
+            return None
+        return CameraConfig(self.r.file, session, camera, viewers, ice)
+
+    def _camera(self, node: yaml.Node) -> CameraSource | None:
+        r = self.r
+        m = r.mapping(node, "camera", _CAMERA_KEYS, required=("source",))
+        if m is None:
+            return None
+        w_min, h_min = min_size()
+        kw = self._fields(m, "camera", {
+            "name": lambda n, p: self._pattern(n, p, "A-Z a-z 0-9 _ . -", "_.-"),
+            "source": lambda n, p: self._choice(n, p, ("synthetic", "v4l2")),
+            "device": r.string,
+            "width": lambda n, p: self._even(n, p, w_min, 1920),
+            "height": lambda n, p: self._even(n, p, h_min, 1080),
+            "fps": lambda n, p: r.integer(n, p, minimum=1, maximum=60),
+            "bitrate_kbps": lambda n, p: r.integer(n, p, minimum=100, maximum=10_000),
+            "codec": lambda n, p: self._choice(n, p, CODECS),
+        })
+        if "device" in m and kw.get("source") == "synthetic":
+            r.error(m["device"], "camera.device", "device is only used with source: v4l2")
+        if len(kw) < len(m):
+            return None
+        return CameraSource(**kw)
+
+    def _viewers(self, node: yaml.Node, camera: CameraSource | None) -> ViewerPolicy | None:
+        r = self.r
+        m = r.mapping(node, "viewers", _VIEWER_KEYS)
+        if m is None:
+            return None
+        timeout = lambda n, p: r.integer(n, p, minimum=500, maximum=120_000)  # noqa: E731
+        kw = self._fields(m, "viewers", {"roles": self._roles, "answer_timeout_ms": timeout,
+                                         "connect_timeout_ms": timeout, "stall_timeout_ms": timeout})
+        if "max" in m:
+            value = r.integer(m["max"], "viewers.max", minimum=1, maximum=16)
+            if value is not None:
+                kw["max_viewers"] = value
+        if len(kw) < len(m):
+            return None
+        return ViewerPolicy(name=camera.name if camera else "camera", **kw)
+
+    def _roles(self, node: yaml.Node, path: str) -> frozenset[str] | None:
+        items = self.r.sequence(node, path)
+        if items is None:
+            return None
+        roles: set[str] = set()
+        for i, item in enumerate(items):
+            role = self.r.string(item, join(path, i))
+            if role is None:
+                continue
+            if role not in ROLES:
+                self.r.error(item, join(path, i), f"unknown role {role!r}; expected one of "
+                                                  f"{', '.join(sorted(ROLES))}")
+            elif role not in SIGNALLING_ROLES:
+                self.r.error(item, join(path, i), f"a {role} connection cannot send signals, so it could "
+                                                  f"never ask for the picture; allowed: "
+                                                  f"{', '.join(sorted(SIGNALLING_ROLES))}")
+            else:
+                roles.add(role)
+        if not items:
+            self.r.error(node, path, "name at least one role (nobody could watch)")
+        return frozenset(roles) if roles and len(roles) == len(items) else None
+
+    def _ice(self, node: yaml.Node) -> tuple[IceServer, ...]:
+        m = self.r.mapping(node, "ice", ("servers",))
+        if m is None or "servers" not in m:
+            return ()
+        items = self.r.sequence(m["servers"], "ice.servers")
+        out = []
+        for i, item in enumerate(items or []):
+            server = self._ice_server(item, join("ice.servers", i))
+            if server is not None:
+                out.append(server)
+        return tuple(out)
+
+    def _ice_server(self, node: yaml.Node, path: str) -> IceServer | None:
+        r = self.r
+        m = r.mapping(node, path, ("urls", "username", "credential"), required=("urls",))
+        if m is None or "urls" not in m:
+            return None
+        url_nodes = [(n, join(join(path, "urls"), i)) for i, n in enumerate(m["urls"].value)] \
+            if isinstance(m["urls"], yaml.SequenceNode) else [(m["urls"], join(path, "urls"))]
+        urls = []
+        for n, p in url_nodes:
+            url = r.string(n, p)
+            if url is not None and not url.startswith(_ICE_SCHEMES):
+                r.error(n, p, f"expected a stun:, stuns:, turn: or turns: URL, got {url!r}")
+            elif url is not None:
+                urls.append(url)
+        username = r.string(m["username"], join(path, "username")) if "username" in m else None
+        credential = (r.string(m["credential"], join(path, "credential"), allow_empty=True)
+                      if "credential" in m else None)
+        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+            r.error(node, path, "a TURN server needs username and credential (from your TURN "
+                                "server's configuration, e.g. coturn's user=...)")
+            return None
+        if len(urls) != len(url_nodes) or not urls:
+            return None
+        return IceServer(tuple(urls), username, credential)
+
+    # ------------------------------------------------------------ value readers
+
+    def _choice(self, node: yaml.Node, path: str, choices: tuple[str, ...]) -> str | None:
+        value = self.r.string(node, path)
+        if value is not None and value not in choices:
+            self.r.error(node, path, f"expected one of {', '.join(choices)}, got {value!r}")
+            return None
+        return value
+
+    def _even(self, node: yaml.Node, path: str, low: int, high: int) -> int | None:
+        value = self.r.integer(node, path, minimum=low, maximum=high)
+        if value is not None and value % 2:
+            self.r.error(node, path, f"must be even (the encoders sample colour in 2x2 blocks), got {value}")
+            return None
+        return value
+
+    def _pattern(self, node: yaml.Node, path: str, what: str, extra: str) -> str | None:
+        value = self.r.string(node, path)
+        if value is not None and (len(value) > 64 or not all(c.isascii() and (c.isalnum() or c in extra)
+                                                             for c in value)):
+            self.r.error(node, path, f"a name of 1-64 characters of {what}, got {value!r}")
+            return None
+        return value

@@ -1,0 +1,220 @@
+"""The camera end to end: a real `sigbridge camera` process (synthetic source), a real hub, real
+headless Chromium viewers on the console page, and a Python viewer that can be frozen.
+
+What each test proves is in its name; the frame counter and capture time that the page reads back
+from a canvas are the synthetic source's frame code (bridge/core/framecode.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import statistics
+import textwrap
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Browser, Page, expect
+
+from bridge.session.client import SessionClient
+from tests.conftest import scaled
+from tests.helpers.browser import running_browser
+from tests.helpers.camera import camera_config, camera_process, freeze, viewer_process
+from tests.helpers.hub import HubHandle, running_hub
+from tests.helpers.pty import PtyPair
+from tests.test_daemon_e2e import Operator, bridge_process
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with running_browser() as b:
+        yield b
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def hub() -> AsyncIterator[HubHandle]:
+    async with running_hub() as h:
+        yield h
+
+
+def new_session() -> str:
+    return f"cam-{uuid.uuid4().hex[:10]}"
+
+
+async def console(browser: Browser, hub: HubHandle, sid: str, role: str = "moderator",
+                  errors: list[Any] | None = None) -> Page:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(scaled(20) * 1000)
+    if errors is not None:
+        page.on("pageerror", lambda e: errors.append(e))
+    await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, role=role, data=f'op-{role}')}")
+    await expect(page.locator("#link-state")).to_have_text("connected")
+    return page
+
+
+async def stats(page: Page) -> dict[str, Any]:
+    return dict(await page.evaluate("() => sigbridgeConsole.video.viewer.stats"))
+
+
+async def wait_frames(page: Page, more_than: int, timeout: float = 20.0) -> dict[str, Any]:
+    await page.wait_for_function(f"() => sigbridgeConsole.video.viewer.stats.codeFrames > {more_than}",
+                                 timeout=scaled(timeout) * 1000)
+    return await stats(page)
+
+
+async def camera_status(op: Operator, camera_id: str) -> dict[str, Any]:
+    await op.client.signal("camera.describe", "{}", to=camera_id, retry_after_reconnect=False)
+    return dict(json.loads((await op.next("camera.status")).data))
+
+
+async def test_stream_decoded_pattern_read_back_second_viewer_and_the_limit(
+        browser: Browser, hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    errors: list[Any] = []
+    config = camera_config(tmp_path / "camera.yaml", hub, sid, max_viewers=2)
+    async with camera_process(config) as cam:
+        first = await console(browser, hub, sid, errors=errors)
+        await expect(first.locator("#video-camera")).to_contain_text("front · 320x240@15 vp8")
+        await first.get_by_role("button", name="Watch").click()
+        await expect(first.locator("#video-state")).to_have_text("live")
+        a = await wait_frames(first, 5)
+        b = await wait_frames(first, a["codeFrames"] + 15)
+        # Frames decoded and increasing; the code read back from the canvas is the camera's counter.
+        assert b["counter"] > a["counter"] >= 0 and b["framesDecoded"] > a["framesDecoded"]
+        assert b["badCodes"] <= b["codeFrames"] // 10, b
+        assert 0 <= b["latencyMs"] < 1000, b
+        await expect(first.locator("#video-fps")).to_have_text(re.compile(r"([5-9]|1\d|20) fps"))
+        await expect(first.locator("#video-latency")).to_have_text(re.compile(r"latency \d+ ms$"))
+        # The picture is the moving pattern: colour bars beside the code, shifting frame to frame.
+        bars = await first.evaluate("""async () => {
+            const v = document.getElementById('video-el'); const c = document.createElement('canvas');
+            c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d');
+            const grab = () => { g.drawImage(v, 0, 0); return Array.from(g.getImageData(0, 200, 320, 1).data); }
+            const one = grab(); await new Promise((r) => setTimeout(r, 300)); return [one, grab()];
+        }""")
+        assert bars[0] != bars[1]                                   # it moves
+        assert max(bars[0][0::4]) - min(bars[0][0::4]) > 100         # and has bars of many colours
+
+        # A second viewer gets its own stream; a third is over the limit (max 2) and told so.
+        second = await console(browser, hub, sid, errors=errors)
+        await second.get_by_role("button", name="Watch").click()
+        await expect(second.locator("#video-state")).to_have_text("live")
+        await wait_frames(second, 10)
+        third = await console(browser, hub, sid, errors=errors)
+        await third.get_by_role("button", name="Watch").click()
+        await expect(third.locator("#video-state")).to_have_text(re.compile(r"refused: 429 .*at most 2"))
+        async with SessionClient(hub.url, sid, hub.token(sid, role="moderator")) as c:
+            op = Operator(c)
+            status = await camera_status(op, cam.connection_id)
+            assert (status["viewers"], status["counters"]["live"]) == (2, 2), status
+            # A viewer that leaves costs nothing: its stream ends when its connection goes.
+            await second.get_by_role("button", name="Leave").click()
+            for _ in range(int(scaled(50))):
+                status = await camera_status(op, cam.connection_id)
+                if status["viewers"] == 1:
+                    break
+                await asyncio.sleep(0.1)
+            assert status["viewers"] == 1 and status["ended"].get("the viewer left") == 1, status
+        # The first viewer is still receiving, and stops cleanly.
+        c1 = (await stats(first))["codeFrames"]
+        await wait_frames(first, c1 + 5)
+        await first.get_by_role("button", name="Stop video").click()
+        await expect(first.locator("#video-state")).to_have_text("idle: stopped")
+        await cam.wait_for(r"closed: stopped by the viewer")
+        for page in (first, second, third):
+            await page.context.close()
+    assert errors == []
+
+
+async def test_a_viewer_without_the_role_is_refused(browser: Browser, hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    config = camera_config(tmp_path / "camera.yaml", hub, sid, roles=("moderator",))
+    async with camera_process(config) as cam:
+        page = await console(browser, hub, sid, role="publisher")
+        await page.get_by_role("button", name="Watch").click()
+        await expect(page.locator("#video-state")).to_have_text(
+            re.compile(r"refused: 403 camera 'front' shows its picture to the roles moderator; "
+                       r"this connection's role is 'publisher'"))
+        assert await page.evaluate("() => document.getElementById('video-el').srcObject") is None
+        await page.context.close()
+        assert not any("stream" in line and "for viewer" in line for line in cam.lines)
+
+
+async def test_a_stalled_viewer_is_dropped_after_the_stall_timeout(hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    config = camera_config(tmp_path / "camera.yaml", hub, sid, stall_ms=1500)
+    async with camera_process(config) as cam, viewer_process(hub, sid) as viewer:
+        await viewer.wait_for(r"FRAMES 20")
+        await cam.wait_for(r"stream \S+ to \S+ is live")
+        frozen = time.monotonic()
+        freeze(viewer)              # no RTCP, no goodbye: only the stall timeout can notice
+        match = await cam.wait_for(r"closed: stalled: nothing heard for 1500 ms", timeout=15)
+        waited = time.monotonic() - frozen
+        assert match and waited >= 1.5 - 0.6, waited    # a receiver report may have been just due
+        print(f"camera e2e: a frozen viewer was dropped {waited * 1000:.0f} ms after it froze")
+
+
+async def test_camera_killed_and_restarted_while_the_bridge_keeps_driving(
+        browser: Browser, hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    with PtyPair(tmp_path / "rover") as pair:
+        bridge_yaml = tmp_path / "bridge.yaml"
+        bridge_yaml.write_text(textwrap.dedent(f"""\
+            session: {{url: "{hub.url}", session_id: {sid}, token: "{hub.token(sid, data='rover')}"}}
+            devices: {{base: {{serial: {{port: "{pair.path}"}}}}}}
+            rules:
+              - {{signal: robot.move, params: {{n: {{type: int}}}}, send: {{device: base, line: "M {{n}}"}}}}
+            """))
+        config = camera_config(tmp_path / "camera.yaml", hub, sid)
+        async with bridge_process(bridge_yaml) as bridge, \
+                SessionClient(hub.url, sid, hub.token(sid, role="moderator")) as driver:
+            await bridge.wait_for(r"READY")
+            page = await console(browser, hub, sid)
+            n = 0
+
+            async def drive(count: int) -> list[float]:
+                """Moves at 20 Hz; each one's latency from send to the line on the serial port."""
+                nonlocal n
+                out = []
+                for _ in range(count):
+                    n += 1
+                    sent = time.perf_counter()
+                    await driver.signal("robot.move", json.dumps({"n": n}), retry_after_reconnect=False)
+                    assert await pair.read_line(scaled(5)) == f"M {n}"
+                    out.append((time.perf_counter() - sent) * 1000)
+                    await asyncio.sleep(0.05)
+                return out
+
+            before = await drive(40)
+            async with camera_process(config) as cam:
+                await page.get_by_role("button", name="Watch").click()
+                await expect(page.locator("#video-state")).to_have_text("live")
+                await wait_frames(page, 10)
+                during = await drive(40)
+                cam.proc.kill()                         # SIGKILL: no goodbye to anyone
+                killed = await drive(40)
+            await expect(page.locator("#video-state")).to_have_text(re.compile("ended"),
+                                                                    timeout=scaled(20) * 1000)
+            async with camera_process(config):
+                # The console asked to watch and saw a camera come back: it watches again by itself.
+                await expect(page.locator("#video-state")).to_have_text("live", timeout=scaled(20) * 1000)
+                c = (await stats(page))["codeFrames"]
+                await wait_frames(page, c + 10)
+                restarted = await drive(40)
+            assert pair.pending() == b""
+            await page.context.close()
+    figures = {name: (statistics.median(v), max(v)) for name, v in
+               (("no camera", before), ("streaming", during), ("camera killed", killed),
+                ("restarted", restarted))}
+    print("camera e2e: command latency p50/max ms: "
+          + ", ".join(f"{k} {p50:.1f}/{mx:.1f}" for k, (p50, mx) in figures.items()))
+    # Every move reached the serial port, in order, whatever the camera did (asserted above).
