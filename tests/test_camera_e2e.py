@@ -98,7 +98,8 @@ async def test_stream_decoded_pattern_read_back_second_viewer_and_the_limit(
         bars = await first.evaluate("""async () => {
             const v = document.getElementById('video-el'); const c = document.createElement('canvas');
             c.width = v.videoWidth; c.height = v.videoHeight; const g = c.getContext('2d');
-            const grab = () => { g.drawImage(v, 0, 0); return Array.from(g.getImageData(0, 200, 320, 1).data); }
+            const grab = () => {
+              g.drawImage(v, 0, 0); return Array.from(g.getImageData(0, 200, 320, 1).data); };
             const one = grab(); await new Promise((r) => setTimeout(r, 300)); return [one, grab()];
         }""")
         assert bars[0] != bars[1]                                   # it moves

@@ -185,11 +185,12 @@ class _CameraBuilder(_Builder):
         username = r.string(m["username"], join(path, "username")) if "username" in m else None
         credential = (r.string(m["credential"], join(path, "credential"), allow_empty=True)
                       if "credential" in m else None)
-        if any(u.startswith("turn") for u in urls) and (username is None or credential is None):
+        if any(u.startswith("turn") for u in urls) and ("username" not in m or "credential" not in m):
             r.error(node, path, "a TURN server needs username and credential (from your TURN "
                                 "server's configuration, e.g. coturn's user=...)")
             return None
-        if len(urls) != len(url_nodes) or not urls:
+        if len(urls) != len(url_nodes) or not urls or len(m) != 1 + (username is not None) + (
+                credential is not None):
             return None
         return IceServer(tuple(urls), username, credential)
 
