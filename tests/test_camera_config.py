@@ -81,8 +81,8 @@ def test_every_error_with_its_line(tmp_path: Path) -> None:
         "camera.yaml:8: camera.codec: expected one of vp8, h264, got 'av1'",
         "camera.yaml:9: camera.colour: unknown key; expected one of: name, source, device, width, "
         "height, fps, bitrate_kbps, codec",
-        "camera.yaml:11: viewers.roles[1]: a subscriber connection cannot send signals, so it could never ask "
-        "for the picture; allowed: moderator, publisher",
+        "camera.yaml:11: viewers.roles[1]: a subscriber connection cannot send signals, so it could "
+        "never ask for the picture; allowed: moderator, publisher",
         "camera.yaml:11: viewers.roles[2]: unknown role 'admin'; expected one of moderator, publisher, "
         "publisheronly, subscriber",
         "camera.yaml:12: viewers.max: must be at least 1, got 0",
