@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bridge.camera.demo import start_demo_camera
 from bridge.core.tokens import mint_client_token, new_session_id
 from bridge.session.hub import start_hub
 from bridge.session.hubconfig import HubConfig, HubConfigError, load_or_create_credentials, parse_listen
@@ -85,7 +86,12 @@ async def _demo(host: str, port: int) -> int:
                 stderr=asyncio.subprocess.PIPE)
             children.append(bridge)
             await _wait_ready(bridge)
+            camera, camera_line = await start_demo_camera(dict(env, SIGBRIDGE_TOKEN=mint_client_token(
+                api_key=key, api_secret=secret, session_id=session, role="publisher", data="camera",
+                ttl_s=TOKEN_TTL_S, now=now)))
+            children += [camera] if camera is not None else []
             _print_instructions(hub.url, hub.http_url, session, op_token, state)
+            print(camera_line, flush=True)
             relay = asyncio.create_task(_relay(bridge))
             ended = asyncio.create_task(bridge.wait())
             waiting = asyncio.create_task(stop.wait())

@@ -8,9 +8,13 @@ from a canvas are the synthetic source's frame code (bridge/core/framecode.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import shlex
+import signal
 import statistics
+import sys
 import textwrap
 import time
 import uuid
@@ -219,3 +223,35 @@ async def test_camera_killed_and_restarted_while_the_bridge_keeps_driving(
     print("camera e2e: command latency p50/max ms: "
           + ", ".join(f"{k} {p50:.1f}/{mx:.1f}" for k, (p50, mx) in figures.items()))
     # Every move reached the serial port, in order, whatever the camera did (asserted above).
+
+
+async def test_the_demo_shows_a_synthetic_camera() -> None:
+    from tests.helpers.mosquitto import free_port
+
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "demo", "--listen", f"127.0.0.1:{port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        assert proc.stdout is not None
+        printed: list[str] = []
+        async with asyncio.timeout(scaled(40)):
+            while not printed or not printed[-1].startswith("camera:"):
+                line = await proc.stdout.readline()
+                assert line, f"demo ended early: {''.join(printed)}"
+                printed.append(line.decode())
+        assert "synthetic 640x480@30" in printed[-1]
+        [export] = [ln for ln in printed if ln.strip().startswith("export ")]
+        env = dict(item.split("=", 1) for item in shlex.split(export)[1:])
+        async with SessionClient(env["SIGBRIDGE_URL"], env["SIGBRIDGE_SESSION"], env["SIGBRIDGE_TOKEN"]) as c:
+            op = Operator(c)
+            async with asyncio.timeout(scaled(30)):
+                while True:         # the camera may still be joining: ask until it answers
+                    await c.signal("camera.describe", "{}", retry_after_reconnect=False)
+                    with contextlib.suppress(TimeoutError):
+                        status = json.loads((await op.next("camera.status", timeout=1)).data)
+                        break
+        assert (status["camera"], status["width"], status["source"]) == ("demo", 640, "synthetic")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), scaled(20)) == 0

@@ -18,6 +18,7 @@ from bridge.daemon import EXIT_AUTH
 UNITS = Path(__file__).resolve().parent.parent / "config" / "systemd"
 BRIDGE = UNITS / "sigbridge.service"
 HUB = UNITS / "sigbridge-hub.service"
+CAMERA = UNITS / "sigbridge-camera.service"
 BINARY = "/usr/local/bin/sigbridge"
 
 Unit = dict[str, dict[str, list[str]]]
@@ -55,7 +56,7 @@ COMMON = {
 }
 
 
-@pytest.mark.parametrize("path", [BRIDGE, HUB], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [BRIDGE, HUB, CAMERA], ids=lambda p: p.name)
 def test_common_keys(path: Path) -> None:
     unit = parse(path)
     for key, value in COMMON.items():
@@ -101,6 +102,14 @@ def test_hub_limits_fit_its_connection_caps() -> None:
     assert int(memory_max[:-1]) * 2**20 >= 4 * cfg.buffer_budget_bytes + 2**28  # budget, connections, code
 
 
+def test_camera_specifics() -> None:
+    unit = parse(CAMERA)
+    assert one(unit, "Service", "ExecStart") == f"{BINARY} camera -c /etc/sigbridge/camera.yaml"
+    assert one(unit, "Service", "SupplementaryGroups") == "video"
+    assert unit["Service"]["DeviceAllow"] == ["char-video4linux rw"]        # cameras, nothing else
+    assert one(unit, "Service", "RestartPreventExitStatus").split() == [str(EXIT_AUTH)]
+
+
 # ---------------------------------------------------------------- systemd-analyze
 
 
@@ -133,12 +142,12 @@ def installed_copies() -> Iterator[Path]:
         fake.chmod(0o755)
         out = Path(d) / "units"
         out.mkdir()
-        for unit in (BRIDGE, HUB):
+        for unit in (BRIDGE, HUB, CAMERA):
             (out / unit.name).write_text(unit.read_text().replace(BINARY, str(fake)))
         yield out
 
 
-@pytest.mark.parametrize("name", [BRIDGE.name, HUB.name])
+@pytest.mark.parametrize("name", [BRIDGE.name, HUB.name, CAMERA.name])
 def test_systemd_analyze_verify(installed_copies: Path, name: str) -> None:
     out = subprocess.run(["systemd-analyze", "verify", str(installed_copies / name)],
                          capture_output=True, text=True, timeout=120)
@@ -147,7 +156,7 @@ def test_systemd_analyze_verify(installed_copies: Path, name: str) -> None:
     assert out.returncode == 0 and report == "", report
 
 
-@pytest.mark.parametrize("name", [BRIDGE.name, HUB.name])
+@pytest.mark.parametrize("name", [BRIDGE.name, HUB.name, CAMERA.name])
 def test_systemd_analyze_security_exposure_is_low(installed_copies: Path, name: str) -> None:
     out = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(installed_copies / name)],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "LC_ALL": "C"})

@@ -32,6 +32,7 @@ from bridge.core.camera_signals import STATUS
 from bridge.core.events import ConnectionDestroyed, Disconnected, SessionEvent, Signal
 from bridge.core.signal import FORBIDDEN, UNAUTHORIZED
 from bridge.session.client import SessionClient, SignalError
+from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger("bridge.camera")
 EXIT_UNUSABLE = 78
@@ -73,6 +74,7 @@ class CameraDaemon:
         self.client: SessionClient | None = None
         self.peers = Peers(config, self._hub_time_ms, self._report)
         self._stop = asyncio.Event()
+        self.notifier = Notifier.from_env()
 
     def _hub_time_ms(self) -> float:
         return self.client.hub_time_ms() if self.client is not None else time.time() * 1000
@@ -93,6 +95,8 @@ class CameraDaemon:
                   f"({self.config.camera.source} {self.config.camera.width}x{self.config.camera.height}"
                   f"@{self.config.camera.fps} {self.config.camera.codec}) in session {s.session_id} "
                   f"as {own}", file=sys.stderr, flush=True)
+            self.notifier.ready(f"camera {self.config.camera.name!r} in session {s.session_id}")
+            watchdog = loop.create_task(watchdog_loop(self.notifier))
             lost = asyncio.Event()
             client.set_event_handler(lambda ev: self._on_event(ev, lost))
             # Consoles already in the session learn that a camera is (back) here.
@@ -101,8 +105,9 @@ class CameraDaemon:
             stop = loop.create_task(self._stop.wait())
             gone = loop.create_task(lost.wait())
             await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (ticker, stop, gone):
+            for t in (ticker, stop, gone, watchdog):
                 t.cancel()
+            self.notifier.stopping()
             if lost.is_set() and not self._stop.is_set():
                 log.error("camera: lost the session for good; exiting (systemd restarts the camera)")
                 status = 1
@@ -113,6 +118,7 @@ class CameraDaemon:
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
+            self.notifier.close()
         print("sigbridge camera: stopped", file=sys.stderr, flush=True)
         return status
 
