@@ -15,12 +15,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import footprint, latency, mqtt, scale, telemetry, throughput
+from bench import camera, footprint, latency, mqtt, scale, telemetry, throughput
 from bench.common import Results, Row, raise_fd_limit
 from bench.rig import Rig
 
 RIG_BENCHMARKS = {"latency": latency.run, "telemetry": telemetry.run, "mqtt": mqtt.run,
-                  "throughput": throughput.run, "footprint": footprint.run}
+                  "throughput": throughput.run, "footprint": footprint.run,
+                  "camera": camera.run}    # not in `all`: needs aiortc and Chromium
 ORDER = ["latency", "telemetry", "mqtt", "throughput", "footprint", "scale"]
 
 
@@ -79,7 +80,7 @@ def _show_complaints(rig: Rig) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("what", choices=[*ORDER, "all"])
+    p.add_argument("what", choices=[*ORDER, "camera", "all"])
     p.add_argument("--quick", action="store_true", help="smallest configuration (a smoke run, not figures)")
     p.add_argument("--baseline-only", action="store_true", help="do not start the hub and bridge")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")

@@ -214,6 +214,8 @@ async def test_camera_killed_and_restarted_while_the_bridge_keeps_driving(
                 await expect(page.locator("#video-state")).to_have_text("live", timeout=scaled(20) * 1000)
                 c = (await stats(page))["codeFrames"]
                 await wait_frames(page, c + 10)
+                # One frame loop per stream (the first stream's must not count the second's frames).
+                await expect(page.locator("#video-fps")).to_have_text(re.compile(r"^([5-9]|1\d|20) fps$"))
                 restarted = await drive(40)
             assert pair.pending() == b""
             await page.context.close()

@@ -227,8 +227,10 @@ export class CameraViewer extends Emitter {
   _watchFrames() {
     const video = this.video;
     if (!video || typeof video.requestVideoFrameCallback !== 'function') return;
+    // One loop per stream: a callback of an earlier stream may still be pending on the element.
+    const generation = (this._generation = (this._generation || 0) + 1);
     const onFrame = (now, meta) => {
-      if (this.video !== video || !video.srcObject) return;
+      if (this.video !== video || !video.srcObject || generation !== this._generation) return;
       this._presented.push(now);
       this._readCode(video, meta);
       video.requestVideoFrameCallback(onFrame);
