@@ -46,7 +46,7 @@ class SyntheticTrack(MediaStreamTrack):
         self._start: float | None = None
         self.frames = 0
         self._c = framecode.cell(width)
-        self._scale = max(1, (self._c * (framecode.COLUMNS + 2)) // (4 * 12))
+        self._scale = max(1, (self._c * framecode.COLUMNS) // (4 * 12))    # 12 characters a line
         self._panel_w = min(width, self._c * (framecode.COLUMNS + 2))
         self._panel_h = min(height, self._c * (framecode.ROWS + 2) + 12 * self._scale + self._c)
         self._bars_y, self._bars_u, self._bars_v = (self._bar_row(width, i) for i in range(3))
