@@ -15,7 +15,8 @@ from bridge.core import framecode
 from bridge.core.signal import MAX_DATA_BYTES
 
 POLICY = cv.ViewerPolicy(name="front", roles=frozenset({"moderator"}), max_viewers=2,
-                         answer_timeout_ms=1000, connect_timeout_ms=1000, stall_timeout_ms=500)
+                         answer_timeout_ms=1000, connect_timeout_ms=1000, stall_timeout_ms=500,
+                         watch_interval_ms=0)
 
 
 def viewers() -> cv.Viewers:
@@ -87,6 +88,24 @@ def test_at_most_max_viewers_and_a_new_watch_replaces_the_old_stream() -> None:
     assert sends(again[1:2]) == [("a", cs.ENDED, {"stream": s1, "reason": "replaced by a new camera.watch"})]
     assert isinstance(again[2], cv.Open) and again[2].stream not in (s1, s2)
     assert len(v.streams()) == 2
+
+
+def test_watches_and_candidates_are_bounded_per_viewer() -> None:
+    v = cv.Viewers(cv.ViewerPolicy(watch_interval_ms=1000, max_candidates=3), {}, "p-")
+    assert isinstance(v.on_signal(0, "a", "moderator", cs.WATCH, "{}")[0], cv.Open)
+    (refusal,) = sends(v.on_signal(999, "a", "moderator", cs.WATCH, "{}"))   # a flood of watches
+    assert refusal[2]["code"] == 429 and "at most one a 1000 ms" in str(refusal[2]["message"])
+    assert isinstance(v.on_signal(999, "b", "moderator", cs.WATCH, "{}")[0], cv.Open)   # others may
+    out = v.on_signal(1000, "a", "moderator", cs.WATCH, "{}")
+    assert isinstance(out[0], cv.Close) and isinstance(out[-1], cv.Open)
+    sid = out[-1].stream
+    cand = json.dumps({"stream": sid, "candidate": "candidate:1 1 udp 1 10.0.0.1 9 typ host"})
+    got = [v.on_signal(1000, "a", "moderator", cs.CANDIDATE, cand) for _ in range(10)]
+    assert [type(x[0]).__name__ if x else None for x in got] == \
+        ["AddCandidate"] * 3 + ["Send"] + [None] * 6                          # refused once, then quiet
+    for i in range(3000):                                      # the watch memory stays bounded
+        v.on_signal(5000 + i * 2, f"c{i}", "moderator", cs.WATCH, "{}")
+    assert len(v._last_watch) <= 1024
 
 
 def test_a_stream_belongs_to_its_viewer() -> None:

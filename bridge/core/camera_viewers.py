@@ -37,6 +37,11 @@ class ViewerPolicy:
     answer_timeout_ms: int = 10_000
     connect_timeout_ms: int = 10_000
     stall_timeout_ms: int = 5_000
+    #: A viewer's next camera.watch is refused (429) sooner than this after its last one: each watch
+    #: costs a peer connection, a DTLS key and an offer, and a replaced one is thrown away.
+    watch_interval_ms: int = 1_000
+    #: Trickled candidates accepted per stream (a browser sends a handful); the rest are refused.
+    max_candidates: int = 32
 
 
 class State(enum.Enum):
@@ -98,6 +103,7 @@ class _Stream:
     since_ms: float
     alive_ms: float
     answer: cs.Reassembly = field(default_factory=cs.Reassembly)
+    candidates: int = 0
 
 
 class Viewers:
@@ -111,6 +117,7 @@ class Viewers:
         self._next = 0
         self._streams: dict[str, _Stream] = {}
         self._by_viewer: dict[str, str] = {}
+        self._last_watch: dict[str, float] = {}
         self.counters: dict[str, int] = {"watches": 0, "refused": 0, "bad": 0, "live": 0}
         self.ended: dict[str, int] = {}
 
@@ -145,10 +152,26 @@ class Viewers:
             return self._end(stream, "stopped by the viewer", tell=False)
         if isinstance(msg, cs.AnswerPart):
             return self._answer(now_ms, stream, msg)
+        stream.candidates += 1
+        if stream.candidates > self.policy.max_candidates:     # said once, then ignored quietly
+            return [] if stream.candidates > self.policy.max_candidates + 1 else [Send(
+                sender, cs.REFUSED, cs.refused(TOO_MANY, f"{cs.CANDIDATE}: at most "
+                                               f"{self.policy.max_candidates} candidates per stream; the "
+                                               f"rest are ignored", stream.id))]
         return [AddCandidate(stream.id, msg)]
 
     def _watch(self, now_ms: float, viewer: str) -> list[Action]:
         self.counters["watches"] += 1
+        last = self._last_watch.get(viewer)
+        interval = self.policy.watch_interval_ms
+        if last is not None and now_ms - last < interval:
+            self.counters["refused"] += 1
+            return [Send(viewer, cs.REFUSED, cs.refused(
+                TOO_MANY, f"{cs.WATCH} again after {now_ms - last:.0f} ms; at most one a "
+                          f"{interval} ms per connection"))]
+        if len(self._last_watch) >= 1024:      # bounded: forget the watches that no longer matter
+            self._last_watch = {v: t for v, t in self._last_watch.items() if now_ms - t < interval}
+        self._last_watch[viewer] = now_ms
         actions: list[Action] = []
         old = self._by_viewer.get(viewer)
         if old is not None:
@@ -211,6 +234,7 @@ class Viewers:
 
     def left(self, connection_id: str) -> list[Action]:
         """A connection left the session: its stream ends, with nobody to tell."""
+        self._last_watch.pop(connection_id, None)
         sid = self._by_viewer.get(connection_id)
         return [] if sid is None else self._end(self._streams[sid], "the viewer left", tell=False)
 
