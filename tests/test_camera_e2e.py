@@ -257,3 +257,19 @@ async def test_the_demo_shows_a_synthetic_camera() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), scaled(20)) == 0
+
+
+async def test_a_missing_v4l2_device_ends_the_stream_with_the_reason(hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    config = camera_config(tmp_path / "camera.yaml", hub, sid)
+    config.write_text(config.read_text().replace(
+        "source: synthetic", f"source: v4l2, device: {tmp_path / 'video9'}"))
+    async with camera_process(config) as cam, \
+            SessionClient(hub.url, sid, hub.token(sid, role="moderator")) as c:
+        op = Operator(c)
+        await c.signal("camera.watch", "{}", to=cam.connection_id, retry_after_reconnect=False)
+        ended = json.loads((await op.next("camera.ended")).data)
+        assert ended["reason"].startswith("cannot open the camera:") and "video9" in ended["reason"], ended
+        status = await camera_status(op, cam.connection_id)
+        assert status["viewers"] == 0 and status["source"] == "v4l2"
+        assert cam.proc.returncode is None                   # the daemon carries on
