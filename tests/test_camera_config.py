@@ -86,7 +86,7 @@ def test_every_error_with_its_line(tmp_path: Path) -> None:
         "camera.yaml:11: viewers.roles[2]: unknown role 'admin'; expected one of moderator, publisher, "
         "publisheronly, subscriber",
         "camera.yaml:12: viewers.max: must be at least 1, got 0",
-        "camera.yaml:13: viewers.stall_timeout_ms: must be at least 500, got 10",
+        "camera.yaml:13: viewers.stall_timeout_ms: must be at least 2000, got 10",
         "camera.yaml:16: ice.servers[0].urls: expected a stun:, stuns:, turn: or turns: URL, got "
         "'http://stun.example'",
         "camera.yaml:17: ice.servers[1]: a TURN server needs username and credential (from your TURN "

@@ -124,8 +124,11 @@ class _CameraBuilder(_Builder):
         if m is None:
             return None
         timeout = lambda n, p: r.integer(n, p, minimum=500, maximum=120_000)  # noqa: E731
+        # A viewer's RTCP receiver reports come about once a second (0.5-1.5 s apart): a shorter stall
+        # timeout would drop viewers who are fine.
+        stall = lambda n, p: r.integer(n, p, minimum=2000, maximum=120_000)  # noqa: E731
         kw = self._fields(m, "viewers", {"roles": self._roles, "answer_timeout_ms": timeout,
-                                         "connect_timeout_ms": timeout, "stall_timeout_ms": timeout})
+                                         "connect_timeout_ms": timeout, "stall_timeout_ms": stall})
         if "max" in m:
             value = r.integer(m["max"], "viewers.max", minimum=1, maximum=16)
             if value is not None:
