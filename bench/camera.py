@@ -73,6 +73,7 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
     window_s = 3 if quick else 15
     rounds, samples = (2, 30) if quick else (6, 300)
     op_token = token_for(info["session_id"], "moderator", "bench-viewer")
+    bridge_rss = _rss_mb(rig.bridge.procs["bridge"].pid)
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
@@ -103,7 +104,7 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
                                         target="<= 50", passed=s.p50 <= 50, note=f"{s.n} frames"))
                         results.add(Row("camera", "glass-to-glass p95, 640x480@30 VP8", p95, "ms",
                                         target="<= 80", passed=p95 <= 80, note=f"max {s.max:.0f} ms"))
-                        await _command_latency(rig, results, page, rounds, samples)
+                        await _command_latency(rig, results, page, rounds, samples, bridge_rss)
                     else:
                         await _unwatch(page)
                 finally:
@@ -116,10 +117,13 @@ async def _frames(page: Any) -> int:
     return int(await page.evaluate("() => sigbridgeConsole.video.viewer.stats.codeFrames"))
 
 
-async def _command_latency(rig: Rig, results: Results, page: Any, rounds: int, samples: int) -> None:
+async def _command_latency(rig: Rig, results: Results, page: Any, rounds: int, samples: int,
+                           rss_before: float) -> None:
     """Rounds alternate one viewer / no viewer (the stream is live on entry)."""
     assert rig.bridge is not None
     got: dict[str, list[list[float]]] = {"one viewer": [], "no viewer": []}
+    bridge_pid = rig.bridge.procs["bridge"].pid
+    cpu: dict[str, float] = {"one viewer": 0.0, "no viewer": 0.0}
     for r in range(rounds):
         for watching in ((True, False) if r % 2 == 0 else (False, True)):   # ABBA: drift cancels
             state = await page.evaluate("() => sigbridgeConsole.video.viewer.state")
@@ -128,8 +132,11 @@ async def _command_latency(rig: Rig, results: Results, page: Any, rounds: int, s
             if not watching and state == "live":
                 await _unwatch(page)
                 await asyncio.sleep(0.5)
+            key = "one viewer" if watching else "no viewer"
+            cpu0 = cpu_seconds(bridge_pid)
             lat, _lost = await ping_pong(rig.bridge, COMMAND, samples)
-            got["one viewer" if watching else "no viewer"].append(lat)
+            cpu[key] += cpu_seconds(bridge_pid) - cpu0
+            got[key].append(lat)
     with contextlib.suppress(Exception):
         await _unwatch(page)
     on = Stats.of([x for r in got["one viewer"] for x in r])
@@ -142,3 +149,8 @@ async def _command_latency(rig: Rig, results: Results, page: Any, rounds: int, s
                     target="<= 1.10x", passed=r50 <= 1.10, note=f"{rounds} alternated rounds of {samples}"))
     results.add(Row("camera", "command latency p99, one viewer", on.p99, "ms", baseline=off.p99, ratio=r99,
                     note="baseline: same rig, no viewer (camera idle)"))
+    per = {k: v / (rounds * samples) * 1e6 for k, v in cpu.items()}
+    results.add(Row("camera", "bridge CPU per command, one viewer", per["one viewer"], "us",
+                    baseline=per["no viewer"], ratio=per["one viewer"] / per["no viewer"]))
+    results.add(Row("camera", "bridge RSS after the streams", _rss_mb(bridge_pid), "MB",
+                    baseline=rss_before, note="baseline: before any camera ran"))
