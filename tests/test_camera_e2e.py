@@ -276,3 +276,29 @@ async def test_a_missing_v4l2_device_ends_the_stream_with_the_reason(hub: HubHan
         status = await camera_status(op, cam.connection_id)
         assert status["viewers"] == 0 and status["source"] == "v4l2"
         assert cam.proc.returncode is None                   # the daemon carries on
+
+
+async def test_h264_and_the_panel_beside_the_drive_controls_above_them_on_a_phone(
+        browser: Browser, hub: HubHandle, tmp_path: Path) -> None:
+    sid = new_session()
+    config = camera_config(tmp_path / "camera.yaml", hub, sid)
+    config.write_text(config.read_text().replace("bitrate_kbps: 800", "bitrate_kbps: 800, codec: h264"))
+    async with camera_process(config):
+        page = await console(browser, hub, sid)
+        await page.get_by_role("button", name="Watch").click()
+        await expect(page.locator("#video-state")).to_have_text("live")
+        a = await wait_frames(page, 5)
+        b = await wait_frames(page, a["codeFrames"] + 10)
+        assert b["counter"] > a["counter"]
+        codecs = await page.evaluate("""async () => { const out = [];
+            (await sigbridgeConsole.video.viewer._pc.getStats()).forEach((s) => {
+              if (s.type === 'codec') out.push(s.mimeType); }); return out; }""")
+        assert codecs == ["video/H264"], codecs
+        video, drive = page.locator("#video"), page.locator("#drive")
+        vb, db = await video.bounding_box(), await drive.bounding_box()
+        assert vb and db and vb["x"] >= db["x"] + db["width"] and abs(vb["y"] - db["y"]) < 2   # beside
+        await page.set_viewport_size({"width": 390, "height": 844})
+        vb, db = await video.bounding_box(), await drive.bounding_box()
+        assert vb and db and vb["y"] + vb["height"] <= db["y"]                                  # above
+        assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        await page.context.close()
