@@ -302,3 +302,52 @@ async def test_h264_and_the_panel_beside_the_drive_controls_above_them_on_a_phon
         assert vb and db and vb["y"] + vb["height"] <= db["y"]                                  # above
         assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
         await page.context.close()
+
+
+class _Stun(asyncio.DatagramProtocol):
+    """A STUN server that answers every Binding request with the sender's address (RFC 5389)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        from aioice import stun
+
+        request = stun.parse_message(data)
+        self.requests += 1
+        response = stun.Message(stun.Method.BINDING, stun.Class.RESPONSE, request.transaction_id)
+        response.attributes["XOR-MAPPED-ADDRESS"] = ("203.0.113.7", addr[1])  # a "public" address
+        assert self.transport is not None
+        self.transport.sendto(bytes(response), addr)
+
+
+async def test_stun_servers_are_used_and_only_their_urls_reach_the_viewer(
+        hub: HubHandle, tmp_path: Path) -> None:
+    from tests.helpers.browser import WirePeer
+
+    transport, stun_server = await asyncio.get_running_loop().create_datagram_endpoint(
+        _Stun, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    sid = new_session()
+    config = camera_config(tmp_path / "camera.yaml", hub, sid, extra=textwrap.dedent(f"""\
+        ice:
+          servers:
+            - urls: stun:127.0.0.1:{port}
+            - {{urls: "turn:127.0.0.1:9?transport=tcp", username: robot, credential: s3cret-turn}}
+        """))
+    try:
+        async with camera_process(config) as cam, \
+                WirePeer(hub.url, sid, hub.token(sid, role="moderator")) as v:
+            await v.signal("camera.watch", "{}", to=cam.connection_id, retry=False)
+            (offer,) = await v.wait_signal("camera.offer", scaled(20))
+            msg = json.loads(offer["data"])
+            assert msg["info"]["ice_servers"] == [f"stun:127.0.0.1:{port}"]
+            assert "typ srflx" in msg["sdp"] and "203.0.113.7" in msg["sdp"]   # learnt through STUN
+            assert stun_server.requests >= 1
+            assert all("s3cret-turn" not in f.get("data", "") for f in v.frames)
+    finally:
+        transport.close()

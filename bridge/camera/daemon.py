@@ -70,7 +70,13 @@ class CameraDaemon:
         cam = config.camera
         self.viewers = cv.Viewers(config.viewers, {"width": cam.width, "height": cam.height,
                                                    "fps": cam.fps, "codec": cam.codec,
-                                                   "source": cam.source}, secrets.token_hex(3) + "-")
+                                                   "source": cam.source,
+                                                   # STUN only (never a TURN credential): a viewer
+                                                   # behind NAT needs its public address too.
+                                                   "ice_servers": [u for srv in config.ice_servers
+                                                                   for u in srv.urls
+                                                                   if u.startswith(("stun:", "stuns:"))]},
+                                 secrets.token_hex(3) + "-")
         self.client: SessionClient | None = None
         self.peers = Peers(config, self._hub_time_ms, self._report)
         self._stop = asyncio.Event()

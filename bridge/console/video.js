@@ -171,7 +171,10 @@ export class CameraViewer extends Emitter {
 
   async _answer(sdp) {
     this._setState('connecting', '');
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    // Our own servers, else the camera's STUN servers (its offer says which; never TURN credentials).
+    const shared = this.info && Array.isArray(this.info.ice_servers) && this.info.ice_servers.length
+      ? [{ urls: this.info.ice_servers.filter((u) => typeof u === 'string' && /^stuns?:/.test(u)) }] : [];
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers.length ? this.iceServers : shared });
     this._pc = pc;
     const stream = this.stream;
     const camera = this.cameraId;
