@@ -283,7 +283,7 @@ async def test_h264_and_the_panel_beside_the_drive_controls_above_them_on_a_phon
     sid = new_session()
     config = camera_config(tmp_path / "camera.yaml", hub, sid)
     config.write_text(config.read_text().replace("bitrate_kbps: 800", "bitrate_kbps: 800, codec: h264"))
-    async with camera_process(config):
+    async with camera_process(config) as cam:
         page = await console(browser, hub, sid)
         await page.get_by_role("button", name="Watch").click()
         await expect(page.locator("#video-state")).to_have_text("live")
@@ -301,6 +301,10 @@ async def test_h264_and_the_panel_beside_the_drive_controls_above_them_on_a_phon
         vb, db = await video.bounding_box(), await drive.bounding_box()
         assert vb and db and vb["y"] + vb["height"] <= db["y"]                                  # above
         assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        # SIGTERM: the viewers are told, the peer connections closed, exit 0.
+        cam.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(cam.proc.wait(), scaled(10)) == 0
+        await expect(page.locator("#video-state")).to_have_text("ended: the camera is shutting down")
         await page.context.close()
 
 

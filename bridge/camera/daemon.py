@@ -29,7 +29,7 @@ from bridge.camera.config import CameraConfig, load_camera_config
 from bridge.configtree import ConfigError
 from bridge.core import camera_viewers as cv
 from bridge.core.camera_signals import STATUS
-from bridge.core.events import ConnectionDestroyed, Disconnected, SessionEvent, Signal
+from bridge.core.events import ConnectionDestroyed, Disconnected, Reconnected, SessionEvent, Signal
 from bridge.core.signal import FORBIDDEN, UNAUTHORIZED
 from bridge.session.client import SessionClient, SignalError
 from bridge.systemd import Notifier, watchdog_loop
@@ -161,6 +161,9 @@ class CameraDaemon:
             self._carry_out(self.viewers.on_signal(_ms(), event.from_id, role, event.type, event.data))
         elif isinstance(event, ConnectionDestroyed):
             self._carry_out(self.viewers.left(event.connection.id))
+        elif isinstance(event, Reconnected) and self.client is not None:
+            # Consoles that joined while the link was down have not heard of this camera yet.
+            self.client.send_nowait(STATUS, self.viewers.status_json())
         elif isinstance(event, Disconnected):
             lost.set()
 

@@ -77,7 +77,10 @@ export class CameraViewer extends Emitter {
       [`signal:${CAMERA.REFUSED}`]: (ev) => this._onRefused(ev),
       [`signal:${CAMERA.STATUS}`]: (ev) => this._onStatus(ev),
       connectionDestroyed: (ev) => {
-        if (ev.connection && ev.connection.id === this.cameraId) this._end('ended', 'the camera left the session');
+        // Only a stream in progress ends here; one already ended keeps the camera's own reason.
+        if (ev.connection && ev.connection.id === this.cameraId && ['connecting', 'live'].includes(this.state)) {
+          this._end('ended', 'the camera left the session');
+        }
       },
     };
     session.on(this._onSession);
