@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shlex
 import signal
@@ -158,7 +159,9 @@ async def test_a_stalled_viewer_is_dropped_after_the_stall_timeout(hub: HubHandl
     sid = new_session()
     config = camera_config(tmp_path / "camera.yaml", hub, sid, stall_ms=3000)
     async with camera_process(config) as cam, viewer_process(hub, sid) as viewer:
+        fds_idle = len(os.listdir(f"/proc/{cam.proc.pid}/fd"))
         await viewer.wait_for(r"FRAMES 20")
+        assert len(os.listdir(f"/proc/{cam.proc.pid}/fd")) > fds_idle      # the call's sockets
         await cam.wait_for(r"stream \S+ to \S+ is live")
         await viewer.wait_for(r"FRAMES 60")          # 2-4 s live: receiver reports keep it
         assert not any("closed" in line for line in cam.lines)
@@ -168,6 +171,14 @@ async def test_a_stalled_viewer_is_dropped_after_the_stall_timeout(hub: HubHandl
         waited = time.monotonic() - frozen
         # Never long before the timeout: the last report may be up to 1.5 s old, plus a 0.5 s tick.
         assert match and waited >= 3.0 - 2.0, waited
+        # ... and costs nothing afterwards: the source stopped, every socket of the call closed.
+        await cam.wait_for(r"source stopped \(no viewer\)")
+        for _ in range(int(scaled(50))):
+            fds = len(os.listdir(f"/proc/{cam.proc.pid}/fd"))
+            if fds <= fds_idle:
+                break
+            await asyncio.sleep(0.1)
+        assert fds <= fds_idle, (fds, fds_idle)
         print(f"camera e2e: a frozen viewer was dropped {waited * 1000:.0f} ms after it froze")
 
 

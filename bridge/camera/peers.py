@@ -49,6 +49,7 @@ class Peers:
         self.config = config
         self._report = report
         self._peers: dict[str, _Peer] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         cam = config.camera
         self.fanout = Fanout(lambda: open_source(cam, hub_time_ms),
                              lambda reason: report("source_ended", "", reason))
@@ -132,7 +133,10 @@ class Peers:
         for task in peer.tasks:
             task.cancel()
         peer.track.stop()
-        asyncio.get_running_loop().create_task(peer.pc.close())
+        # Kept until done: the loop holds tasks only weakly, and a closing RTCPeerConnection owns sockets.
+        task = asyncio.get_running_loop().create_task(peer.pc.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def check_alive(self) -> None:
         """Report "alive" for each stream whose viewer sent an RTCP receiver report since last time."""
@@ -154,5 +158,5 @@ class Peers:
             for task in peer.tasks:
                 task.cancel()
             peer.track.stop()
-        await asyncio.gather(*(p.pc.close() for p in peers), return_exceptions=True)
+        await asyncio.gather(*(p.pc.close() for p in peers), *self._closing, return_exceptions=True)
         await self.fanout.close()

@@ -177,6 +177,7 @@ class Fanout:
             self._pump = None
         if source is not None:
             source.stop()
+            log.info("camera: source stopped (no viewer)")
 
     async def _run(self, source: MediaStreamTrack) -> None:
         reason = "the camera source ended"
