@@ -49,19 +49,26 @@ _DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> BridgeConfig:
     """Load and validate a bridge config. ``environ`` (default ``os.environ``) feeds ``${NAME}``.
     ``token_file`` and ``ca_file`` are read relative to the config file's folder. Raises ConfigError."""
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigIssue(file, None, "", f"cannot read the config: {reason}")]) from None
-    reader = Reader(file, os.environ if environ is None else environ)
-    root = reader.compose(text)
+    reader, root = read_document(path, environ)
     config = None if root is None else _Builder(reader, Path(path).parent).build(root)
     if reader.issues or config is None:
         raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
     _compiles(config)
     return config
+
+
+def read_document(path: str | Path,
+                  environ: Mapping[str, str] | None = None) -> tuple[Reader, yaml.Node | None]:
+    """Read and parse a YAML config file (any of the project's: bridge, camera): the Reader that collects
+    its issues (``environ``, default ``os.environ``, feeds ``${NAME}``) and its root node, None with an
+    issue on a syntax error or an empty file. Raises ConfigError when the file cannot be read at all."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read the config: {reason}")]) from None
+    reader = Reader(str(path), os.environ if environ is None else environ)
+    return reader, reader.compose(text)
 
 
 def _compiles(config: BridgeConfig) -> None:

@@ -10,15 +10,14 @@ camera`` reports a bad file before it loads aiortc.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from bridge.config import _Builder
-from bridge.configtree import ConfigError, ConfigIssue, Reader, join
+from bridge.config import _Builder, read_document
+from bridge.configtree import ConfigError, join
 from bridge.core.camera_viewers import ViewerPolicy
 from bridge.core.framecode import min_size
 from bridge.core.model import SessionSettings
@@ -65,14 +64,7 @@ class CameraConfig:
 
 
 def load_camera_config(path: str | Path, environ: Mapping[str, str] | None = None) -> CameraConfig:
-    file = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigIssue(file, None, "", f"cannot read the config: {reason}")]) from None
-    reader = Reader(file, os.environ if environ is None else environ)
-    root = reader.compose(text)
+    reader, root = read_document(path, environ)
     config = None if root is None else _CameraBuilder(reader, Path(path).parent).build(root)
     if reader.issues or config is None:
         raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
