@@ -146,12 +146,12 @@ class Daemon:
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
             return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device,
-                              self._bytes_handler(device.name))
+                              self._bytes_handler(device.name), self._on_expired)
         assert device.mqtt is not None
         topics = [t.topic for t in self.config.telemetry
                   if isinstance(t, MqttTelemetry) and t.device == device.name]
         return MqttLink(device.name, device.mqtt, topics, self._message_handler(device.name),
-                        self._on_device)
+                        self._on_device, self._on_expired)
 
     def stop(self) -> None:
         """Shut down: final at once, whatever is still in the loop's queue (see the module docstring)."""
@@ -379,6 +379,12 @@ class Daemon:
         log.info("device %s: %s", name, "up" if up else "down")
         self._execute(self.engine.device_state(name, up, time.monotonic()))
 
+    def _on_expired(self, name: str, dropped: list[str]) -> None:
+        """A link dropped queued writes whose deadline had passed (counted and audited by the engine)."""
+        client = self.client
+        hub_ms = client.hub_time_ms() if client is not None else time.time() * 1000
+        self._execute(self.engine.expired(name, dropped, int(hub_ms)))
+
     def _arm_timer(self) -> None:
         """Have ``engine.tick`` called at ``engine.next_deadline()``. Called after every batch of
         commands (cheap: a comparison): the timer is moved only when the deadline got earlier than the
@@ -515,15 +521,16 @@ class Daemon:
         for cmd in commands:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, SerialLink) or not link.write_line(cmd.line):
+                if not isinstance(link, SerialLink) or not link.write_line(cmd.line, cmd.deadline):
                     engine.undelivered(cmd)
             elif isinstance(cmd, WriteFrame):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, SerialLink) or not link.write_frame(cmd.data):
+                if not isinstance(link, SerialLink) or not link.write_frame(cmd.data, cmd.deadline):
                     engine.undelivered(cmd)
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos):
+                if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos,
+                                                                      cmd.deadline):
                     engine.undelivered(cmd)
             elif isinstance(cmd, Purge):
                 purged = self.links.get(cmd.device)

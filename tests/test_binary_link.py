@@ -1,6 +1,7 @@
 """SerialLink with ``framing: binary`` on a real pty: every byte passes both ways exactly as it is (NUL,
 CR, LF and 0xFF included: no line framing, no decoding), a frame is refused and counted while the port
-is down, and the audit record of a frame is its hex bytes."""
+is down, and the audit record of a frame is its hex bytes. Frames queued for a device that stopped
+reading are dropped whole (deadline, purge), never split."""
 
 from __future__ import annotations
 
@@ -55,16 +56,43 @@ async def test_binary_link_passes_bytes_unchanged_both_ways(tmp_path: Path) -> N
     assert FrameWrite("claw", b"\x80\x22\x00").to_obj() == {"device": "claw", "frame": "80 22 00"}
 
 
-def test_a_purge_never_splits_a_binary_frame() -> None:
-    """Binary frames have no terminator to look for: the sizes of the frames handed on tell how much of
-    the unsent bytes is the rest of a frame partly on the wire (kept by a purge) and what is whole."""
-    from collections import deque
-
-    from bridge.devices.serial_link import _unsent_rest
-
-    sizes = deque([5, 7, 4])
-    assert _unsent_rest(sizes, 0) == 0          # everything left
-    assert _unsent_rest(sizes, 4) == 0          # the last frame whole: dropped entirely
-    assert _unsent_rest(sizes, 6) == 2          # 2 bytes of the 7-byte frame still to go: kept
-    assert _unsent_rest(sizes, 11) == 0         # two whole frames
-    assert _unsent_rest(sizes, 15) == 4         # 4 bytes of the first frame still to go
+async def test_a_purge_or_a_deadline_never_splits_a_binary_frame(tmp_path: Path) -> None:
+    """Binary frames have no terminator to look for: the link tells its transport the size of each
+    frame it hands on. A device that stopped reading; 3,000 frames in one loop turn (the kernel takes
+    part of one); every other one with a deadline 0.3 s ahead. Past it, the device reads: the frames
+    the kernel held (the split one completed), then only those without a deadline, whole, in order."""
+    up = asyncio.Event()
+    expired: list[str] = []
+    with PtyPair(tmp_path / "claw") as pair:
+        config = SerialDeviceConfig(port=pair.path, framing="binary")
+        link = SerialLink("claw", config, lambda _line: None, lambda _n, is_up: up.set() if is_up else None,
+                          on_expired=lambda _n, frames: expired.extend(frames))
+        task = asyncio.create_task(link.run())
+        try:
+            await asyncio.wait_for(up.wait(), scaled(10))
+            frames = [bytes([0x80, i % 256, i // 256]) + b"\x00" * (i % 5) + b"\x7f" for i in range(3000)]
+            deadline = asyncio.get_running_loop().time() + 0.3
+            for i, frame in enumerate(frames):
+                assert link.write_frame(frame, deadline if i % 2 == 0 else None)
+            await asyncio.sleep(0)
+            assert getattr(link._transport, "mid_line", None) is True, "the kernel took whole frames only"
+            await asyncio.sleep(0.35)
+            end = b"\xfe\xfd\xfc\xfb"
+            assert link.write_frame(end)
+            data = await pair.read_until(end, scaled(10))
+            pos, seen = 0, []
+            for frame in frames:                        # the kernel's prefix: every frame, whole
+                if data.startswith(frame, pos):
+                    seen.append(frame)
+                    pos += len(frame)
+                else:
+                    break
+            rest = [f for j, f in enumerate(frames) if j >= len(seen) and j % 2 == 1]   # no deadline
+            assert data[pos:] == b"".join(rest) + end, "a frame split or an expired one written"
+            assert len(expired) == link.stats["expired"] == len(frames[len(seen):]) - len(rest)
+            link.purge()                                # nothing waits: a no-op
+            assert link.stats["purged_bytes"] == 0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

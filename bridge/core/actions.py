@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.core.authz import Authorizer
@@ -29,26 +29,34 @@ from bridge.core.templates import LineTemplate, PayloadTemplate, TopicTemplate
 
 @dataclass(frozen=True, slots=True)
 class WriteLine:
-    """Write ``line`` plus the device's newline to a serial device."""
+    """Write ``line`` plus the device's newline to a serial device. ``deadline`` (monotonic seconds, the
+    command's issue time plus its rule's max_age_ms): the link drops the line, unwritten, when it is
+    still waiting in its queue then; None (safe actions, rules without max_age_ms): never dropped so."""
 
     device: str
     line: str
+    deadline: float | None = field(default=None, compare=False)   # when to stop trying, not what to write
 
 
 @dataclass(frozen=True, slots=True)
 class WriteFrame:
-    """Write ``data`` (a whole binary frame, checksum included) to a ``framing: binary`` serial device."""
+    """Write ``data`` (a whole binary frame, checksum included) to a ``framing: binary`` serial device;
+    ``deadline`` as for :class:`WriteLine`."""
 
     device: str
     data: bytes
+    deadline: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Publish:
+    """Publish ``payload`` on ``topic`` (never retained); ``deadline`` as for :class:`WriteLine`."""
+
     device: str
     topic: str
     payload: bytes
     qos: int = 0
+    deadline: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +116,15 @@ class CompiledAction:
             if action.expect is not None:
                 self.expect = re.compile(action.expect.pattern)
 
-    def fill(self, values: dict[str, Scalar]) -> Command:
-        """One command; raises FillError."""
+    def fill(self, values: dict[str, Scalar], deadline: float | None = None) -> Command:
+        """One command (carrying ``deadline``, see :class:`WriteLine`); raises FillError."""
         if self.frame is not None:
-            return WriteFrame(self.action.device, self.frame.encode(values))
+            return WriteFrame(self.action.device, self.frame.encode(values), deadline)
         if self.line is not None:
-            return WriteLine(self.action.device, self.line.fill(values))
+            return WriteLine(self.action.device, self.line.fill(values), deadline)
         assert self.topic is not None and self.payload is not None
         qos = self.action.qos if isinstance(self.action, MqttAction) else 0
-        return Publish(self.action.device, self.topic.fill(values), self.payload.fill(values), qos)
+        return Publish(self.action.device, self.topic.fill(values), self.payload.fill(values), qos, deadline)
 
 
 class CompiledRule:

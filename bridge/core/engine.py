@@ -19,6 +19,8 @@ method that returns the commands to carry out, *in order*:
 - ``undelivered(cmd)``: a device link refused ``cmd``; a safe action refused that way (the device
   down) is owed to the device and written first when it comes back (``device_state``, see
   docs/safety.md "A device that comes back");
+- ``expired(device, dropped, hub_now_ms)``: a device link dropped writes whose deadline passed in its
+  queue (every write of a rule with ``max_age_ms`` carries one; safe actions never do);
 - ``take_over(old, now)``: on a config reload, the new engine inherits the old one's state.
 
 ``now`` is monotonic seconds; ``hub_now_ms`` is the hub's current time in ms (the local MONOTONIC
@@ -73,7 +75,7 @@ from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_rol
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
 from bridge.core.params import Checked, decode_data
 from bridge.core.rules import RuleTable
-from bridge.core.safety import SafetyState, is_stale
+from bridge.core.safety import SafetyState, is_stale, write_deadline
 from bridge.core.signal import Connection
 from bridge.core.slew import Slewed
 from bridge.core.status import StatusAnnouncer, status_data
@@ -209,6 +211,18 @@ class Engine:
             if cmd not in owed:
                 owed.append(cmd)
 
+    def expired(self, device: str, dropped: list[str], hub_now_ms: int) -> list[Command]:
+        """``device``'s link dropped ``dropped`` (lines or ``topic payload`` texts) from its queue, never
+        written: their command's deadline (``WriteLine.deadline``) passed first. Counted
+        (``writes_expired`` in bridge.status) and audited."""
+        self.counters["writes_expired"] += len(dropped)
+        if not self._audit or not dropped:
+            return []
+        more = f" (+{len(dropped) - 3} more)" if len(dropped) > 3 else ""
+        reason = (f"device {device}: past max_age_ms in its link's queue, dropped: "
+                  f"{'; '.join(dropped[:3])}{more}")
+        return [Audit(AuditRecord(hub_now_ms / 1000.0, None, None, "", Decision.STALE, reason))]
+
     def shutdown(self) -> list[Command]:
         """The on_shutdown actions, after purging every device's queue; the engine is closed from now on."""
         self.closed = True
@@ -331,8 +345,10 @@ class Engine:
             return self._decide(rule, sig, data, Decision.REJECTED, checked.reason, [])
         values = checked.values
         slewed = self._slew(compiled, values, now)
+        # The links drop these writes if still queued once the command is max_age_ms old (docs/safety.md).
+        deadline = write_deadline(rule.max_age_ms, sig.ts, hub_now_ms, now)
         try:
-            out: list[Command] = [a.fill(values) for a in compiled.actions]
+            out: list[Command] = [a.fill(values, deadline) for a in compiled.actions]
         except FillError as e:
             return self._decide(rule, sig, data, Decision.REJECTED, str(e), [])
         refused = self._check_devices(out)

@@ -56,6 +56,13 @@ def is_stale(max_age_ms: int | None, ts: int, hub_now_ms: int) -> bool:
     return max_age_ms is not None and hub_now_ms - ts > max_age_ms
 
 
+def write_deadline(max_age_ms: int | None, ts: int, hub_now_ms: int, now: float) -> float | None:
+    """When (monotonic seconds, on the clock of ``now``) a command with hub timestamp ``ts``, judged at
+    ``hub_now_ms``/``now``, turns older than ``max_age_ms``: the deadline its writes carry into the
+    device links, which drop what is still queued then. None when the rule has no max age."""
+    return None if max_age_ms is None else now + (max_age_ms - (hub_now_ms - ts)) / 1000.0
+
+
 class SafetyState:
     """The e-stop latch and the watchdog deadlines of one engine."""
 

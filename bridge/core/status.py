@@ -8,13 +8,15 @@ Data (one compact JSON object, version 1)::
      "lease": "CONNECTION_ID" | null,                # null also when control.lease is off
      "devices": {"base": "up", "arm": "down"},
      "counters": {"signals": 12, "unmatched": 1, "telemetry_dropped": 0, "watchdog_fired": 2,
-                   "estops": 0, "writes_refused": 0, "lease_expired": 0, "lease_taken_over": 0,
-                  "frames_bad_checksum": 0,
+                  "estops": 0, "writes_refused": 0, "writes_expired": 0, "lease_expired": 0,
+                  "lease_taken_over": 0, "frames_bad_checksum": 0,
                   "decisions": {"applied": 9, "clamped": 0, "rejected": 1, ...}}}
 
 ``writes_refused`` counts lines and publishes a device link did not take (the device down, or its
-bounded queue full): decided, but never written. ``lease_expired`` / ``lease_taken_over`` count the
-leases lost to ``control.idle_timeout_ms`` and to a moderator (each also changes ``lease``).
+bounded queue full): decided, but never written. ``writes_expired`` counts those a link took and then
+dropped unwritten, still in its queue when their command turned ``max_age_ms`` old.
+``lease_expired`` / ``lease_taken_over`` count the leases lost to ``control.idle_timeout_ms`` and to a
+moderator (each also changes ``lease``).
 ``frames_bad_checksum`` counts telemetry frames of ``framing: binary`` devices whose constant bytes
 matched but whose checksum did not (``bridge.core.frames``).
 
@@ -106,6 +108,7 @@ def status_data(*, estopped: bool, lease: str | None, devices: Mapping[str, bool
             "watchdog_fired": counters["watchdog_fired"],
             "estops": counters["estops"],
             "writes_refused": counters["writes_refused"],
+            "writes_expired": counters["writes_expired"],
             "lease_expired": counters["lease_expired"],
             "lease_taken_over": counters["lease_taken_over"],
             "frames_bad_checksum": counters["frames_bad_checksum"],

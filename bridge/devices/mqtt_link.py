@@ -29,11 +29,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+import time
 from collections.abc import Callable, Sequence
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -93,13 +96,16 @@ class MqttLink:
     done; QoS 0: written to the socket), publishes_while_down, publish_overflow (MAX_QUEUED waiting),
     publish_errors, bad_publish_refused, inflight_cancelled (queued or awaiting the handshake when the
     connection dropped: never sent again), connects, connect_failures, purged (dropped by ``purge``),
-    publishes_sealed (refused after ``seal``).
+    publishes_sealed (refused after ``seal``), expired (dropped from paho's queue, never sent: their
+    ``deadline`` passed while the broker was slow).
     """
 
     def __init__(self, name: str, config: MqttDeviceConfig, subscriptions: Sequence[str],
                  on_message: Callable[[str, bytes], None],
-                 on_state: Callable[[str, bool], None] | None = None) -> None:
+                 on_state: Callable[[str, bool], None] | None = None,
+                 on_expired: Callable[[str, list[str]], None] | None = None) -> None:
         self.name = name
+        self._on_expired = on_expired
         self.config = config
         self.subscriptions = tuple(subscriptions)
         for f in self.subscriptions:
@@ -111,26 +117,31 @@ class MqttLink:
         self._paho: paho.Client | None = None
         # mids of our accepted publishes not yet handshaken, on the live connection (see _new_client).
         self._pending: set[int] = set()
+        # Deadlines (monotonic s) of the pending publishes that carry one, and the earliest of them.
+        self._deadlines: dict[int, float] = {}
+        self._soonest = math.inf
         self._up = False
         self._sealed = False
         self.stats: dict[str, int] = dict.fromkeys(
             ("messages_in", "incoming_dropped", "published", "publishes_while_down", "publish_overflow",
              "publish_errors", "bad_publish_refused", "inflight_cancelled", "connects",
-             "connect_failures", "purged", "publishes_sealed"), 0)
+             "connect_failures", "purged", "publishes_sealed", "expired"), 0)
 
     @property
     def up(self) -> bool:
         """True while connected, announced online and subscribed."""
         return self._up
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, deadline: float | None = None) -> bool:
         """Start publishing ``payload`` on ``topic`` (never retained) and return at once.
 
         Returns False, counting why, when the link is down, when MAX_QUEUED publishes are already waiting
         (QoS>0 ones count until their handshake; for a QoS 0 one, ours not yet written count too), or
         when ``topic``/``qos``/``payload`` are not publishable (empty topic, wildcards, NUL, qos not 0-2,
         payload over MQTT's 256 MB). True means the packet is queued in order on the live connection
-        (sent once the in-flight window has room), not that it arrived."""
+        (sent once the in-flight window has room), not that it arrived. A QoS>0 publish with a
+        ``deadline`` (monotonic seconds) still in paho's queue then is dropped before paho sends it,
+        never sent (counted: expired; ``on_expired(name, ["topic payload", ...])``)."""
         if self._sealed:
             self.stats["publishes_sealed"] += 1
             return False
@@ -160,6 +171,9 @@ class MqttLink:
                 self.stats["published"] += 1
             else:
                 self._pending.add(info.mid)
+                if deadline is not None and qos > 0:
+                    self._deadlines[info.mid] = deadline
+                    self._soonest = min(self._soonest, deadline)
             return True
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
             self.stats["publish_overflow"] += 1
@@ -175,6 +189,7 @@ class MqttLink:
         ``"full"`` (MAX_QUEUED of ours waiting), or None when it would be taken (see ``publish``)."""
         if self._sealed or self._paho is None or not self._up:
             return "down"
+        self._expire()                  # stale messages must not make room short
         return "full" if len(self._pending) >= MAX_QUEUED else None
 
     def purge(self) -> None:
@@ -182,18 +197,43 @@ class MqttLink:
         the in-flight window are on the wire already and stay. Called before an e-stop or the shutdown:
         a publish made next must not be followed by older commands (paho sends the queue in order, and
         a QoS 0 publish overtakes it)."""
-        client, pending = self._paho, self._pending
+        self.stats["purged"] += len(self._drop(None))
+
+    def _drop(self, now: float | None) -> list[paho.MQTTMessage]:
+        """Drop our publishes still queued in paho (never sent): all (``now`` None), or those whose
+        deadline is at or before ``now``. Returns them."""
+        client, pending, deadlines = self._paho, self._pending, self._deadlines
         if client is None or not pending:
-            return
+            return []
         # paho's own queue (MQTTMessage.state == queued: not yet sent). Its lock: paho's callbacks run
-        # on this loop, but the lock is what paho itself takes around this dict.
+        # on this loop, but the lock is what paho itself takes around this dict (an RLock: taken again
+        # from paho's own _update_inflight, see _new_client).
         with client._out_message_mutex:
             out = client._out_messages
-            dropped = [mid for mid, m in out.items() if mid in pending and m.state == paho.mqtt_ms_queued]
-            for mid in dropped:
-                del out[mid]
-                pending.discard(mid)
-        self.stats["purged"] += len(dropped)
+            dropped = [m for mid, m in out.items() if mid in pending and m.state == paho.mqtt_ms_queued
+                       and (now is None or deadlines.get(mid, math.inf) <= now)]
+            for m in dropped:
+                del out[m.mid]
+                pending.discard(m.mid)
+                deadlines.pop(m.mid, None)
+        self._soonest = min(deadlines.values(), default=math.inf)
+        return dropped
+
+    def _expire(self) -> None:
+        """Drop the queued publishes whose deadline has passed; report them (counted: expired)."""
+        if self._soonest > time.monotonic():
+            return
+        dropped = self._drop(time.monotonic())
+        self._soonest = min(self._deadlines.values(), default=math.inf)
+        if not dropped:
+            return
+        self.stats["expired"] += len(dropped)
+        if self._on_expired is not None:
+            texts = [f"{m.topic} {m.payload.decode('utf-8', 'replace')}" for m in dropped]
+            try:
+                self._on_expired(self.name, texts)
+            except Exception:
+                log.exception("mqtt %s: on_expired callback failed", self.name)
 
     def seal(self) -> None:
         """Refuse every later publish (counted: publishes_sealed); see ``SerialLink.seal``. The clean
@@ -273,6 +313,8 @@ class MqttLink:
         # Count our publishes' handshakes. The set is this connection's own: a new connection starts with
         # a new one (mids restart), and _went_down counts what is left in it as dropped.
         pending = self._pending = set()
+        deadlines = self._deadlines = {}
+        self._soonest = math.inf
         inner = client._client
         library_on_publish: Callable[..., None] | None = inner.on_publish   # aiomqtt's (API v2)
 
@@ -282,9 +324,20 @@ class MqttLink:
                 library_on_publish(c, userdata, mid, reason_code, properties)  # wakes aiomqtt's awaits
             if mid in pending:
                 pending.discard(mid)
+                deadlines.pop(mid, None)
                 stats["published"] += 1
 
         inner.on_publish = on_publish
+        # paho sends queued messages from _update_inflight (a PUBACK freed a slot): the expired ones are
+        # dropped right before it, so a message is never sent after its deadline (the broker slow or
+        # frozen meanwhile). A private method, like the queue purge reads: checked with paho 2.2.
+        library_update: Callable[[], MQTTErrorCode] = inner._update_inflight
+
+        def update_inflight() -> MQTTErrorCode:
+            self._expire()
+            return library_update()
+
+        setattr(inner, "_update_inflight", update_inflight)  # noqa: B010 (an instance's method)
         return client
 
     def _went_down(self) -> None:
@@ -292,6 +345,8 @@ class MqttLink:
         # Whatever paho still queues dies with this client: a new connection is a new client.
         self.stats["inflight_cancelled"] += len(self._pending)
         self._pending.clear()
+        self._deadlines.clear()
+        self._soonest = math.inf
         self._set_up(False)
 
     def _deliver(self, message: aiomqtt.Message) -> None:

@@ -27,7 +27,9 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import select
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -153,6 +155,8 @@ class _SerialTransport(serial_asyncio_fast.SerialTransport):
     def __init__(self, loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol,
                  serial_instance: Any) -> None:
         super().__init__(loop, protocol, serial_instance)
+        self.lines: collections.deque[list[Any]] = collections.deque()
+        self._soonest = math.inf                     # the earliest deadline in ``lines``
         self._writable: Any = None
         # Ports without a file descriptor cannot be polled; the library cannot drive them either.
         with contextlib.suppress(AttributeError, OSError, ValueError, serial.SerialException):
@@ -172,59 +176,86 @@ class _SerialTransport(serial_asyncio_fast.SerialTransport):
             return
         super().write(data)
 
-    def _write_ready(self) -> None:
-        if not self._write_buffer:
-            self._remove_writer()   # bug 1: drained by the previous call; stop watching the port
-            return
-        super()._write_ready()
+    # Not part of the upstream fix: what ``SerialLink.purge`` and the write deadlines need. The link
+    # hands the transport whole lines only and says which (``track``: the size and deadline of each), so
+    # ``lines`` describes the buffer exactly, in order: [bytes not yet written, deadline, started] per
+    # line, the first one possibly started (partly written already). Any newline works, binary too.
+    #: Called with the lines ``_write_ready`` dropped because their deadline had passed.
+    on_expired: Callable[[list[bytes]], None] | None = None
 
-    # Not part of the upstream fix: what ``SerialLink.purge`` needs. The link hands the transport whole
-    # lines only, so its buffer is "the rest of one partly written line, then whole lines"; the rest
-    # exists when the last partial write stopped elsewhere than just after a terminator.
-    mid_line = False
-    terminator_end = b"\n"
+    def track(self, lines: list[tuple[int, float | None]]) -> None:
+        """Describe the lines about to be passed to ``write``: (size in bytes, deadline), in order."""
+        self.lines.extend([size, deadline, False] for size, deadline in lines)
+        self._soonest = min(self._soonest, min((d for _, d in lines if d is not None), default=math.inf))
+
+    @property
+    def mid_line(self) -> bool:
+        """True when the kernel has taken part of the first waiting line (its rest is never dropped)."""
+        return bool(self.lines) and bool(self.lines[0][2])
 
     def _write_data(self, data: bytes | bytearray | memoryview) -> None:
         buf = self._write_buffer
         before = len(buf)
         super()._write_data(data)
-        if len(buf) > before:                       # not all of it left: what did?
-            n = len(data) - len(buf[-1])
-            if n > 0:
-                self.mid_line = bytes(data[n - 1:n]) != self.terminator_end
-        elif not buf:
-            self.mid_line = False
+        n = len(data) - len(buf[-1]) if len(buf) > before else len(data)   # what the kernel took
+        lines = self.lines
+        while n > 0 and lines:
+            front = lines[0]
+            if n < front[0]:
+                front[0] -= n
+                front[2] = True                     # partly on the wire: never dropped now
+                break
+            n -= front[0]
+            lines.popleft()
 
-    def purge(self, keep_bytes: int | None = None) -> int:
+    def expire(self, now: float) -> None:
+        """Drop the lines whose deadline is past (see ``drop``) and report them to ``on_expired``."""
+        if self._soonest <= now and self._write_buffer:
+            dropped = self.drop(now)
+            if dropped and self.on_expired is not None:
+                self.on_expired(dropped)
+
+    def _write_ready(self) -> None:
+        self.expire(time.monotonic())   # the device reads again: not what has turned too late
+        if not self._write_buffer:
+            self._remove_writer()   # bug 1: drained by the previous call; stop watching the port
+            return
+        super()._write_ready()
+
+    def purge(self) -> int:
         """Drop the whole lines waiting in the buffer (never the rest of a line already partly on the
-        wire: the device must not see half a command glued to the next one). Returns the bytes dropped.
-        ``keep_bytes``, for binary frames (no terminator to look for): how many bytes at the head of the
-        buffer are the rest of a frame already partly written."""
+        wire: the device must not see half a command glued to the next one). Returns the bytes dropped."""
+        return sum(map(len, self.drop(None)))
+
+    def drop(self, now: float | None) -> list[bytes]:
+        """Drop whole lines waiting in the buffer: all of them (``now`` None: ``purge``), or those whose
+        deadline is at or before ``now``; never the rest of a line already partly on the wire. Returns
+        the dropped lines, newline included."""
         buf = self._write_buffer
         if not buf:
-            return 0
+            return []
         data = b"".join(buf)
-        keep = b""
-        if keep_bytes is not None:
-            keep = data[:keep_bytes]
-        elif self.mid_line:
-            end = data.find(self.terminator_end)
-            keep = data[: end + 1] if end >= 0 else data
+        # Bytes no line describes (none, unless a write bypassed track) stay first, as they are.
+        pos = max(0, len(data) - sum(line[0] for line in self.lines))
+        kept, dropped = [data[:pos]], []
+        kept_lines: collections.deque[list[Any]] = collections.deque()
+        for line in self.lines:
+            chunk = data[pos:pos + line[0]]
+            pos += line[0]
+            deadline = line[1]
+            if line[2] or (now is not None and (deadline is None or deadline > now)):
+                kept.append(chunk)
+                kept_lines.append(line)
+            else:
+                dropped.append(chunk)
         buf.clear()
-        if keep:
-            buf.append(keep)
+        rest = b"".join(kept)
+        if rest:
+            buf.append(rest)
+        self.lines = kept_lines
+        self._soonest = min((line[1] for line in kept_lines if line[1] is not None), default=math.inf)
         self._maybe_resume_protocol()
-        return len(data) - len(keep)
-
-
-def _unsent_rest(frame_sizes: collections.deque[int], unsent: int) -> int:
-    """Of the frames handed on (sizes, newest last), ``unsent`` bytes have not left yet: how many of them
-    are the rest of a frame already partly written (0 when the unsent bytes are whole frames)."""
-    for size in reversed(frame_sizes):
-        if unsent <= size:
-            return 0 if unsent == size else unsent
-        unsent -= size
-    return 0
+        return dropped
 
 
 async def _open_transport(loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.Protocol],
@@ -265,25 +296,25 @@ class SerialLink:
 
     ``stats``: lines_in, lines_out, overlong_dropped, decode_errors, writes_while_down, write_overflow,
     bad_lines_refused, open_failures, reopens (successful opens after the first), purged_bytes (dropped
-    by ``purge``), writes_sealed (refused after ``seal``); for ``framing: binary`` devices (``on_bytes``
-    gets the raw reads, ``write_frame`` sends) bytes_in and frames_out.
+    by ``purge``), writes_sealed (refused after ``seal``), expired (lines or frames dropped unwritten:
+    their ``deadline`` passed while they waited for the device); for ``framing: binary`` devices
+    (``on_bytes`` gets the raw reads, ``write_frame`` sends) bytes_in and frames_out.
     """
 
     def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
                  on_state: Callable[[str, bool], None] | None = None,
-                 on_bytes: Callable[[bytes], None] | None = None) -> None:
+                 on_bytes: Callable[[bytes], None] | None = None,
+                 on_expired: Callable[[str, list[str]], None] | None = None) -> None:
         self.name = name
+        self._on_expired = on_expired
         self.config = config
         self._on_line = on_line
         self._on_state = on_state
         self._newline = config.newline.encode()
         terminator = b"\r" if config.newline == "\r" else b"\n"
         self._framer = LineFramer(self._deliver, config.max_line, terminator)
-        #: Sizes of the last frames handed on (binary devices only), newest last: with the bytes not yet
-        #: written they tell where the frame partly on the wire ends, so a purge never splits one.
-        self._frame_sizes: collections.deque[int] | None = None
-        if config.framing == "binary":
-            self._frame_sizes = collections.deque(maxlen=MAX_WRITE_BUFFER + 1)
+        self._binary = config.framing == "binary"
+        if self._binary:
             # No lines: every read goes to on_bytes as it came (``write_frame`` for the other way).
             self._framer = ByteFeed(self._guarded(on_bytes or (lambda _data: None)))
         self._transport: asyncio.Transport | None = None
@@ -293,26 +324,29 @@ class SerialLink:
         # Lines accepted in this loop turn, not yet handed to the transport; non-empty <=> a flush is
         # scheduled (or the transport was dropped, which clears it).
         self._pending = bytearray()
+        self._pending_lines: list[tuple[int, float | None]] = []   # (size, deadline) per line in _pending
         self._up = False
         self._opened_before = False
         self._sealed = False
         self._counts: dict[str, int] = dict.fromkeys(
             ("lines_out", "writes_while_down", "write_overflow", "bad_lines_refused", "open_failures",
-             "reopens", "purged_bytes", "writes_sealed", "frames_out"), 0)
+             "reopens", "purged_bytes", "writes_sealed", "frames_out", "expired"), 0)
 
     @property
     def up(self) -> bool:
         """True while the port is open and writable."""
         return self._up
 
-    def write_line(self, line: str) -> bool:
+    def write_line(self, line: str, deadline: float | None = None) -> bool:
         """Send ``line`` + the configured newline without blocking. Returns False (and counts it) when the
         port is down, when the line itself contains CR or LF (it would be two commands), or when the device
         has stopped reading and MAX_WRITE_BUFFER bytes are already waiting.
 
         A True line is written, in order, at the end of the current event-loop turn together with the
         other lines of that turn (one transport write); closing the link (``run`` cancelled, port lost)
-        hands the lines still pending to the transport first."""
+        hands the lines still pending to the transport first. A line with a ``deadline`` (monotonic
+        seconds) still waiting in the transport's buffer then (the device stopped reading) is dropped
+        before the next write, never written (counted: expired; ``on_expired(name, lines)``)."""
         if self._sealed:
             self._counts["writes_sealed"] += 1
             return False
@@ -330,8 +364,10 @@ class SerialLink:
             return False
         if not pending and self._loop is not None:
             self._loop.call_soon(self._flush)
-        pending += line.encode()
+        encoded = line.encode()
+        pending += encoded
         pending += self._newline
+        self._pending_lines.append((len(encoded) + len(self._newline), deadline))
         self._counts["lines_out"] += 1
         return True
 
@@ -341,6 +377,9 @@ class SerialLink:
         Lets the engine decide a command's fate before anything of it is written."""
         if self._sealed or self._write is None or not self._up:
             return "down"
+        transport = self._transport
+        if isinstance(transport, _SerialTransport) and transport.lines:
+            transport.expire(time.monotonic())      # stale lines must not make room short
         return "full" if self.queued + size + len(self._newline) > MAX_WRITE_BUFFER else None
 
     def purge(self) -> None:
@@ -348,18 +387,12 @@ class SerialLink:
         not the kernel's, and never the rest of a line already partly written). Called before an e-stop
         or the shutdown: what comes next must not wait behind, nor be followed by, older commands.
         A socket:// port keeps its transport buffer (asyncio's own): only this turn's lines go."""
-        transport = self._transport
-        keep = None
-        if self._frame_sizes is not None:
-            buffered = transport.get_write_buffer_size() if transport is not None else 0
-            keep = _unsent_rest(self._frame_sizes, len(self._pending) + buffered)
-            self._frame_sizes.clear()
-            if keep:
-                self._frame_sizes.append(keep)
         dropped = len(self._pending)
         self._pending.clear()
+        self._pending_lines.clear()
+        transport = self._transport
         if isinstance(transport, _SerialTransport):
-            dropped += transport.purge(keep)
+            dropped += transport.purge()
         self._counts["purged_bytes"] += dropped
 
     def seal(self) -> None:
@@ -372,10 +405,11 @@ class SerialLink:
         """Bytes taken but not yet handed to the kernel (0: everything written has left the process)."""
         return len(self._pending) + (self._buffered() if self._buffered is not None else 0)
 
-    def write_frame(self, data: bytes) -> bool:
+    def write_frame(self, data: bytes, deadline: float | None = None) -> bool:
         """Send one binary frame (``framing: binary``) without blocking, batched with the other writes of
         this loop turn as ``write_line`` does. False (counted) when the port is down or the device has
-        stopped reading and MAX_WRITE_BUFFER bytes are already waiting."""
+        stopped reading and MAX_WRITE_BUFFER bytes are already waiting. ``deadline`` as for
+        ``write_line``: a frame still waiting then is dropped whole, never written."""
         if self._sealed:
             self._counts["writes_sealed"] += 1
             return False
@@ -388,8 +422,7 @@ class SerialLink:
         if not self._pending and self._loop is not None:
             self._loop.call_soon(self._flush)
         self._pending += data
-        if self._frame_sizes is not None:
-            self._frame_sizes.append(len(data))
+        self._pending_lines.append((len(data), deadline))
         self._counts["frames_out"] += 1
         return True
 
@@ -401,6 +434,9 @@ class SerialLink:
         # bytes, not the bytearray itself: the transport keeps a reference to what it cannot write yet.
         data = bytes(pending)
         pending.clear()
+        lines, self._pending_lines = self._pending_lines, []
+        if isinstance(self._transport, _SerialTransport):
+            self._transport.track(lines)
         if self._write is not None:
             self._write(data)
 
@@ -443,7 +479,7 @@ class SerialLink:
             loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate)
         assert isinstance(protocol, _LinkProtocol)
         if isinstance(transport, _SerialTransport):
-            transport.terminator_end = self._newline[-1:]
+            transport.on_expired = self._expired
         if self.config.low_latency:
             port: Any = getattr(transport, "serial", None)
             # Only real USB adapters support it; ptys and sockets refuse (or lack the method): fine.
@@ -458,8 +494,7 @@ class SerialLink:
     def _drop_transport(self) -> None:
         self._flush()   # the lines of this turn (e.g. on_shutdown's) before the port goes
         self._pending.clear()
-        if self._frame_sizes is not None:
-            self._frame_sizes.clear()
+        self._pending_lines.clear()
         transport, self._transport = self._transport, None
         self._write = self._buffered = None
         if transport is not None and not transport.is_closing():
@@ -468,11 +503,28 @@ class SerialLink:
             # write() were handed to the kernel at once unless the device was not reading anyway.
             transport.abort()
 
+    def _expired(self, lines: list[bytes]) -> None:
+        self._counts["expired"] += len(lines)
+        if self._on_expired is not None:
+            cut = len(self._newline)
+            texts = [line.hex(" ") if self._binary else line[:-cut].decode("utf-8", "replace")
+                     for line in lines]
+            try:
+                self._on_expired(self.name, texts)
+            except Exception:
+                log.exception("serial %s: on_expired callback failed", self.name)
+
     def _set_up(self, up: bool) -> None:
         if up == self._up:
             return
         self._up = up
         report_state(self._on_state, self.name, up, log)
+
+    def _deliver(self, line: str) -> None:
+        try:
+            self._on_line(line)
+        except Exception:
+            log.exception("serial %s: on_line callback failed", self.name)
 
     def _guarded(self, callback: Callable[[bytes], None]) -> Callable[[bytes], None]:
         def deliver(data: bytes) -> None:
@@ -481,12 +533,6 @@ class SerialLink:
             except Exception:
                 log.exception("serial %s: on_bytes callback failed", self.name)
         return deliver
-
-    def _deliver(self, line: str) -> None:
-        try:
-            self._on_line(line)
-        except Exception:
-            log.exception("serial %s: on_line callback failed", self.name)
 
     @property
     def stats(self) -> dict[str, int]:
