@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: Retry signals being sent at once (each waits for the hub's ack); beyond this, new ones are dropped+counted.
 MAX_SIGNALS_IN_FLIGHT = 256
+#: The share of the hub's announced rate limit (and burst) the bridge's own signals use at most.
+HUB_RATE_MARGIN = 0.9
 #: Backoff between session clients after one gave up for good.
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
@@ -341,8 +343,22 @@ class Daemon:
         self._drop_logged = False
         self._execute(self.engine.link_down(now))
 
+    def _pace(self, client: SessionClient) -> None:
+        """Pace under the lower of ``session.signal_rate`` and the hub's announced limit (re-read on
+        every (re)connect), the latter with HUB_RATE_MARGIN to spare (clock drift, network jitter)."""
+        s = self.config.session
+        rate, burst = s.signal_rate_hz, float(s.signal_burst)
+        if client.rate_limit is not None:
+            rate = min(rate, client.rate_limit[0] * HUB_RATE_MARGIN)
+            burst = min(burst, max(1.0, client.rate_limit[1] * HUB_RATE_MARGIN))
+        if (rate, burst) != self._pacer.rate:
+            self._pacer.retune(rate, burst, time.monotonic())
+            log.info("session: pacing own signals at %.4g/s, burst %.4g (the hub's limit: %s)", rate, burst,
+                     client.rate_limit or "none announced")
+
     def _link_up(self, client: SessionClient) -> None:
         assert client.connection is not None
+        self._pace(client)
         own = client.connection.id
         dropped = self.engine.counters["telemetry_dropped_link_down"] - self._dropped_at_down
         self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]

@@ -26,7 +26,7 @@ async def test_connect_lists_others_and_announces_newcomer() -> None:
         c = a.connected
         assert c["op"] == "connected" and c["resumed"] is False and c["connections"] == []
         assert c["connection"]["data"] == "alice" and c["connection"]["role"] == "publisher"
-        assert c["limits"] == {"max_type": 128, "max_data": 8192}
+        assert c["limits"] == {"max_type": 128, "max_data": 8192, "rate": 1000, "burst": 2000}  # the defaults
         assert isinstance(c["server_time"], int) and isinstance(c["resume_secret"], str)
         b = await raw_connect(h, "lab-1", role="moderator", data="bob")
         assert [x["id"] for x in b.connected["connections"]] == [a.id]

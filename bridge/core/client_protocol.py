@@ -79,7 +79,9 @@ class Connected:
     highest signal id it has processed for this connection) and ``nacks`` (the refusals among them
     given on the previous link); None from an older hub, which leaves the client to re-send.
     ``more``: the member list goes on in :class:`ConnectionsPage` frames, which follow at once (the
-    client reads them all before it takes the connection: :func:`with_pages`)."""
+    client reads them all before it takes the connection: :func:`with_pages`). ``rate_limit``: the
+    hub's per-connection signal rate limit, (signals a second, burst), from ``limits`` ``rate`` and
+    ``burst``; None when the hub announces none (no limit, or an older hub)."""
 
     connection: Connection
     connections: tuple[Connection, ...]
@@ -89,6 +91,7 @@ class Connected:
     last_id: int | None = None
     nacks: tuple[Nack, ...] = ()
     more: bool = False
+    rate_limit: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,19 @@ def _connected(f: dict[str, Any]) -> Connected:
         nacks = tuple(_nack(dict(n, op="connected nack")) for n in refused)
     return Connected(_conn(f.get("connection")), others,
                      _str(f, "resume_secret", ""), f.get("resumed") is True, _int(f, "server_time"),
-                     last_id, nacks, _more(f))
+                     last_id, nacks, _more(f), _rate_limit(f.get("limits")))
+
+
+def _rate_limit(limits: Any) -> tuple[float, float] | None:
+    """(rate, burst) from a ``connected`` frame's ``limits``; None when it has no ``rate``."""
+    if not isinstance(limits, dict) or "rate" not in limits:
+        return None
+    out: list[float] = []
+    for value in (limits["rate"], limits.get("burst", limits["rate"])):
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+            raise ProtocolError("connected: limits 'rate' and 'burst' must be positive numbers")
+        out.append(float(value))
+    return out[0], out[1]
 
 
 def _nack(f: dict[str, Any]) -> Nack:

@@ -3,7 +3,8 @@
 The hub refuses (429) what one connection sends beyond its rate limit, and a refused ack or status is
 simply lost (they are sent without waiting for the hub's answer). So the bridge keeps its own token
 bucket, ``rate`` signals a second with ``burst`` saved up, set at or under the hub's limit
-(``session.signal_rate_hz``), and decides before sending:
+(``session.signal_rate_hz``; the daemon lowers it to just under the limit the hub announces in
+``connected``, see ``retune``), and decides before sending:
 
 - an *essential* signal (acks, status broadcasts, capabilities on connect, ``expect`` replies) is
   sent now when a token is there, else waits in a bounded FIFO (``MAX_WAITING``) and leaves as soon as
@@ -43,6 +44,20 @@ class Pacer(Generic[T]):
         self.waited = 0              # essential signals that had to wait for a token
         self.dropped_essential = 0   # MAX_WAITING were already waiting
         self.dropped_optional = 0
+
+    def retune(self, rate: float, burst: float, now: float) -> None:
+        """Pace at ``rate`` with ``burst`` from ``now`` on (a (re)connect: the hub announced its limit);
+        the tokens saved up are kept, at most the new burst."""
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"pacing needs rate > 0 and burst >= 1, got {rate}, {burst}")
+        self._refill(now)
+        self._rate, self._burst = rate, float(burst)
+        self._tokens = min(self._tokens, self._burst)
+
+    @property
+    def rate(self) -> tuple[float, float]:
+        """(rate, burst) in use."""
+        return self._rate, self._burst
 
     def offer(self, item: T, essential: bool, now: float) -> bool:
         """True: send ``item`` now (a token is spent). False: it waits (essential; ``due`` hands it

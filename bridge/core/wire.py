@@ -218,7 +218,8 @@ def _utf8_len(text: str) -> int:
 
 def connected_frames(me: Connection, others: list[Connection], resume_secret: str, resumed: bool,
                      server_time: int, last_id: int | None = None,
-                     nacks: tuple[tuple[int, int, str], ...] = ()) -> list[str]:
+                     nacks: tuple[tuple[int, int, str], ...] = (), limits: dict[str, Any] = LIMITS
+                     ) -> list[str]:
     """The answer to ``connect``: the ``connected`` frame, then as many ``connections`` pages as the
     member list needs (see docs/protocol.md, "Joining"). Send them in this order, before any other
     frame to that link. Each frame is at most JOIN_FRAME_BUDGET bytes; a page holds at least one
@@ -231,7 +232,7 @@ def connected_frames(me: Connection, others: list[Connection], resume_secret: st
     the ``connected`` frame (an addition to v1; clients that ignore them re-send and still work)."""
     frame: dict[str, object] = {
         "op": "connected", "connection": me.to_wire(), "connections": [],
-        "resume_secret": resume_secret, "resumed": resumed, "server_time": server_time, "limits": LIMITS}
+        "resume_secret": resume_secret, "resumed": resumed, "server_time": server_time, "limits": limits}
     if last_id is not None:
         frame["last_id"] = last_id
         frame["nacks"] = [{"id": i, "code": code, "message": message} for i, code, message in nacks]

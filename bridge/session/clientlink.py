@@ -135,6 +135,8 @@ class LinkSupervisor:
         self._resume_secret = ""
         self.connection: Connection | None = None
         self.connections: dict[str, Connection] = {}
+        #: The hub's rate limit for this connection (signals/s, burst), as its last 'connected' said.
+        self.rate_limit: tuple[float, float] | None = None
         self.stats: dict[str, int] = {"sent": 0, "acked": 0, "dropped": 0, "duplicates": 0,
                                       "reconnects": 0, "received": 0, "events_dropped": 0,
                                       "nowait_nacked": 0}
@@ -253,6 +255,7 @@ class LinkSupervisor:
         a newcomer gets connectionCreated for each client already there)."""
         self.connection = hello.connection
         self._resume_secret = hello.resume_secret
+        self.rate_limit = hello.rate_limit
         now = {c.id: c for c in hello.connections if c.id != hello.connection.id}
         if not first:
             for cid, gone in self.connections.items():

@@ -109,6 +109,9 @@ class _Hub:
         self.links = self.pool.links  # every open WebSocket (a link leaves once its writer is done)
         self.per_address: dict[str, int] = {}
         self.open = 0  # WebSockets being upgraded or open (what max_connections counts)
+        # The per-connection rate limit, announced in 'connected' (clients pace themselves under it).
+        self.limits = {**wire.LIMITS, "rate": config.rate_limit, "burst": config.rate_burst} \
+            if config.rate_limit > 0 else wire.LIMITS
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
         self.apps = {a.id: a.public_key for a in config.applications}
@@ -233,7 +236,7 @@ class _Hub:
             log.info("session %s: connection %s resumed (last_id %d), %d signals replayed", session_id,
                      member.connection.id, r.last_id, len(r.replay))
             for f in wire.connected_frames(member.connection, state.others(member), member.secret, True,
-                                           _now_ms(), r.last_id, r.nacks):
+                                           _now_ms(), r.last_id, r.nacks, self.limits):
                 link.send(f)
             for f in r.replay:
                 link.send(f)
@@ -248,7 +251,7 @@ class _Hub:
         member = state.join(session_id, grant.role, grant.data, link, loop.time(), _now_ms(), token_id)
         log.info("session %s: connection %s joined as %s", session_id, member.connection.id, grant.role)
         for f in wire.connected_frames(member.connection, state.others(member), member.secret, False,
-                                       _now_ms()):
+                                       _now_ms(), limits=self.limits):
             link.send(f)
         return member
 
