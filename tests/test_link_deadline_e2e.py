@@ -33,7 +33,7 @@ from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.pty import PtyPair
 from tests.test_daemon_e2e import Operator, bridge_process
 
-MAX_AGE_MS = 1000      # room for a loaded machine: all 400 moves are decided well within it
+MAX_AGE_MS = 1000      # room for a loaded machine: every move is decided well within it
 
 SERIAL_CONFIG = """\
 session: {{url: "{url}", session_id: late, token: "{token}"}}
@@ -43,7 +43,7 @@ rules:
     params: {{p: {{type: string, pattern: "[a-z]{{1,200}}"}}}}
     max_age_ms: {max_age}
     send: {{device: base, line: "P {{p}}"}}
-    watchdog: {{timeout_ms: 300, send: {{device: base, line: HALT}}}}
+    watchdog: {{timeout_ms: 600, send: {{device: base, line: HALT}}}}
 """
 
 
@@ -68,7 +68,9 @@ async def test_moves_queued_for_a_device_that_stopped_reading_are_dropped_once_t
                 op = Operator(c)
                 await bridge.wait_for(r"READY")
                 await bridge.wait_for(r"device base: up")
-                moves = [f"P {chr(97 + i % 26) * 200}" for i in range(400)]
+                # 300 x 202 bytes: more than the kernel's buffer holds, less than the link's 64 KiB (no
+                # move refused overloaded, whatever the kernel took).
+                moves = [f"P {chr(97 + i % 26) * 200}" for i in range(300)]
                 for line in moves:                 # nobody reads the pty: kernel buffer, then the link's
                     await c.signal("robot.path", json.dumps({"p": line[2:]}))
                 last_sent = time.monotonic()
@@ -82,7 +84,7 @@ async def test_moves_queued_for_a_device_that_stopped_reading_are_dropped_once_t
                 assert len(got) < len(moves) - 50, f"{len(got)} of {len(moves)} moves written late"
                 counters = await status_counters(op)
                 assert counters["writes_expired"] == len(moves) - len(got), counters
-                assert counters["decisions"]["applied"] == len(moves)
+                assert counters["decisions"]["applied"] == len(moves), counters
                 await op.send("robot.path", {"p": "fresh"})       # the link works on
                 assert await pair.read_line(scaled(5)) == "P fresh"
                 assert pair.pending() == b""
@@ -100,7 +102,7 @@ rules:
     params: {{force: {{type: int, min: 0, max: 1000}}}}
     max_age_ms: {max_age}
     send: {{device: arm, topic: arm/grip, payload: {{force: "{{force}}"}}, qos: 1}}
-    watchdog: {{timeout_ms: 300, send: {{device: arm, topic: arm/grip, payload: {{stop: 1}}, qos: 1}}}}
+    watchdog: {{timeout_ms: 600, send: {{device: arm, topic: arm/grip, payload: {{stop: 1}}, qos: 1}}}}
 """
 
 
