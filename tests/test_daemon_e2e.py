@@ -177,7 +177,7 @@ async def test_signal_to_serial_line_mqtt_message_and_telemetry_back(world: Worl
     await world.op.send("robot.move", {"x": 0.5, "y": -0.25, "id": "m1"})
     assert await world.pty.read_until(b"\n", scaled(10)) == b"M 0.50 -0.25\n"
     ack = json.loads((await world.op.next("bridge.ack")).data)
-    assert ack == {"id": "m1", "status": "applied", "reason": None}
+    assert ack == {"id": "m1", "status": "applied", "reason": None, "values": {"x": 0.5, "y": -0.25}}
 
     await world.op.send("arm.grip", {"force": 42})
     msg = await next_message(world.mqtt)

@@ -98,7 +98,7 @@ def test_move_becomes_line_and_ack() -> None:
     e = engine()
     out = send(e, "robot.move", {"x": 0.5, "y": 0, "id": "a1"})
     assert writes(out) == [WriteLine("base", "M 0.50 0.00")]
-    assert acks(out) == [{"id": "a1", "status": "applied", "reason": None}]
+    assert acks(out) == [{"id": "a1", "status": "applied", "reason": None, "values": {"x": 0.5, "y": 0.0}}]
     assert [c.to for c in out if isinstance(c, SendSignal)] == ["op1"]
     assert all(not c.retry for c in out if isinstance(c, SendSignal))
 

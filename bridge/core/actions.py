@@ -149,17 +149,31 @@ def constant_commands(actions: tuple[Action, ...], newlines: dict[str, str]) -> 
 ACK = "bridge.ack"
 
 
-def ack_signal(data: Any, seq: int, status: str, reason: str, to: str) -> SendSignal:
-    """A targeted ``bridge.ack``: ``{"id", "status", "reason"}``; ``id`` is the client's correlation id
-    (``"id"`` in the data: a string of at most 128 characters or an int), else the signal's ``seq``."""
-    ack_id: Any = seq
-    if isinstance(data, dict):
-        value = data.get(ID_KEY)
-        if (isinstance(value, str) and len(value) <= 128) or (
-                isinstance(value, int) and not isinstance(value, bool)):
-            ack_id = value
-    body = {"id": ack_id, "status": status, "reason": reason or None}
+def ack_signal(data: Any, seq: int, status: str, reason: str, to: str,
+               values: dict[str, Any] | None = None) -> SendSignal:
+    """A targeted ``bridge.ack``: ``{"id", "status", "reason"}``, plus ``"values"`` (the params as
+    written: defaults filled, clamps and slew applied) when given, and for ``clamped`` the names of
+    the requested params written otherwise (``"clamped"``); ``id`` is the client's correlation
+    id (``"id"`` in the data: a string of at most 128 characters or an int), else the signal's ``seq``."""
+    found = correlation_id(data)
+    ack_id: Any = seq if found is None else found
+    body: dict[str, Any] = {"id": ack_id, "status": status, "reason": reason or None}
+    if values is not None:
+        body["values"] = values
+        if status == "clamped" and isinstance(data, dict):
+            # Which of the requested values were not written as asked (range clamp or slew).
+            body["clamped"] = [k for k, v in values.items() if k in data and data[k] != v]
     return SendSignal(ACK, json.dumps(body, separators=(",", ":")), to)
+
+
+def correlation_id(data: Any) -> str | int | None:
+    """The client's correlation id in decoded signal data: ``"id"``, a string of at most 128
+    characters or an int (not a bool); None when absent or of another kind."""
+    value = data.get(ID_KEY) if isinstance(data, dict) else None
+    if (isinstance(value, str) and len(value) <= 128) or (
+            isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    return None
 
 
 def written(commands: list[Command]) -> tuple[Written, ...]:

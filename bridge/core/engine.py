@@ -74,6 +74,7 @@ from bridge.core.expects import ExpectTable
 from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_roles
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
 from bridge.core.params import Checked, decode_data
+from bridge.core.ping import PING, PingResponder
 from bridge.core.rules import RuleTable
 from bridge.core.safety import SafetyState, is_stale, write_deadline
 from bridge.core.signal import Connection
@@ -124,6 +125,7 @@ class Engine:
         self._expects = ExpectTable()
         self._announcer = StatusAnnouncer()
         self._describes = DescribeLimiter()
+        self._pings = PingResponder()
         #: device name -> link up; every device starts down until its link reports up.
         self.devices: dict[str, bool] = dict.fromkeys(config.devices, False)
         self._own_id: str | None = None
@@ -153,6 +155,10 @@ class Engine:
             if sig.from_id is None or not self._describes.request(sig.from_id, now):
                 return []
             return self._describe(sig.from_id)
+        if type_ == PING:
+            pong: list[Command] = [*self._pings.answer(sig, now, hub_now_ms)]
+            self.counters["pings_answered" if pong else "pings_refused"] += 1
+            return pong
         lease = self._lease
         if lease is not None and type_ in (self.config.control.acquire, self.config.control.release):
             return self._control(sig, sender, now)
@@ -167,6 +173,7 @@ class Engine:
         for compiled in self._rules.values():
             if compiled.rate is not None:
                 compiled.rate.forget(conn.id)
+        self._pings.forget(conn.id)
         if self._lease is None:
             return []
         return self._lease_lost(self._lease.connection_destroyed(conn.id), now)
@@ -357,7 +364,7 @@ class Engine:
         self._commit(compiled, sig, slewed, now)
         clamped = checked.clamped or any(s.clamped for s in slewed.values())
         decision = Decision.CLAMPED if clamped else Decision.APPLIED
-        return self._decide(rule, sig, data, decision, "", out)
+        return self._decide(rule, sig, data, decision, "", out, values)
 
     @staticmethod
     def _slew(compiled: CompiledRule, values: dict[str, Any], now: float) -> dict[str, Slewed]:
@@ -410,12 +417,13 @@ class Engine:
         return compiled.rate.check(key, now)
 
     def _decide(self, rule: Rule, sig: Signal, data: Any, decision: Decision, reason: str,
-                out: list[Command]) -> list[Command]:
+                out: list[Command], values: dict[str, Any] | None = None) -> list[Command]:
+        """``values``: what was written (after defaults, clamps and slew), for the ack."""
         self.decisions[decision] += 1
         if self._audit:
             out.append(self._audit_record(sig, decision, reason, out))
         if rule.ack and sig.from_id is not None:
-            out.append(ack_signal(data, sig.seq, decision.value, reason, sig.from_id))
+            out.append(ack_signal(data, sig.seq, decision.value, reason, sig.from_id, values))
         return out
 
     def _audit_record(self, sig: Signal, decision: Decision, reason: str, out: list[Command]) -> Audit:
