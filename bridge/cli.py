@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge import __version__
+from bridge.tools.parsers import TOOL_HANDLERS, add_tool_parsers
 
 # command -> (module, function); the function takes the parsed Namespace and returns an exit code.
 _HANDLERS: dict[str, tuple[str, str]] = {
@@ -18,10 +19,11 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "app": ("bridge.session.hubapps", "app_main"),
     "run": ("bridge.daemon", "run_main"),
     "check": ("bridge.config", "check_main"),
-    "send": ("bridge.session.tools", "send_main"),
-    "listen": ("bridge.session.tools", "listen_main"),
+    "send": ("bridge.tools.send", "send_main"),
+    "listen": ("bridge.tools.listen", "listen_main"),
     "demo": ("bridge.demo", "demo_main"),
     "camera": ("bridge.camera.daemon", "camera_main"),
+    **TOOL_HANDLERS,
 }
 
 
@@ -60,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "key and secret: from SIGBRIDGE_API_KEY/SIGBRIDGE_API_SECRET, the "
                                    "hub.yaml of --config, or the hub's state dir (said on stderr). "
                                    "Credentials are never generated unless --create is given.")
-    p.add_argument("session", metavar="SESSION", help="session id")
+    p.add_argument("session", metavar="SESSION", nargs="?", default=os.environ.get("SIGBRIDGE_SESSION"),
+                   help="session id (default: env SIGBRIDGE_SESSION)")
     p.add_argument("--role", default="publisher",
                    choices=["moderator", "publisher", "publisheronly", "subscriber"],
                    help="token role (default publisher)")
@@ -92,26 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SIGTERM/SIGINT; 2 when the config has errors (the same file:line "
                                    "errors as 'sigbridge check'); 78 when its token can never work (the "
                                    "hub refuses it, or its role cannot send signals).")
-    p.add_argument("-c", "--config", metavar="FILE", required=True, help="bridge.yaml")
+    _add_config_file(p)
 
     p = sub.add_parser("check", help="validate a bridge config",
                        description="Validate a bridge.yaml; exit 0 when good, 2 with file:line errors.")
-    p.add_argument("-c", "--config", metavar="FILE", required=True, help="bridge.yaml")
+    _add_config_file(p)
 
     p = sub.add_parser("send", help="send one signal",
                        description="Send one signal and exit 0 when the hub accepted it, 1 with the "
-                                   "error code otherwise.")
+                                   "error code otherwise. With --ack, also wait for the bridge's "
+                                   "bridge.ack of that command, print it as one JSON line and exit 0 "
+                                   "(applied or clamped), 1 (refused) or 124 (no answer in time).")
     p.add_argument("type", metavar="TYPE", help="signal type, e.g. robot.move")
     p.add_argument("data", metavar="DATA", nargs="?", default="", help="signal data (a string, often JSON)")
     p.add_argument("--to", metavar="CONNECTION", help="send to one connection id instead of everyone")
     p.add_argument("--no-retry", action="store_true",
                    help="fail at once instead of queueing while reconnecting")
+    p.add_argument("--ack", action="store_true",
+                   help="wait for the bridge's bridge.ack (the rule needs ack: true); an 'id' is added "
+                        "to JSON object data that has none, to match the answer")
+    p.add_argument("--timeout", metavar="S", type=_positive, default=5.0,
+                   help="with --ack: seconds to wait for the answer (default 5)")
     _add_connection_flags(p)
 
     p = sub.add_parser("listen", help="print signals as JSON lines",
                        description="Print each received signal (and connection event) as one JSON "
-                                   "object per line until interrupted.")
-    p.add_argument("--type", metavar="GLOB", help="only signals whose type matches, e.g. 'robot.*'")
+                                   "object per line until interrupted, --count events were printed or "
+                                   "--timeout passed. Exit 0; 124 when --count was not reached in time; "
+                                   "1 when the session ended otherwise.")
+    p.add_argument("--type", metavar="GLOB",
+                   help="only events whose signal type (or, for connection events, event name such as "
+                        "connectionCreated) matches, e.g. 'robot.*'")
+    p.add_argument("--count", metavar="N", type=_positive_int, help="exit after printing N events")
+    p.add_argument("--timeout", metavar="S", type=_positive, help="exit after S seconds")
     _add_connection_flags(p)
 
     p = sub.add_parser("demo", help="hub + simulated rover + bridge, prints the console URL",
@@ -127,18 +143,63 @@ def build_parser() -> argparse.ArgumentParser:
                                    "errors (file:line); 78 when the hub refuses its token or aiortc is "
                                    "missing; 1 when the session is lost for good.")
     p.add_argument("-c", "--config", metavar="FILE", required=True, help="camera.yaml")
+    add_tool_parsers(sub)
+    # Global flags are accepted after the command too (`sigbridge listen -v`, not only `sigbridge -v
+    # listen`): every command gets them; its own count is kept apart (dest) and added in main().
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", dest="command_verbose", action="count", default=0,
+                             help=argparse.SUPPRESS)
     return parser
 
 
+def _add_config_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config_file", metavar="FILE", nargs="?", help="bridge.yaml (or -c FILE)")
+    p.add_argument("-c", "--config", metavar="FILE", help="bridge.yaml")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _normalise(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Rules argparse cannot say: one config file (positional or -c), a session for token."""
+    if hasattr(args, "config_file"):
+        if args.config_file and args.config and args.config_file != args.config:
+            parser.error(f"{args.command}: give the config once (FILE or -c FILE), not both")
+        args.config = args.config or args.config_file
+        if not args.config:
+            parser.error(f"{args.command}: a config file is needed (FILE or -c FILE)")
+    if args.command == "token" and not args.session:
+        parser.error("token: a session id is needed (SESSION or env SIGBRIDGE_SESSION)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _normalise(parser, args)
+    _setup_logging(args.verbose + getattr(args, "command_verbose", 0))
     module_name, func_name = _HANDLERS[args.command]
     handler = getattr(importlib.import_module(module_name), func_name)
     try:
         return int(handler(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`sigbridge listen | head -1`): end quietly. stdout is pointed at
+        # /dev/null so the interpreter's final flush cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def _setup_logging(verbosity: int) -> None:

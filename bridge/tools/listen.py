@@ -1,9 +1,11 @@
-"""`sigbridge send` and `sigbridge listen`: a session client on the command line.
+"""`sigbridge listen`: the session's events as JSON lines on stdout (flushed per line).
 
-send: exit 0 when the hub acked the signal; 1 with ``error CODE: message`` on stderr when refused
-(or the hub refused the connection); 2 for a missing connection setting.
-listen: one JSON object per line on stdout, flushed per line, until SIGINT/SIGTERM (exit 0); 1 when
-the session ended otherwise (forced out, gave up reconnecting).
+``--type GLOB`` keeps the events whose signal type - or, for a connection event, its event name
+(``connectionCreated``, ``connectionDestroyed``, ``sessionReconnecting``, ...) - matches. ``--count N``
+ends after N printed events, ``--timeout S`` after S seconds. Exit 0 on SIGINT/SIGTERM, at the count, or
+at the timeout when no count was asked; 124 when the timeout came before the count; 1 when the session
+ended otherwise (forced out, gave up reconnecting). A reader that goes away (``| head -1``) ends it
+quietly (``bridge.cli``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import re
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from bridge.core.events import (
@@ -28,45 +31,17 @@ from bridge.core.events import (
     Signal,
 )
 from bridge.session.client import SessionClient, SignalError
-
-
-def _settings(args: argparse.Namespace) -> tuple[str, str, str] | None:
-    """(url, session, token) from the flags (which default to the environment), or None after
-    printing which one is missing."""
-    missing = [f"--{name} (or SIGBRIDGE_{name.upper()})" for name in ("url", "session", "token")
-               if not getattr(args, name, None)]
-    if missing:
-        print(f"error: missing connection setting: {', '.join(missing)}", file=sys.stderr)
-        return None
-    return args.url, args.session, args.token
-
-
-def send_main(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    if settings is None:
-        return 2
-    try:
-        asyncio.run(_send(*settings, args.type, args.data, args.to, not args.no_retry))
-    except SignalError as e:
-        print(f"error {e.code}: {e.message}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _send(url: str, session: str, token: str, type_: str, data: str, to: str | None,
-                retry: bool) -> None:
-    async with SessionClient(url, session, token) as client:
-        await client.signal(type=type_, data=data, to=to, retry_after_reconnect=retry)
+from bridge.tools.send import EXIT_TIMEOUT, connection_settings
 
 
 def listen_main(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = connection_settings(args)
     if settings is None:
         return 2
-    # Compiled once here, not per signal.
+    # Compiled once here, not per event.
     match = re.compile(fnmatch.translate(args.type)).match if args.type else None
     try:
-        return asyncio.run(_listen(*settings, match, sys.stdout))
+        return asyncio.run(_listen(*settings, match, args.count, args.timeout, sys.stdout))
     except SignalError as e:
         print(f"error {e.code}: {e.message}", file=sys.stderr)
         return 1
@@ -89,7 +64,8 @@ def event_to_json(event: SessionEvent) -> dict[str, Any]:
     return {"event": "sessionDisconnected", "reason": event.reason}
 
 
-async def _listen(url: str, session: str, token: str, match: Any, out: TextIO) -> int:
+async def _listen(url: str, session: str, token: str, match: Callable[[str], Any] | None,
+                  count: int | None, timeout: float | None, out: TextIO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -97,22 +73,28 @@ async def _listen(url: str, session: str, token: str, match: Any, out: TextIO) -
     async with SessionClient(url, session, token) as client:
 
         async def pump() -> int:
+            printed = 0
             async for event in client.events():
-                if isinstance(event, Signal) and match is not None and match(event.type) is None:
-                    continue
-                out.write(json.dumps(event_to_json(event), ensure_ascii=False) + "\n")
-                out.flush()
+                line = event_to_json(event)
                 if isinstance(event, Disconnected):
                     print(f"error: left the session: {event.reason}", file=sys.stderr)
+                if match is not None and match(line.get("type") or line["event"]) is None:
+                    continue
+                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                out.flush()
+                printed += 1
+                if count is not None and printed >= count:
+                    return 0
             return 1  # events() only ends after Disconnected
 
         pumping = asyncio.create_task(pump())
         stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({pumping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({pumping, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
         if pumping.done():
             return pumping.result()
         pumping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pumping
-        return 0
+        timed_out = not stop.is_set()
+        return EXIT_TIMEOUT if timed_out and count is not None else 0

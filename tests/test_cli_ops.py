@@ -1,0 +1,245 @@
+"""The operator CLI through the real `sigbridge` entry point (the console script) against a real hub
+and a real `sigbridge run` bridge on a pty: `send --ack` with every exit status, `listen --count
+--timeout --type`, a closed pipe, global flags after the command, config files as positional
+arguments, and the SIGBRIDGE_* variables."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bridge.core.tokens import verify_client_token
+from bridge.session.client import SessionClient
+from tests.conftest import scaled
+from tests.helpers.hub import HubHandle, running_hub
+from tests.helpers.pty import PtyPair
+from tests.test_daemon_e2e import Bridge, bridge_process
+
+SID = "ops-lab"
+ROOT = Path(__file__).resolve().parent.parent
+#: The console script pip installed (the real entry point), not `python -m bridge`.
+SIGBRIDGE = shutil.which("sigbridge", path=str(Path(sys.executable).parent)) or "sigbridge"
+
+CONFIG = """\
+session: {{url: "{url}", session_id: {sid}, token: "{token}"}}
+devices: {{base: {{serial: {{port: "{port}"}}}}}}
+rules:
+  - signal: robot.move
+    params: {{x: {{type: float, min: -1, max: 1, on_range: clamp}}, y: {{type: float, min: -1, max: 1}}}}
+    send: {{device: base, line: "M {{x:.2f}} {{y:.2f}}"}}
+    ack: true
+  - signal: robot.quiet
+    send: {{device: base, line: "Q"}}
+  - signal: robot.admin
+    send: {{device: base, line: "A"}}
+    from_roles: [moderator]
+    ack: true
+safety:
+  estop: {{signal: robot.estop, reset: robot.estop_reset, send: [{{device: base, line: "S"}}]}}
+"""
+
+
+@dataclass
+class Rig:
+    hub: HubHandle
+    pty: PtyPair
+    bridge: Bridge
+    config: Path
+
+    def env(self, role: str = "publisher", **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_") or k.endswith("_SCALE")}
+        env.update(SIGBRIDGE_URL=self.hub.url, SIGBRIDGE_SESSION=SID,
+                   SIGBRIDGE_TOKEN=self.hub.token(SID, role))
+        env.update(extra)
+        return env
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with running_hub() as hub:
+        with PtyPair(tmp_path / "rover") as pair:
+            config = tmp_path / "bridge.yaml"
+            config.write_text(CONFIG.format(url=hub.url, sid=SID, token=hub.token(SID, "moderator"),
+                                            port=pair.path))
+            async with bridge_process(config) as bridge:
+                await bridge.wait_for(r"device base: up")
+                await bridge.wait_for(r"session: connected as")
+                yield Rig(hub, pair, bridge, config)
+
+
+async def sigbridge(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
+                    timeout: float = 30) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        SIGBRIDGE, *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), scaled(timeout))
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def until_others(client: SessionClient, n: int) -> None:
+    """Until ``client`` sees ``n`` other connections."""
+    async with asyncio.timeout(scaled(20)):
+        while len(client.connections) < n:
+            await asyncio.sleep(0.02)
+
+
+def one_json_line(out: str) -> dict[str, object]:
+    lines = out.splitlines()
+    assert len(lines) == 1, out
+    obj = json.loads(lines[0])
+    assert isinstance(obj, dict)
+    return obj
+
+
+async def test_send_ack_applied_and_clamped_exit_0_with_the_values_written(rig: Rig) -> None:
+    code, out, err = await sigbridge("send", "robot.move", '{"x": 0.5, "y": -0.25}', "--ack", env=rig.env())
+    assert (code, err) == (0, "")
+    ack = one_json_line(out)
+    assert (ack["status"], ack["values"]) == ("applied", {"x": 0.5, "y": -0.25})
+    assert str(ack["id"]).startswith("sigbridge-")
+    assert await rig.pty.read_until(b"\n", scaled(10)) == b"M 0.50 -0.25\n"
+
+    code, out, err = await sigbridge("send", "robot.move", '{"x": 7, "y": 0, "id": "mine"}', "--ack",
+                                     env=rig.env())
+    ack = one_json_line(out)
+    assert (code, err) == (0, "")
+    assert ack == {"id": "mine", "status": "clamped", "reason": None, "values": {"x": 1.0, "y": 0.0},
+                   "clamped": ["x"]}
+
+
+@pytest.mark.parametrize(("args", "role", "status", "reason"), [
+    (["robot.move", '{"x": 0, "y": 3}'], "publisher", "rejected", "'y'"),
+    (["robot.move", "[1, 2]"], "publisher", "rejected", "JSON object"),
+    (["robot.admin"], "publisher", "unauthorised", "publisher"),
+])
+async def test_send_ack_refused_exits_1_and_prints_why(rig: Rig, args: list[str], role: str, status: str,
+                                                       reason: str) -> None:
+    code, out, err = await sigbridge("send", *args, "--ack", env=rig.env(role))
+    ack = one_json_line(out)
+    assert code == 1, (out, err)
+    assert ack["status"] == status and reason in str(ack["reason"]), ack
+
+
+async def test_send_ack_while_estopped_exits_1_and_after_the_reset_0(rig: Rig) -> None:
+    assert (await sigbridge("send", "robot.estop", env=rig.env()))[0] == 0
+    code, out, _ = await sigbridge("send", "robot.move", '{"x": 0, "y": 0}', "--ack", env=rig.env())
+    assert code == 1 and one_json_line(out)["status"] == "estopped"
+    assert (await sigbridge("send", "robot.estop_reset", env=rig.env("moderator")))[0] == 0
+    code, out, _ = await sigbridge("send", "robot.move", '{"x": 0, "y": 0}', "--ack", env=rig.env())
+    assert code == 0 and one_json_line(out)["status"] == "applied"
+
+
+async def test_send_ack_with_no_answer_exits_124_after_the_timeout(rig: Rig) -> None:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    code, out, err = await sigbridge("send", "robot.quiet", "--ack", "--timeout", "0.5", env=rig.env())
+    elapsed = loop.time() - start
+    assert (code, out) == (124, "")
+    assert "no bridge.ack within 0.5 s" in err and "ack: true" in err
+    assert elapsed >= 0.5
+    # Without --ack the same command exits 0 as soon as the hub took it.
+    assert (await sigbridge("send", "robot.quiet", env=rig.env()))[:2] == (0, "")
+
+
+async def test_send_ack_to_the_bridge_only_counts_its_answer(rig: Rig) -> None:
+    async with SessionClient(rig.hub.url, SID, rig.hub.token(SID)) as other:
+        assert other.connection is not None
+        # Addressed to a connection that is not the bridge: nobody answers.
+        code, _, _ = await sigbridge("send", "robot.move", '{"x": 0, "y": 0}', "--ack", "--timeout", "0.5",
+                                     "--to", other.connection.id, env=rig.env())
+        assert code == 124
+
+
+async def test_listen_count_type_and_timeout(rig: Rig) -> None:
+    env = rig.env()
+    listen = asyncio.create_task(sigbridge("listen", "--type", "robot.*", "--count", "2", env=env))
+    await rig.bridge.wait_for("connected as")
+    # Let the listener join: a connection event it must NOT print (filtered by --type) comes first.
+    async with SessionClient(rig.hub.url, SID, rig.hub.token(SID)) as op:
+        await until_others(op, 2)   # the bridge and the listener
+        for n in range(4):
+            await op.signal("robot.quiet" if n % 2 == 0 else "other.thing", str(n))
+        code, out, err = await listen
+    assert (code, err) == (0, "")
+    assert [(e["type"], e["data"]) for e in map(json.loads, out.splitlines())] == [
+        ("robot.quiet", "0"), ("robot.quiet", "2")]
+
+    # Connection events are filtered by their event name (those already in the session on joining
+    # are reported as connectionCreated: the bridge's).
+    code, out, _ = await sigbridge("listen", "--type", "connectionCreated", "--count", "1", env=env)
+    assert code == 0 and one_json_line(out)["connection"]["role"] == "moderator"  # type: ignore[index]
+    code, out, _ = await sigbridge("listen", "--type", "nothing.*", "--count", "1", "--timeout", "0.5",
+                                   env=env)
+    assert (code, out) == (124, "")
+    code, out, _ = await sigbridge("listen", "--type", "nothing.*", "--timeout", "0.3", env=env)
+    assert (code, out) == (0, "")
+
+
+async def test_listen_into_a_closed_pipe_ends_quietly(rig: Rig) -> None:
+    # A real shell pipe: head exits after the first line, the next write meets a closed pipe.
+    script = (f"'{SIGBRIDGE}' listen | head -1 > '{rig.config.parent}/first'; "
+              "echo \"status ${PIPESTATUS[0]}\" >&2")
+    proc = await asyncio.create_subprocess_exec("bash", "-c", script, env=rig.env(),
+                                                stderr=asyncio.subprocess.PIPE)
+    await asyncio.sleep(0)
+    async with SessionClient(rig.hub.url, SID, rig.hub.token(SID)) as op:
+        async with asyncio.timeout(scaled(20)):
+            while proc.returncode is None:
+                await op.signal("robot.quiet", "tick")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 0.2)
+    assert proc.stderr is not None
+    err = (await proc.stderr.read()).decode()
+    assert err.strip() == "status 0", err
+    assert json.loads((rig.config.parent / "first").read_text())
+
+
+async def test_global_flags_after_the_command_and_positional_config_files(rig: Rig, tmp_path: Path) -> None:
+    code, _, err = await sigbridge("check", str(rig.config), "-v")
+    assert code == 0, err
+    code, _out, err = await sigbridge("check", "-c", str(rig.config), "--verbose")
+    assert code == 0, err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("devices: {}\nrules: [{signal: x}]\n")
+    code, _, err = await sigbridge("run", str(bad))
+    assert code == 2 and f"{bad}:" in err
+    code, _, err = await sigbridge("check")
+    assert code == 2 and "a config file is needed" in err
+    code, _, err = await sigbridge("check", str(bad), "-c", str(rig.config))
+    assert code == 2 and "not both" in err
+    # -v after the command gives the same INFO logging as before it.
+    _, _, err = await sigbridge("listen", "--timeout", "0.3", "-v", env=rig.env())
+    _, _, err_before = await sigbridge("-v", "listen", "--timeout", "0.3", env=rig.env())
+    assert ("INFO" in err) and ("INFO" in err_before)
+
+
+def test_token_takes_its_session_from_the_environment(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_")}
+    state = tmp_path / "state"
+    env["SIGBRIDGE_SESSION"] = "from-env"
+    proc = subprocess.run([SIGBRIDGE, "token", "--create", "--state-dir", str(state), "--role", "moderator"],
+                          env=env, capture_output=True, text=True, timeout=scaled(30))
+    assert proc.returncode == 0, proc.stderr
+    creds = json.loads(next(state.glob("*.json")).read_text())
+    grant = verify_client_token(proc.stdout.strip(), api_key=creds["api_key"], api_secret=creds["api_secret"],
+                                session_id="from-env", now=time.time())
+    assert grant.role == "moderator"
+    del env["SIGBRIDGE_SESSION"]
+    proc = subprocess.run([SIGBRIDGE, "token", "--state-dir", str(state)], env=env, capture_output=True,
+                          text=True, timeout=scaled(30))
+    assert proc.returncode == 2 and "SIGBRIDGE_SESSION" in proc.stderr
+
+
+
