@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.events import Signal
 from bridge.core.tokens import verify_client_token
 from bridge.session.client import SessionClient
 from tests.conftest import scaled
@@ -70,8 +71,8 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     async with running_hub() as hub:
         with PtyPair(tmp_path / "rover") as pair:
             config = tmp_path / "bridge.yaml"
-            config.write_text(CONFIG.format(url=hub.url, sid=SID, token=hub.token(SID, "moderator"),
-                                            port=pair.path))
+            token = hub.token(SID, "moderator", "bridge:rover")
+            config.write_text(CONFIG.format(url=hub.url, sid=SID, token=token, port=pair.path))
             async with bridge_process(config) as bridge:
                 await bridge.wait_for(r"device base: up")
                 await bridge.wait_for(r"session: connected as")
@@ -153,13 +154,28 @@ async def test_send_ack_with_no_answer_exits_124_after_the_timeout(rig: Rig) -> 
     assert (await sigbridge("send", "robot.quiet", env=rig.env()))[:2] == (0, "")
 
 
-async def test_send_ack_to_the_bridge_only_counts_its_answer(rig: Rig) -> None:
-    async with SessionClient(rig.hub.url, SID, rig.hub.token(SID)) as other:
-        assert other.connection is not None
-        # Addressed to a connection that is not the bridge: nobody answers.
-        code, _, _ = await sigbridge("send", "robot.move", '{"x": 0, "y": 0}', "--ack", "--timeout", "0.5",
-                                     "--to", other.connection.id, env=rig.env())
-        assert code == 124
+async def test_send_ack_takes_the_answer_of_the_bridge_only(rig: Rig) -> None:
+    """A publisher that forges a bridge.ack (it sees the broadcast command and its id) is ignored."""
+    async with SessionClient(rig.hub.url, SID, rig.hub.token(SID)) as forger:
+        assert forger.connection is not None
+
+        async def forge() -> None:
+            async for event in forger.events():
+                if isinstance(event, Signal) and event.type == "robot.admin":
+                    ack_id = json.loads(event.data)["id"]
+                    await forger.signal("bridge.ack", json.dumps({"id": ack_id, "status": "applied"}))
+
+        forging = asyncio.create_task(forge())
+        try:
+            # The bridge refuses a publisher's robot.admin; the forger says "applied" first.
+            code, out, _ = await sigbridge("send", "robot.admin", "{}", "--ack", env=rig.env())
+            assert code == 1 and one_json_line(out)["status"] == "unauthorised"
+            # Addressed to a connection that is not the bridge: only the bridge's answer would count.
+            code, out, _ = await sigbridge("send", "robot.admin", "{}", "--ack", "--timeout", "0.5",
+                                           "--to", forger.connection.id, env=rig.env())
+            assert (code, out) == (124, "")
+        finally:
+            forging.cancel()
 
 
 async def test_listen_count_type_and_timeout(rig: Rig) -> None:

@@ -8,8 +8,10 @@ with ``--ack``, when the bridge refused the command (its ``bridge.ack`` is print
 Matching the answer: a ``bridge.ack`` carries the command's ``id`` (``docs/config.md``). With ``--ack``,
 JSON object data without an ``id`` gets a random one (``sigbridge-`` and 16 hex digits); data that
 already has one keeps it. Data that is not a JSON object is refused by any rule, and that ack names
-the bridge's sequence number instead, so then the first ``bridge.ack`` that arrives is taken. With
-``--to C``, only an ack from ``C`` counts. The connection stays open until the answer (or the timeout).
+the bridge's sequence number instead, so then the first ``bridge.ack`` that arrives is taken. Only an
+ack from a bridge counts: a connection whose token data is ``bridge`` or ``bridge:NAME``, which only
+the holder of the API secret can mint (``docs/protocol.md``); with ``--to C``, only one from ``C``.
+The connection stays open until the answer (or the timeout).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from bridge.core.decisions import Decision
 from bridge.core.events import Signal
 from bridge.core.params import ID_KEY, decode_data
+from bridge.core.signal import is_bridge_data
 from bridge.session.client import SessionClient, SignalError
 
 ACK = "bridge.ack"
@@ -99,7 +102,8 @@ def _answers(client: SessionClient, to: str | None, ack_id: str | int | None) ->
         async for event in client.events():
             if not isinstance(event, Signal) or event.type != ACK:
                 continue
-            if to is not None and event.from_id != to:
+            sender = client.connections.get(event.from_id) if event.from_id is not None else None
+            if sender is None or not is_bridge_data(sender.data) or (to is not None and sender.id != to):
                 continue
             try:
                 body = json.loads(event.data)
