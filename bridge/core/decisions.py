@@ -110,7 +110,8 @@ class AuditRecord:
 
     ``time`` is wall-clock seconds since the epoch (the bridge's clock, when the decision was taken).
     ``sender_id`` / ``sender_data`` are the sender's connection id and data, both None for a REST signal
-    (``from`` null). ``written`` lists what went to the hardware, empty for refusals.
+    (``from`` null). ``written`` lists what went to the hardware, empty for refusals. ``data`` is the
+    signal's data as received (None: not recorded), so that ``sigbridge replay`` can run it again.
     """
 
     time: float
@@ -120,6 +121,7 @@ class AuditRecord:
     decision: Decision
     reason: str = ""
     written: tuple[Written, ...] = ()
+    data: str | None = None
 
     def to_json(self) -> str:
         """One compact JSON line, without the trailing newline.
@@ -133,8 +135,10 @@ class AuditRecord:
             "from": self.sender_id,
             "from_data": self.sender_data,
             "type": self.type,
-            "decision": self.decision.value,
         }
+        if self.data is not None:
+            obj["data"] = self.data
+        obj["decision"] = self.decision.value
         if self.reason:
             obj["reason"] = self.reason
         obj["written"] = [w.to_obj() for w in self.written]

@@ -429,7 +429,7 @@ class Engine:
     def _audit_record(self, sig: Signal, decision: Decision, reason: str, out: list[Command]) -> Audit:
         sender = self._sender
         return Audit(AuditRecord(self._hub_ms / 1000.0, sig.from_id, sender.data if sender else None,
-                                 sig.type, decision, reason, written(out)))
+                                 sig.type, decision, reason, written(out), sig.data))
 
     # ------------------------------------------------------------ e-stop, lease, expect
 

@@ -48,8 +48,8 @@ def add_tool_parsers(sub: Any) -> None:
                    help="do not wait between signals (time still advances as recorded)")
     p.add_argument("--expect", metavar="FILE", help="expected writes (JSON lines, as printed)")
     p.add_argument("--role", default="moderator", choices=ROLES,
-                   help="the role of every sender in a 'listen' recording (default moderator; an "
-                        "audit log's entries were already decided, see --help of docs)")
+                   help="the role of a sender whose connectionCreated line is not in the recording, "
+                        "and of every sender of an audit log (default moderator)")
 
     p = sub.add_parser(
         "init", help="first-run wizard: write a bridge.yaml, a token file and the systemd unit",
