@@ -62,8 +62,11 @@ def add_tool_parsers(sub: Any) -> None:
     p.add_argument("--token", help="the bridge's token (publisher or moderator role; env "
                                    "SIGBRIDGE_TOKEN); or --mint with the hub's credentials")
     p.add_argument("--mint", action="store_true",
-                   help="mint the bridge's token here from SIGBRIDGE_API_KEY / SIGBRIDGE_API_SECRET "
-                        "(or the hub's state dir: run init on the hub's machine)")
+                   help="mint the bridge's token here (role publisher, data bridge:NAME, 30 days) from "
+                        "SIGBRIDGE_API_KEY / SIGBRIDGE_API_SECRET or the hub's --state-dir")
+    p.add_argument("--state-dir", metavar="DIR", help="with --mint: the hub's state dir")
+    p.add_argument("--name", default="robot",
+                   help="the bridge's name in its token data bridge:NAME (default robot)")
     p.add_argument("--serial", metavar="PORT", action="append", default=None,
                    help="a serial port to drive (repeatable; 'none' for no serial device)")
     p.add_argument("--baudrate", type=int, default=115200, help="serial baud rate (default 115200)")
