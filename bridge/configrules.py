@@ -16,6 +16,7 @@ import yaml
 
 from bridge.configcheck import KIND_LABEL, Checks, roles
 from bridge.configframes import read_frame
+from bridge.configfields import telemetry_fields
 from bridge.configtree import Reader, join, suggest
 from bridge.core.lease import driving_roles
 from bridge.core.model import (
@@ -207,7 +208,8 @@ class Sections(Checks):
 
     def _stream(self, node: yaml.Node, path: str) -> TelemetryStream | None:
         r = self.r
-        m = r.mapping(node, path, ("device", "match", "types", "topic", "signal", "max_rate_hz", "frame"),
+        m = r.mapping(node, path, ("device", "match", "types", "topic", "signal", "max_rate_hz", "frame",
+                                  "fields"),
                       required=("device", "signal"))
         if m is None:
             return None
@@ -237,6 +239,8 @@ class Sections(Checks):
             kw["topic"] = self._topic_filter(m["topic"], join(path, "topic"))
         if binary and "frame" in m:
             kw["frame"] = read_frame(r, m["frame"], join(path, "frame"), "telemetry")
+        if "fields" in m:
+            kw["fields"] = telemetry_fields(r, m["fields"], join(path, "fields"), kw.get("match"))
         if len(r.issues) > before or None in kw.values():
             return None
         if binary:

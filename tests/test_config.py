@@ -19,6 +19,7 @@ from bridge.core.model import (
     RateLimit,
     SerialAction,
     SerialTelemetry,
+    TelemetryField,
     Watchdog,
 )
 
@@ -60,7 +61,9 @@ def test_demo_loads_as_the_demo_runs_it() -> None:
     assert config.safety.estop == Estop("robot.estop", "robot.estop_reset", (SerialAction("base", "S"),))
     assert config.safety.on_disconnect == (SerialAction("base", "S"),)
     (tele,) = config.telemetry
-    assert tele == SerialTelemetry("base", r"^T (?P<battery>\d+) (?P<speed>-?[\d.]+)$", "robot.telemetry", 10)
+    assert tele == SerialTelemetry("base", r"^T (?P<battery>\d+) (?P<speed>-?[\d.]+)$", "robot.telemetry", 10,
+                                   fields={"battery": TelemetryField("%", 0, 100, warn_below=20),
+                                           "speed": TelemetryField("m/s", -1, 1)})
 
 
 MINIMAL = """

@@ -7,6 +7,7 @@ import { Drive } from './drive.js';
 import { parseCapabilities, renderControls } from './controls.js';
 import { Telemetry } from './telemetry.js';
 import { VideoPanel } from './videopanel.js';
+import { PONG, RobotState } from './robot-state.js';
 
 const $ = (id) => document.getElementById(id);
 const MOVE = 'robot.move';
@@ -40,9 +41,17 @@ const ui = {
 // For tests and for poking around from the devtools console.
 window.sigbridgeConsole = ui;
 
-const telemetry = new Telemetry($('telemetry-list'), $('telemetry-empty'));
+const telemetry = new Telemetry($('telemetry-list'), $('telemetry-empty'), $('drive-tele'));
 const video = new VideoPanel();
 ui.video = video;
+
+
+/** The bridge's connection in this session (its token data says so), or null. */
+function findBridge() {
+  if (!ui.session) return null;
+  for (const c of ui.session.connections.values()) if (isBridge(c)) return c;
+  return null;
+}
 
 // ---- join ------------------------------------------------------------------------------------
 
@@ -69,7 +78,9 @@ async function join(url, sessionId, token) {
     $('whoami').title = sessionId;
     setLinkState('connected');
     renderMembers();
-    drive.setEnabled(true);
+    robot.attach(s);
+    robot.bridge(findBridge());
+    drive.setEnabled(!robot.offline);
     describe();
   } catch (err) {
     setLinkState('disconnected');
@@ -81,21 +92,27 @@ async function join(url, sessionId, token) {
 
 function wire(s) {
   s.on('signal', onSignal);
-  s.on('connectionCreated', (ev) => { renderMembers(); log('sys', 'joined', ev.connection, ev.connection.data); });
+  s.on('connectionCreated', (ev) => {
+    renderMembers(); robot.bridge(findBridge()); log('sys', 'joined', ev.connection, ev.connection.data);
+  });
   s.on('connectionDestroyed', (ev) => {
     renderMembers();
+    robot.bridge(findBridge());
     log('sys', 'left', ev.connection, ev.reason);
   });
-  s.on('sessionReconnecting', () => { setLinkState('reconnecting'); drive.release(); });
+  s.on('sessionReconnecting', () => { setLinkState('reconnecting'); drive.release(); robot.link(false); });
   s.on('sessionReconnected', (ev) => {
     setLinkState('connected');
     renderMembers();
+    robot.link(true);
+    robot.bridge(findBridge());
     // A new connection (the hub's grace window had ended) missed what was said meanwhile: ask again.
     if (!ev.resumed) describe();
   });
   s.on('sessionDisconnected', (ev) => {
     drive.setEnabled(false);
     video.detach();
+    robot.clear();
     setLinkState('disconnected');
     ui.session = null;
     $('app').hidden = true;
@@ -135,6 +152,21 @@ function send(type, data, retryAfterReconnect = true, to = target()) {
 
 function describe() { send(DESCRIBE, '{}'); }
 
+/**
+ * Where robot commands go: the chosen target, else the bridge. Never everyone: with no bridge (or the
+ * robot offline) a command is not sent at all rather than broadcast to whoever is in the session.
+ */
+function robotTo() {
+  if (robot.offline) return null;
+  return target() || (robot.bridgeConn && robot.bridgeConn.id) || null;
+}
+
+function sendToRobot(type, data, retryAfterReconnect = true) {
+  const to = robotTo();
+  if (to === null) { log('err', type, null, 'not sent: the robot is offline'); return Promise.resolve(); }
+  return send(type, data, retryAfterReconnect, to);
+}
+
 const drive = new Drive({
   pad: $('pad'),
   knob: $('knob'),
@@ -142,13 +174,30 @@ const drive = new Drive({
   onChange: (x, y) => { $('drive-out').textContent = `x ${x.toFixed(2)} · y ${y.toFixed(2)}`; },
   move: (x, y, final) => {
     const data = JSON.stringify({ x, y });
-    if (final) { send(MOVE, data, true); return; }       // the one stop: worth delivering late
-    if (!ui.session) return;
+    // The one stop is worth delivering late; it goes to the bridge only (nothing when it is gone).
+    const to = final ? target() || (robot.bridgeConn && robot.bridgeConn.id) : robotTo();
+    if (!ui.session || !to) return;
+    if (final) { send(MOVE, data, true, to); return; }
     // Held-input moves are perishable: never queued, failures only counted (10 per second).
-    ui.session.signal({ type: MOVE, data, to: target(), retryAfterReconnect: false })
+    ui.session.signal({ type: MOVE, data, to, retryAfterReconnect: false })
       .catch(() => { ui.moveFailures += 1; });
   },
 });
+
+// What the robot is doing, from the bridge only; driving is disabled while it is offline.
+const robot = new RobotState({
+  banner: $('robot-banner'), text: $('robot-text'), detail: $('robot-detail'), lease: $('robot-lease'),
+  reset: $('estop-reset'), latency: $('robot-rtt'),
+  send: (type, data, to) => {
+    if (ui.session) ui.session.signal({ type, data, to, retryAfterReconnect: false }).catch(() => {});
+  },
+  onChange: (state) => {
+    drive.setEnabled(state !== 'offline');
+    telemetry.setOffline(state === 'offline');
+    log('sys', 'robot', null, state);
+  },
+});
+ui.robot = robot;
 
 $('speed').addEventListener('input', () => { $('speed-out').textContent = Number($('speed').value).toFixed(2); });
 // E-STOP goes to everyone: it reaches the bridge whatever "Send to" says, also before the console
@@ -171,7 +220,8 @@ function sender(ev) {
 }
 
 function fromRobot(type) {
-  return type === CAPABILITIES || type === STATUS || type === ACK || ui.telemetryTypes.has(type);
+  return type === CAPABILITIES || type === STATUS || type === ACK || type === PONG
+    || ui.telemetryTypes.has(type);
 }
 
 function onSignal(ev) {
@@ -183,6 +233,9 @@ function onSignal(ev) {
     log('sys', ev.type, ev.from, 'ignored: not from the bridge (its token data must be bridge:NAME)');
     return;
   }
+  if (isBridge(sender(ev))) robot.heard();
+  if (ev.type === PONG) { robot.pong(ev.data); return; }   // once a second: not worth a log line
+  if (ev.type === STATUS) robot.status(ev.data);
   if (ev.type === CAPABILITIES) applyCapabilities(ev);
   if (ui.telemetryTypes.has(ev.type)) telemetry.update(ev.type, ev.data, ev.ts);
   log('in', ev.type, ev.from, ev.data);
@@ -204,13 +257,14 @@ function resetRobot() {
 function applyCapabilities(ev) {
   let caps;
   try { caps = parseCapabilities(ev.data); } catch (err) { log('err', ev.type, ev.from, err.message); return; }
-  renderControls($('controls-list'), caps, (type, data) => send(type, data));
+  renderControls($('controls-list'), caps, (type, data) => sendToRobot(type, data));
+  robot.capabilities(caps);
+  telemetry.setInfo(caps.info);
   $('controls-empty').hidden = true;
   ui.estop = caps.estop ? caps.estop.signal : ui.estopDefault;
   $('estop-type').textContent = caps.estop ? ui.estop : `${ui.estop} (robot declares no e-stop)`;
-  const reset = $('estop-reset');
-  reset.hidden = !(caps.estop && caps.estop.reset);
-  if (caps.estop && caps.estop.reset) reset.dataset.signal = caps.estop.reset;
+  // Shown by the robot state only while latched, and only to a role the bridge takes a reset from.
+  if (caps.estop && caps.estop.reset) $('estop-reset').dataset.signal = caps.estop.reset;
   for (const t of caps.telemetry) ui.telemetryTypes.add(t);
   const lease = caps.control && caps.control.lease;
   $('lease').hidden = !lease;
@@ -271,10 +325,8 @@ let lastEntry = null;                  // {key, li, count}
 function streamKey(kind, type, from, text) {
   if (kind === 'sys' && fromRobot(type)) return `${kind}|${type}|${from ? from.id : ''}|ignored`;
   if (type === ACK) {
-    // Keep refusals apart from the stream of "applied".
-    let status = '';
-    try { status = String(JSON.parse(text).status); } catch { /* not JSON: its own key */ }
-    return `${kind}|${type}|${from ? from.id : ''}|${status}`;
+    // Keep refusals apart from the stream of "applied", and clamps to different values apart.
+    return `${kind}|${type}|${from ? from.id : ''}|${text.replace(/^#\S+ /, '')}`;
   }
   if (type === MOVE || ui.telemetryTypes.has(type)) return `${kind}|${type}|${from ? from.id : ''}`;
   return null;
@@ -287,7 +339,7 @@ function log(kind, type, from, text) {
   const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 8;
   const arrow = { in: '←', out: '→', err: '✕', sys: '•' }[kind];
   const who = from ? `${short(from.id)}${from.data ? ` ${from.data}` : ''}` : (kind === 'in' ? 'server' : '');
-  const body = String(text ?? '');
+  const body = type === ACK && kind === 'in' ? ackText(text) : String(text ?? '');
   const line = `${new Date().toLocaleTimeString()} ${arrow} ${type || '(no type)'} ${who ? `[${who}] ` : ''}`
     + (body.length > 300 ? `${body.slice(0, 300)}…` : body);
   const key = kind === 'err' ? null : streamKey(kind, type, from, body);
@@ -304,6 +356,18 @@ function log(kind, type, from, text) {
     while (list.children.length > LOG_MAX) list.firstElementChild.remove();
   }
   if (stick) list.scrollTop = list.scrollHeight;
+}
+/** A bridge.ack as a person reads it: "#12 clamped: x=1", "#13 estopped: e-stop latched". */
+function ackText(data) {
+  let a;
+  try { a = JSON.parse(data); } catch { return String(data); }
+  if (!a || typeof a !== 'object') return String(data);
+  let text = `#${a.id} ${a.status}`;
+  if (a.status === 'clamped' && a.values && Array.isArray(a.clamped)) {
+    text += ` to ${a.clamped.map((k) => `${k}=${JSON.stringify(a.values[k])}`).join(', ')}`;
+  }
+  if (a.reason) text += `: ${a.reason}`;
+  return text;
 }
 $('log-clear').addEventListener('click', () => $('log-list').replaceChildren());
 

@@ -1,7 +1,7 @@
 // Controls generated from a bridge.capabilities announcement.
 //
 // parseCapabilities(text) checks the announcement (version 1, see DESIGN.md / issue 5) and returns
-// {rules, estop, telemetry, control} or throws an Error saying what is wrong. renderControls()
+// {rules, estop, telemetry, control, info} (info: telemetry_info, units/ranges/warnings) or throws an Error saying what is wrong. renderControls()
 // draws one form per concrete rule (glob rules such as "robot.*" cannot be sent as such and are
 // skipped): a slider for a bounded number, a number box otherwise, a select for an enum, a text box
 // for a pattern, a checkbox for a bool. Submitting a form calls send(type, json).
@@ -18,7 +18,8 @@ export function parseCapabilities(text) {
   const estop = caps.estop && typeof caps.estop.signal === 'string' ? caps.estop : null;
   const telemetry = Array.isArray(caps.telemetry) ? caps.telemetry.filter((t) => typeof t === 'string') : [];
   const control = caps.control && typeof caps.control === 'object' ? caps.control : null;
-  return { rules, estop, telemetry, control };
+  const info = caps.telemetry_info && typeof caps.telemetry_info === 'object' ? caps.telemetry_info : {};
+  return { rules, estop, telemetry, control, info };
 }
 
 let uid = 0;

@@ -102,17 +102,34 @@ export class Drive {
       x = -this.stick[1];
       y = this.stick[0];
     } else {
-      for (const k of this.keys) { x += KEYS[k][0]; y += KEYS[k][1]; }
-      x = Math.max(-1, Math.min(1, x));
-      y = Math.max(-1, Math.min(1, y));
+      [x, y] = this._keyVector();
     }
     const s = this.scale();
     return [round(x * s), round(y * s)];
   }
 
+  /** The held keys as a vector (unscaled, each axis in [-1, 1]). */
+  _keyVector() {
+    let x = 0;
+    let y = 0;
+    for (const k of this.keys) { x += KEYS[k][0]; y += KEYS[k][1]; }
+    return [Math.max(-1, Math.min(1, x)), Math.max(-1, Math.min(1, y))];
+  }
+
+  /** Keyboard driving moves the knob too, so the pad always shows what is being sent. */
+  _keyKnob() {
+    if (this.stick !== null) return;
+    if (!this.keys.size) { this.knob.style.transform = ''; return; }
+    const [kx, ky] = this._keyVector();
+    const len = Math.hypot(kx, ky) || 1;
+    const r = (this.pad.getBoundingClientRect().width / 2) * 0.75;
+    this.knob.style.transform = `translate(${(ky / len) * r}px, ${(-kx / len) * r}px)`;
+  }
+
   get active() { return this.stick !== null || this.keys.size > 0; }
 
   _update() {
+    this._keyKnob();
     [this.x, this.y] = this.active ? this._vector() : [0, 0];
     this.onChange(this.x, this.y);
     if (this.active && this.timer === null) {

@@ -245,6 +245,19 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryField:
+    """How consoles show one telemetry field (``telemetry[i].fields.NAME``); changes nothing the bridge
+    sends. ``unit`` a short label; ``min``/``max`` the plot's fixed scale; ``warn_below``/``warn_above``
+    thresholds past which the value is shown as a warning (e.g. a battery low)."""
+
+    unit: str | None = None
+    min: float | None = None
+    max: float | None = None
+    warn_below: float | None = None
+    warn_above: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SerialTelemetry:
     """Lines of a serial device fully matching ``match`` become ``signal``; each named group a JSON field
     (a number when it reads as int/float, else a string; ``types`` overrides: int|float|bool|string)."""
@@ -254,6 +267,7 @@ class SerialTelemetry:
     signal: str
     max_rate_hz: float | None = None
     types: dict[str, ParamType] = field(default_factory=dict)
+    fields: dict[str, TelemetryField] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +279,7 @@ class MqttTelemetry:
     topic: str
     signal: str
     max_rate_hz: float | None = None
+    fields: dict[str, TelemetryField] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +291,7 @@ class FrameTelemetry:
     frame: FrameSpec
     signal: str
     max_rate_hz: float | None = None
+    fields: dict[str, TelemetryField] = field(default_factory=dict)
 
 
 TelemetryStream = SerialTelemetry | MqttTelemetry | FrameTelemetry

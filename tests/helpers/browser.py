@@ -5,6 +5,9 @@
 - :class:`WirePeer` is the Python side of browser tests: a raw ``websockets`` client speaking wire
   protocol v1 (DESIGN.md), independent of bridge.session so that the console is tested against the
   protocol itself. Every frame it receives is kept; tests wait on them with :meth:`WirePeer.wait_signal`.
+  A peer whose token data marks a bridge (``bridge`` / ``bridge:NAME``) plays a live one as far as the
+  console's robot state needs: it answers ``bridge.ping`` with ``bridge.pong`` and ``bridge.describe``
+  with a ``ready`` ``bridge.status`` (capabilities stay the test's to send).
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ async def running_browser() -> AsyncIterator[Browser]:
             yield browser
         finally:
             await browser.close()
+
+
+READY_STATUS = {"version": 1, "state": "ready", "estopped": False, "lease": None, "devices": {}}
 
 
 class WirePeer:
@@ -75,12 +81,35 @@ class WirePeer:
     def id(self) -> str:
         return str(self.connection["id"])
 
+    @property
+    def is_bridge(self) -> bool:
+        data = str(self.connection.get("data", ""))
+        return data == "bridge" or data.startswith("bridge:")
+
+    async def _answer(self, frame: dict[str, Any]) -> None:
+        """A live bridge's answers (see the module docstring); fire and forget."""
+        kind, sender = frame.get("type"), frame.get("from")
+        if not self.is_bridge or frame.get("op") != "signal" or not sender:
+            return
+        if kind == "bridge.ping":
+            ping = json.loads(frame.get("data") or "{}")
+            answer = ("bridge.pong", json.dumps({"id": ping.get("id"), "hub_ms": 0}))
+        elif kind == "bridge.describe":
+            answer = ("bridge.status", json.dumps(READY_STATUS))
+        else:
+            return
+        await self._ws.send(json.dumps({"op": "signal", "id": next(self._ids), "type": answer[0],
+                                        "data": answer[1], "to": sender, "retry": False}))
+
     async def _read(self) -> None:
         async for text in self._ws:
             frame = json.loads(text)
             if frame.get("op") in ("ack", "nack") and frame.get("id") in self._acks:
                 self._acks.pop(frame["id"]).set_result(frame)
                 continue
+            if frame.get("op") in ("ack", "nack"):
+                continue       # the answers of _answer's own signals
+            await self._answer(frame)
             async with self._changed:
                 self.frames.append(frame)
                 self._changed.notify_all()
