@@ -34,6 +34,7 @@ from bridge.core.model import (
     Control,
     Device,
     Heartbeat,
+    Metrics,
     MqttDeviceConfig,
     SerialDeviceConfig,
     SessionSettings,
@@ -42,7 +43,7 @@ from bridge.core.model import (
 __all__ = ["ConfigError", "ConfigIssue", "MqttDeviceConfig", "SerialDeviceConfig", "check_main",
            "load_config", "summary"]
 
-_TOP_KEYS = ("session", "devices", "rules", "telemetry", "safety", "control", "audit")
+_TOP_KEYS = ("session", "devices", "rules", "telemetry", "safety", "control", "audit", "metrics")
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -158,10 +159,12 @@ class _Builder:
         control = self.checks.control(top["control"], rules) if "control" in top else Control()
         safety = self.checks.safety(top["safety"], control) if "safety" in top else None
         audit = self._audit(top["audit"]) if "audit" in top else None
+        metrics = self._metrics(top["metrics"]) if "metrics" in top else None
         self.checks.cross_check(control, top.get("control"))
         if session is None or self.r.issues:
             return None
-        kw: dict[str, Any] = {"rules": rules, "telemetry": telemetry, "control": control, "audit": audit}
+        kw: dict[str, Any] = {"rules": rules, "telemetry": telemetry, "control": control, "audit": audit,
+                              "metrics": metrics}
         if safety is not None:
             kw["safety"] = safety
         return BridgeConfig(source=self.r.file, session=session, devices=devices, **kw)
@@ -402,6 +405,20 @@ class _Builder:
             return None
         kw["path"] = str(self.base / Path(str(kw["path"])).expanduser())
         return Audit(**kw)
+
+    def _metrics(self, node: yaml.Node) -> Metrics | None:
+        m = self.r.mapping(node, "metrics", ("listen",), required=("listen",))
+        if m is None or "listen" not in m:
+            return None
+        text = self.r.string(m["listen"], "metrics.listen")
+        if text is None:
+            return None
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.r.error(m["listen"], "metrics.listen",
+                         f"expected HOST:PORT, e.g. 127.0.0.1:9102, got {text!r}")
+            return None
+        return Metrics(host.strip("[]"), int(port))
 
     # ------------------------------------------------------------ helpers
 

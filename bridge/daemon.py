@@ -70,6 +70,7 @@ from bridge.core.reload import restart_needed
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
+from bridge.metrics import BridgeMetrics
 from bridge.session.client import SessionClient, SignalError
 from bridge.systemd import Notifier, watchdog_loop
 
@@ -120,6 +121,8 @@ class Daemon:
         self.client: SessionClient | None = None
         #: Opened by run() (an audit log that cannot be opened stops the start: the operator asked for it).
         self.audit: AuditLog | None = None
+        #: metrics: in the config: served by run() (read from the current engine when scraped).
+        self.metrics = BridgeMetrics(lambda: self.engine) if config.metrics is not None else None
         self.notifier = Notifier.from_env()
         self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "sessions": 0}
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -144,6 +147,10 @@ class Daemon:
         # Telemetry dropped while the link was down: logged once per outage, summed when it ends.
         self._dropped_at_down = 0
         self._drop_logged = False
+
+    def _count(self, cmd: WriteLine | WriteFrame | Publish, taken: bool) -> None:
+        if self.metrics is not None:
+            (self.metrics.writes if taken else self.metrics.refusals).labels(cmd.device).inc()
 
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
@@ -193,6 +200,13 @@ class Daemon:
         print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
               f"joining {self.config.session.url} session {self.config.session.session_id}",
               file=sys.stderr, flush=True)
+        if self.metrics is not None and self.config.metrics is not None:
+            try:
+                await self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
+            except OSError as exc:
+                print(f"sigbridge run: cannot serve metrics on {self.config.metrics.host}:"
+                      f"{self.config.metrics.port}: {exc}", file=sys.stderr)
+                return 1
         if self.config.audit is not None:
             try:
                 self.audit = AuditLog.from_config(self.config.audit)
@@ -239,6 +253,8 @@ class Daemon:
             self.notifier.close()
             if self.audit is not None:
                 self.audit.close()
+            if self.metrics is not None:
+                await self.metrics.close()
         print("sigbridge run: stopped", file=sys.stderr, flush=True)
         return self._exit_status
 
@@ -319,7 +335,12 @@ class Daemon:
         now = time.monotonic()
         if isinstance(event, Signal):
             sender = _sender(client, event)
-            self._execute(self.engine.signal(event, sender, now, int(client.hub_time_ms())))
+            hub_ms = int(client.hub_time_ms())
+            commands = self.engine.signal(event, sender, now, hub_ms)
+            if self.metrics is not None and any(isinstance(c, WriteLine | WriteFrame | Publish)
+                                                for c in commands):
+                self.metrics.latency.observe(max(0, hub_ms - event.ts) / 1000)
+            self._execute(commands)
         elif isinstance(event, ConnectionDestroyed):
             self._execute(self.engine.connection_destroyed(event.connection, now))
         elif isinstance(event, Reconnecting):
@@ -528,6 +549,7 @@ class Daemon:
             why = link.refusal(cmd.qos) if isinstance(link, MqttLink) else "down"
         if why is None:
             return None
+        self._count(cmd, False)
         if why == "full":
             return Verdict(Decision.OVERLOADED, f"device {cmd.device}: queue full")
         return Verdict(Decision.DEVICE_DOWN, f"device {cmd.device} is down")
@@ -537,16 +559,22 @@ class Daemon:
         for cmd in commands:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, SerialLink) or not link.write_line(cmd.line, cmd.deadline):
+                taken = isinstance(link, SerialLink) and link.write_line(cmd.line, cmd.deadline)
+                self._count(cmd, taken)
+                if not taken:
                     engine.undelivered(cmd)
             elif isinstance(cmd, WriteFrame):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, SerialLink) or not link.write_frame(cmd.data, cmd.deadline):
+                taken = isinstance(link, SerialLink) and link.write_frame(cmd.data, cmd.deadline)
+                self._count(cmd, taken)
+                if not taken:
                     engine.undelivered(cmd)
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
-                if not isinstance(link, MqttLink) or not link.publish(cmd.topic, cmd.payload, cmd.qos,
-                                                                      cmd.deadline):
+                taken = isinstance(link, MqttLink) and link.publish(cmd.topic, cmd.payload, cmd.qos,
+                                                                   cmd.deadline)
+                self._count(cmd, taken)
+                if not taken:
                     engine.undelivered(cmd)
             elif isinstance(cmd, Purge):
                 purged = self.links.get(cmd.device)

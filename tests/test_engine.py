@@ -213,7 +213,8 @@ def test_describe_answers_capabilities_targeted() -> None:
     assert caps["rules"][0] == {"signal": "robot.move", "ack": True, "params": {
         "x": {"type": "float", "min": -1, "max": 1, "default": None, "required": True},
         "y": {"type": "float", "min": -1, "max": 1, "default": None, "required": True}}}
-    assert caps["estop"] == {"signal": "robot.estop", "reset": "robot.estop_reset"}
+    assert caps["estop"] == {"signal": "robot.estop", "reset": "robot.estop_reset",
+                             "reset_roles": ["moderator"]}
     assert caps["telemetry"] == ["robot.telemetry", "arm.state"]
     assert caps["control"] == {"lease": False, "acquire": "control.acquire", "release": "control.release",
                                "roles": ["moderator", "publisher"], "idle_timeout_ms": 60000}

@@ -83,7 +83,8 @@ async def test_status_on_connect_on_device_and_estop_changes_and_on_describe(tmp
                     await op.send("bridge.describe", {})
                     caps = await op.next("bridge.capabilities")
                     status = await next_status(op)
-                    assert json.loads(caps.data)["estop"] == {"signal": "stop", "reset": "reset"}
+                    assert json.loads(caps.data)["estop"] == {"signal": "stop", "reset": "reset",
+                                                              "reset_roles": ["moderator"]}
                     counters = status["counters"]
                     assert (counters["estops"], counters["decisions"]["applied"]) == (1, 1), counters
                     assert "device base: down" in "".join(bridge.stderr)

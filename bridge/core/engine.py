@@ -318,6 +318,11 @@ class Engine:
         return out
 
     @property
+    def lease_holder(self) -> str | None:
+        """The connection id holding the control lease (None: free, or no lease)."""
+        return self._lease.holder if self._lease is not None else None
+
+    @property
     def estopped(self) -> bool:
         return self._safety.latched
 

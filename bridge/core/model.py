@@ -341,6 +341,14 @@ class Audit:
 
 
 @dataclass(frozen=True, slots=True)
+class Metrics:
+    """``metrics:`` - serve Prometheus metrics at ``http://HOST:PORT/metrics`` (``bridge.metrics``)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeConfig:
     source: str                         # file path, for messages
     session: SessionSettings
@@ -350,3 +358,4 @@ class BridgeConfig:
     safety: Safety = field(default_factory=Safety)
     control: Control = field(default_factory=Control)
     audit: Audit | None = None
+    metrics: Metrics | None = None
