@@ -178,5 +178,8 @@ In another terminal:
 A token for a second operator (valid while the demo runs):
   {mint}
 
+  state directory: {state}  (the demo hub's credentials; removed when it stops)
+  sigbridge on your PATH: export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH
+
 Ctrl-C stops everything.
 """, flush=True)

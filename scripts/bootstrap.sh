@@ -46,7 +46,17 @@ _extra=""
 _stamp="$_venv/.installed-$(sha1sum "$SIGBRIDGE_ROOT/pyproject.toml" | cut -c1-12)-${_profile}"
 if [ ! -f "$_stamp" ]; then
     [ -x "$_venv/bin/python" ] || python3 -m venv "$_venv"
-    echo "== installing Python packages into .venv" >&2
+    # Say what is coming (from pyproject.toml, so it cannot drift): the first run takes a while.
+    _what=$(python3 - "$SIGBRIDGE_ROOT/pyproject.toml" "$_profile" <<'PY'
+import sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+deps = list(project["dependencies"])
+if sys.argv[2] == "test":
+    deps += project.get("optional-dependencies", {}).get("test", [])
+print(", ".join(deps))
+PY
+)
+    echo "== installing Python packages into $_venv: signal-bridge (editable) and ${_what}" >&2
     "$_venv/bin/python" -m pip install -q --disable-pip-version-check -e "$SIGBRIDGE_ROOT$_extra" 2>&1 \
         | grep -v '^WARNING: Location' >&2 || true
     "$_venv/bin/python" -c 'import bridge, aiohttp, websockets, jwt, yaml, aiomqtt' \

@@ -42,6 +42,12 @@ async def test_demo_prints_settings_drives_rover_and_stops_on_sigint() -> None:
         [mint] = [ln.strip() for ln in printed if ln.strip().startswith("sigbridge token ")]
         argv = shlex.split(mint)
         assert argv[:3] == ["sigbridge", "token", env["SIGBRIDGE_SESSION"]] and "--state-dir" in argv
+        # It says where its state is (the same dir) and how to put sigbridge on the PATH.
+        state = argv[argv.index("--state-dir") + 1]
+        assert f"state directory: {state}  (the demo hub's credentials" in text
+        [path_line] = [ln for ln in printed if "sigbridge on your PATH: export PATH=" in ln]
+        bindir = shlex.split(path_line.split("export ", 1)[1])[0].split("=", 1)[1].split(":")[0]
+        assert os.access(os.path.join(bindir, "sigbridge"), os.X_OK), path_line
         minted = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge", *argv[1:], stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
