@@ -220,3 +220,24 @@ async def test_keyboard_moves_the_knob_and_the_phone_layout(browser: Browser, ri
         await expect(phone.locator("#log-list")).to_be_attached()
     assert errors == []
 
+
+
+async def test_the_lease_holder_you_another_operator_or_free(browser: Browser, rig: Rig) -> None:
+    rig.config.write_text(rig.config.read_text() + "control: {lease: true}\n")
+    errors: list[Any] = []
+    alice = await new_page(browser, errors)
+    bob = await new_page(browser, errors)
+    async with rig.start() as bridge:
+        await ready_bridge(rig, bridge)
+        await join(alice, rig.hub, rig.sid, "publisher", "alice")
+        await join(bob, rig.hub, rig.sid, "publisher", "bob")
+        for page in (alice, bob):
+            await robot_state(page, "ready")
+            await expect(page.locator("#robot-lease")).to_have_text("control: free")
+        await alice.get_by_role("button", name="Take control").click()
+        await expect(alice.locator("#robot-lease")).to_have_text("control: you drive")
+        other = re.compile("^control: another operator drives")
+        await expect(bob.locator("#robot-lease")).to_have_text(other)
+        await alice.get_by_role("button", name="Release control").click()
+        await expect(bob.locator("#robot-lease")).to_have_text("control: free")
+    assert errors == []
