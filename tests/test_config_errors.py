@@ -358,7 +358,7 @@ def test_bad_yaml_syntax_is_one_error_with_its_line() -> None:
     ("session: {url: ws://h, session_id: s, token: t}\ndevices: {a: {serial: {port: p}}}\nsession: {}\n",
      "bridge.yaml:3: session: duplicate key (first at line 1)"),
     (BASE + "x: &a {k: v}\n", "bridge.yaml:5: x: unknown key; expected one of: session, devices, rules, "
-                              "telemetry, safety, control, audit"),
+                              "telemetry, safety, control, audit, metrics"),
     (BASE + "audit: {backups: 1}\n", "bridge.yaml:5: audit: missing required key 'path'"),
     (BASE + "control: {lease: true, acquire: a, release: a}\n",
      "bridge.yaml:5: control.release: 'a' is also control.acquire; these signal types must differ"),
