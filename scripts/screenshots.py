@@ -43,6 +43,11 @@ async def shoot(browser: object, link: str, out: Path, **context: object) -> Non
     await page.goto(link)
     await page.wait_for_selector('html[data-robot-state="ready"]', timeout=30000)
     await page.wait_for_selector('.tele[data-signal="robot.telemetry"]', timeout=30000)
+    # The driving view: the drive card just under the (sticky on a phone) robot banner.
+    await page.evaluate("""() => {
+        const top = document.getElementById('drive').getBoundingClientRect().top;
+        const banner = document.getElementById('robot-banner').getBoundingClientRect().height;
+        if (top > banner + 8) window.scrollBy(0, top - banner - 8); }""")
     await page.locator("#pad").focus()
     await page.keyboard.down("w")                 # drive forward for a moment: the speed plot rises
     await page.wait_for_timeout(1500)

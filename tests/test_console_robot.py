@@ -206,10 +206,18 @@ async def test_keyboard_moves_the_knob_and_the_phone_layout(browser: Browser, ri
         rig.pair.write_line("T 64 0.25")
         chip = phone.locator('#drive-tele .chip[data-field="battery"]')
         await expect(chip).to_have_text("battery 64 %")
-        # While driving, the banner, the E-STOP, the pad and the key telemetry are all on screen.
-        for sel in ("#robot-banner", "#estop", "#pad", "#drive-tele"):
+        # While driving, the banner (sticky), the E-STOP, the pad and the key telemetry are all on
+        # screen together (the camera panel, when there is one, may come first: scrolled to the pad).
+        await phone.evaluate("""() => {
+            const top = document.getElementById('drive').getBoundingClientRect().top;
+            const banner = document.getElementById('robot-banner').getBoundingClientRect().height;
+            window.scrollBy(0, top - banner - 8); }""")
+        banner = await phone.locator("#robot-banner").bounding_box()
+        assert banner is not None and banner["y"] >= 0
+        for sel in ("#estop", "#pad", "#drive-tele"):
             box = await phone.locator(sel).bounding_box()
-            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, (sel, box)
+            assert box is not None and box["y"] >= banner["y"] + banner["height"], (sel, box, banner)
+            assert box["y"] + box["height"] <= 844, (sel, box)
         # The keyboard moves the knob (up for forward), and it comes back on release.
         await phone.locator("#pad").focus()
         await phone.keyboard.down("w")
