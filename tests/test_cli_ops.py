@@ -259,3 +259,10 @@ def test_token_takes_its_session_from_the_environment(tmp_path: Path) -> None:
 
 
 
+
+
+async def test_send_ack_refused_by_the_hub_exits_1_without_waiting(rig: Rig) -> None:
+    code, out, err = await sigbridge("send", "robot.move", "{}", "--ack", "--timeout", "30",
+                                     env=rig.env("subscriber"), timeout=20)
+    assert (code, out) == (1, "") and err.startswith("error 403: "), err
+    assert "Traceback" not in err

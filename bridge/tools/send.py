@@ -78,7 +78,12 @@ async def _send(url: str, session: str, token: str, type_: str, data: str, to: s
                 retry: bool, ack_timeout: float | None, ack_id: str | int | None) -> int:
     async with SessionClient(url, session, token) as client:
         answers = _answers(client, to, ack_id) if ack_timeout is not None else None
-        await client.signal(type=type_, data=data, to=to, retry_after_reconnect=retry)
+        try:
+            await client.signal(type=type_, data=data, to=to, retry_after_reconnect=retry)
+        except BaseException:
+            if answers is not None:
+                answers.cancel()
+            raise
         if answers is None:
             return 0
         try:
