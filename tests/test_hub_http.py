@@ -17,6 +17,7 @@ import aiohttp
 import jwt
 import pytest
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.core.tokens import mint_rest_jwt
 from bridge.session.hub import CONSOLE_DIR
@@ -37,9 +38,15 @@ async def test_healthz_metrics_and_console_files() -> None:
         async with http.get(h.http_url + "/metrics") as r:
             text = await r.text()
             assert r.status == 200 and r.content_type == "text/plain"
-        for line in ["sigbridge_connections 1", "sigbridge_sessions 1", "sigbridge_signals_received_total 2",
-                     'sigbridge_nacks_total{code="404"} 1', "sigbridge_signals_dropped_total 0"]:
-            assert line in text.splitlines(), line
+        # Rendered by prometheus-client; read back with its own parser.
+        samples = {(x.name, tuple(x.labels.items())): x.value
+                   for f in text_string_to_metric_families(text) for x in f.samples}
+        for name, labels, value in [("sigbridge_connections", (), 1), ("sigbridge_sessions", (), 1),
+                                    ("sigbridge_signals_received_total", (), 2),
+                                    ("sigbridge_nacks_total", (("code", "404"),), 1),
+                                    ("sigbridge_signals_dropped_total", (), 0)]:
+            assert samples[(name, labels)] == value, name
+        assert samples[("sigbridge_limit", (("key", "rate_limit"),))] > 0
         async with http.get(h.http_url + "/") as r:
             assert r.status == 200 and r.content_type == "text/html"
             assert await r.read() == (CONSOLE_DIR / "index.html").read_bytes()

@@ -76,6 +76,10 @@ class TokenBucket:
         return True
 
 
+#: One /metrics sample: (name without the sigbridge_ prefix, "counter" | "gauge", labels, value).
+MetricRow = tuple[str, str, tuple[tuple[str, str], ...], int | float]
+
+
 @dataclass(slots=True)
 class Metrics:
     """Counters shown on /metrics. Mutated in place by the hub; read by the adapter."""
@@ -371,10 +375,12 @@ class HubState:
     def connection_count(self) -> int:
         return sum(len(m) for m in self.sessions.values())
 
-    def prometheus(self, links: int) -> str:
-        """The /metrics page (Prometheus text format); ``links`` is the adapter's count of open links."""
+    def metric_rows(self, links: int) -> list[MetricRow]:
+        """What /metrics shows, as data (the adapter renders it with prometheus-client): one
+        ``(name, kind, labels, value)`` per sample, ``name`` without the ``sigbridge_`` prefix, counters
+        named with ``_total``. ``links`` is the adapter's count of open links."""
         m = self.metrics
-        values = [
+        values: list[tuple[str, str, int | float]] = [
             ("connections", "gauge", self.connection_count), ("links", "gauge", links),
             ("sessions", "gauge", len(self.sessions)), ("signals_received_total", "counter", m.signals_in),
             ("signals_rest_total", "counter", m.rest_signals),
@@ -390,13 +396,9 @@ class HubState:
             ("bad_http_requests_total", "counter", m.bad_http_requests),
             ("buffered_bytes", "gauge", self.budget.used),
         ]
-        lines: list[str] = []
-        for name, kind, value in values:
-            lines += [f"# TYPE sigbridge_{name} {kind}", f"sigbridge_{name} {value}"]
-        lines.append("# TYPE sigbridge_nacks_total counter")
-        lines += [f'sigbridge_nacks_total{{code="{code}"}} {n}' for code, n in sorted(m.nacks.items())]
-        for name, label, counts in (("malformed_frames_total", "kind", m.refused_frames),
+        rows: list[MetricRow] = [(name, kind, (), value) for name, kind, value in values]
+        for name, label, counts in (("nacks_total", "code", m.nacks),
+                                    ("malformed_frames_total", "kind", m.refused_frames),
                                     ("connections_refused_total", "cap", m.caps_refused)):
-            lines.append(f"# TYPE sigbridge_{name} counter")
-            lines += [f'sigbridge_{name}{{{label}="{k}"}} {n}' for k, n in sorted(counts.items())]
-        return "\n".join(lines) + "\n"
+            rows += [(name, "counter", ((label, str(k)),), n) for k, n in sorted(counts.items())]
+        return rows

@@ -48,6 +48,8 @@ from bridge.session.hubconfig import BOUND_KEYS, HubConfig, HubConfigError, load
 from bridge.session.hubguard import QuietLog, install_accept_guard, raise_fd_limit
 from bridge.session.hubhttp import HubRunner, bad_request_logger, exposure_warnings, security_headers
 from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
+from bridge.session.hubmetrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
+from bridge.session.hubmetrics import render as render_metrics
 from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
@@ -407,13 +409,11 @@ class _Hub:
         return web.Response(text="ok\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
-        text = self.state.prometheus(links=len(self.links))
         keys = (*BOUND_KEYS, "resume_buffer", "rate_limit", "rate_burst", "connect_timeout_s",
                 "request_head_timeout_s")
         bounds = {k: getattr(self.config, k) for k in keys}
-        text += "# TYPE sigbridge_limit gauge\n" + "".join(
-            f'sigbridge_limit{{key="{k}"}} {v}\n' for k, v in bounds.items())
-        return web.Response(text=text, content_type="text/plain")
+        body = render_metrics(self.state.metric_rows(links=len(self.links)), bounds)
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info.get("name") or "index.html"
