@@ -231,11 +231,13 @@ async def test_keyboard_moves_the_knob_and_the_phone_layout(browser: Browser, ri
 
 
 async def test_the_lease_holder_you_another_operator_or_free(browser: Browser, rig: Rig) -> None:
+    """...and the lease requests go to the bridge only: a third connection never sees them."""
     rig.config.write_text(rig.config.read_text() + "control: {lease: true}\n")
     errors: list[Any] = []
     alice = await new_page(browser, errors)
     bob = await new_page(browser, errors)
-    async with rig.start() as bridge:
+    eve_token = rig.hub.token(rig.sid, role="subscriber", data="eve")
+    async with rig.start() as bridge, WirePeer(rig.hub.url, rig.sid, eve_token) as eve:
         await ready_bridge(rig, bridge)
         await join(alice, rig.hub, rig.sid, "publisher", "alice")
         await join(bob, rig.hub, rig.sid, "publisher", "bob")
@@ -248,4 +250,6 @@ async def test_the_lease_holder_you_another_operator_or_free(browser: Browser, r
         await expect(bob.locator("#robot-lease")).to_have_text(other)
         await alice.get_by_role("button", name="Release control").click()
         await expect(bob.locator("#robot-lease")).to_have_text("control: free")
+        seen = {f.get("type") for f in eve.signals()}
+        assert not seen & {"control.acquire", "control.release"}, seen
     assert errors == []

@@ -205,8 +205,8 @@ $('speed').addEventListener('input', () => { $('speed-out').textContent = Number
 $('estop').addEventListener('click', () => { drive.release(); send(ui.estop, '{}', true, null); });
 $('estop-reset').addEventListener('click', () => send($('estop-reset').dataset.signal, '{}'));
 $('describe').addEventListener('click', describe);
-$('lease-acquire').addEventListener('click', () => send($('lease-acquire').dataset.signal, '{}'));
-$('lease-release').addEventListener('click', () => send($('lease-release').dataset.signal, '{}'));
+$('lease-acquire').addEventListener('click', () => sendToRobot($('lease-acquire').dataset.signal, '{}', false));
+$('lease-release').addEventListener('click', () => sendToRobot($('lease-release').dataset.signal, '{}', false));
 $('leave').addEventListener('click', () => {
   ui.leaving = true;
   if (ui.session) ui.session.disconnect();
