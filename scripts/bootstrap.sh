@@ -41,7 +41,8 @@ if [ "${#_missing[@]}" -gt 0 ]; then
 fi
 
 _venv="$SIGBRIDGE_ROOT/.venv"
-_extra=""
+# The demo shows the synthetic camera too (aiortc; the bridge itself never needs it).
+_extra="[camera]"
 [ "$_profile" = test ] && _extra="[test]"
 _stamp="$_venv/.installed-$(sha1sum "$SIGBRIDGE_ROOT/pyproject.toml" | cut -c1-12)-${_profile}"
 if [ ! -f "$_stamp" ]; then
@@ -51,8 +52,8 @@ if [ ! -f "$_stamp" ]; then
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 deps = list(project["dependencies"])
-if sys.argv[2] == "test":
-    deps += project.get("optional-dependencies", {}).get("test", [])
+extra = "test" if sys.argv[2] == "test" else "camera"
+deps += project.get("optional-dependencies", {}).get(extra, [])
 print(", ".join(deps))
 PY
 )
