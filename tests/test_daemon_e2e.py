@@ -86,9 +86,12 @@ async def _pump_stderr(bridge: Bridge) -> None:
 
 
 @contextlib.asynccontextmanager
-async def bridge_process(config_path: Path, env: dict[str, str] | None = None) -> AsyncIterator[Bridge]:
+async def bridge_process(config_path: Path, env: dict[str, str] | None = None,
+                         module: str = "bridge") -> AsyncIterator[Bridge]:
+    """`python -m MODULE -v run -c CONFIG` (MODULE: the CLI, or a test wrapper around it), stderr
+    collected; SIGTERM (then SIGKILL) on exit. ``env`` is added to this process's environment."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "-v", "run", "-c", str(config_path),
+        sys.executable, "-m", module, "-v", "run", "-c", str(config_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         env=None if env is None else dict(os.environ, **env))
     bridge = Bridge(proc)

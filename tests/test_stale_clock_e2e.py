@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bridge.session.client import SessionClient
@@ -19,31 +16,15 @@ from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, Operator, _pump_stderr
+from tests.test_daemon_e2e import Bridge, Operator, bridge_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@contextlib.asynccontextmanager
-async def stepped_bridge(config: Path) -> AsyncIterator[Bridge]:
+def stepped_bridge(config: Path) -> contextlib.AbstractAsyncContextManager[Bridge]:
     """`sigbridge -v run -c CONFIG` with a steppable wall clock (SIGUSR1 +10 s, SIGUSR2 -10 s)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.helpers.steppedclock", "-v", "run", "-c", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), STEPPED_CLOCK_STEP_S="10"))
-    bridge = Bridge(proc)
-    pump = asyncio.create_task(_pump_stderr(bridge))
-    try:
-        yield bridge
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), scaled(10))
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        await pump
+    return bridge_process(config, env={"PYTHONPATH": str(ROOT), "STEPPED_CLOCK_STEP_S": "10"},
+                          module="tests.helpers.steppedclock")
 
 
 async def step(bridge: Bridge, signum: int, offset: str) -> None:
