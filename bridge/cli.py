@@ -17,11 +17,11 @@ _HANDLERS: dict[str, tuple[str, str]] = {
     "hub": ("bridge.session.hub", "main"),
     "token": ("bridge.session.hubconfig", "token_main"),
     "app": ("bridge.session.hubapps", "app_main"),
-    "run": ("bridge.daemon", "run_main"),
+    "run": ("bridge.daemon.runner", "run_main"),
     "check": ("bridge.config", "check_main"),
     "send": ("bridge.tools.send", "send_main"),
     "listen": ("bridge.tools.listen", "listen_main"),
-    "demo": ("bridge.demo", "demo_main"),
+    "demo": ("bridge.tools.demo", "demo_main"),
     "camera": ("bridge.camera.daemon", "camera_main"),
     **TOOL_HANDLERS,
 }

@@ -1,10 +1,10 @@
 """The checks of the bridge config that go beyond one value's type: rules and their params, device
 actions and their templates, telemetry streams, safety, and the cross-references between them.
 
-Templates follow `bridge.core.templates` (str.format fields that name declared params, no conversions,
+Templates follow `bridge.core.engine.templates` (str.format fields that name declared params, no conversions,
 no attribute or index access, no nested specs); here each field's format spec is also tried on a sample
 value of the param's type, so ``{x:d}`` on a float param is a config error, not a refused command.
-Every action is then compiled by the engine's own code (`bridge.core.actions.CompiledAction`), and a
+Every action is then compiled by the engine's own code (`bridge.core.engine.actions.CompiledAction`), and a
 param-less one (a safe action) filled as the engine fills it at start, so that whatever the engine
 would refuse at start is an error here with its line: `sigbridge check` and `sigbridge run` load a
 config through this same code and cannot disagree. Control characters: `bridge.core.controls`.
@@ -21,11 +21,11 @@ import yaml
 
 from bridge.configframes import Use, read_frame
 from bridge.configtree import Reader, join, suggest
-from bridge.core.actions import CompiledAction
 from bridge.core.controls import control_chars, first_control
+from bridge.core.engine.actions import CompiledAction
+from bridge.core.engine.templates import FillError, TemplateError
 from bridge.core.model import Action, Expect, MqttAction, ParamSpec, SerialAction
 from bridge.core.signal import ROLES, SIGNALLING_ROLES, check_signal
-from bridge.core.templates import FillError, TemplateError
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = re.compile(r"[*?\[\]!]")

@@ -12,7 +12,7 @@ A field is an integer 0-255 (a constant byte) or a mapping with ``type`` and exa
 ``param`` (actions), ``name`` (telemetry, with an optional ``scale``) or ``length: TYPE`` (the byte
 count after it up to the checksum, plus ``adjust``). Each field's problems are reported at its own line;
 what only the whole frame can tell (a param that cannot fit its field, a length that does not fit) at
-the ``frame:`` line, through `bridge.core.frames` compiling it exactly as the engine will.
+the ``frame:`` line, through `bridge.core.engine.frames` compiling it exactly as the engine will.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from bridge.configtree import Reader, join, suggest
-from bridge.core.frames import CHECKSUMS, FIELD_TYPES, FrameDecoder, FrameEncoder, FrameError
+from bridge.core.engine.frames import CHECKSUMS, FIELD_TYPES, FrameDecoder, FrameEncoder, FrameError
 from bridge.core.model import Checksum, FrameField, FrameSpec, ParamSpec
 
 Use = Literal["action", "telemetry", "constant"]

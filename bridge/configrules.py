@@ -18,7 +18,7 @@ from bridge.configcheck import KIND_LABEL, Checks, roles
 from bridge.configfields import telemetry_fields
 from bridge.configframes import read_frame
 from bridge.configtree import Reader, join, suggest
-from bridge.core.lease import driving_roles
+from bridge.core.engine.lease import driving_roles
 from bridge.core.model import (
     Control,
     Estop,

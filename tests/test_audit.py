@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.audit import AuditLog, flush_loop
-from bridge.core.decisions import (
+from bridge.adapters.audit import AuditLog, flush_loop
+from bridge.core.engine.decisions import (
     REFUSALS,
     AuditRecord,
     Decision,

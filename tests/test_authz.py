@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.authz import Authorizer
-from bridge.core.decisions import Decision
+from bridge.core.engine.authz import Authorizer
+from bridge.core.engine.decisions import Decision
 from bridge.core.model import Rule
 from bridge.core.signal import Connection
 

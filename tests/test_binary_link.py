@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from bridge.core.decisions import FrameWrite
+from bridge.core.engine.decisions import FrameWrite
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.serial_link import SerialLink
 from tests.conftest import scaled

@@ -130,7 +130,7 @@ async def test_sigbridge_camera_exits_78_when_the_hub_refuses_its_token(tmp_path
 
 def test_the_synthetic_frame_carries_its_code() -> None:
     from bridge.camera.source import SyntheticTrack
-    from bridge.core import framecode
+    from bridge.core.camera import framecode
 
     for width, height in ((160, 120), (320, 240), (640, 480)):
         track = SyntheticTrack(width, height, 30, lambda: 0.0)

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from bridge.core import camera_signals as cs
-from bridge.core import camera_viewers as cv
-from bridge.core import framecode
+from bridge.core.camera import framecode
+from bridge.core.camera import signals as cs
+from bridge.core.camera import viewers as cv
 from bridge.core.signal import MAX_DATA_BYTES
 
 POLICY = cv.ViewerPolicy(name="front", roles=frozenset({"moderator"}), max_viewers=2,
@@ -201,7 +201,8 @@ def test_frame_code_round_trip_and_check() -> None:
 
 
 def test_the_bridge_never_imports_the_media_stack() -> None:
-    code = ("import sys, bridge.cli, bridge.daemon, bridge.session.hub, bridge.demo, bridge.camera.config\n"
+    code = ("import sys, bridge.cli, bridge.daemon.runner, bridge.session.hub, bridge.tools.demo, "
+            "bridge.camera.config\n"
             "print(','.join(m for m in ('aiortc', 'av') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -2,7 +2,7 @@
 headless Chromium viewers on the console page, and a Python viewer that can be frozen.
 
 What each test proves is in its name; the frame counter and capture time that the page reads back
-from a canvas are the synthetic source's frame code (bridge/core/framecode.py).
+from a canvas are the synthetic source's frame code (bridge/core/camera/framecode.py).
 """
 
 from __future__ import annotations

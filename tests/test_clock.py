@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bridge.core.clock import ClockEstimator
-from bridge.core.safety import is_stale
+from bridge.core.engine.safety import is_stale
 from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import hub_process

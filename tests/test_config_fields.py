@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import ConfigError, load_config
-from bridge.core.capabilities import capabilities
+from bridge.core.engine.capabilities import capabilities
 
 HEAD = """\
 session: {url: "ws://127.0.0.1:1", session_id: s, token: t}

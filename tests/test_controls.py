@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.config import ConfigError, check_main, load_config
-from bridge.core.actions import CompiledRule
 from bridge.core.controls import CONTROL_CHARS, first_control
 from bridge.core.engine import Engine, WriteLine
+from bridge.core.engine.actions import CompiledRule
+from bridge.core.engine.params import Checked, ParamChecker
+from bridge.core.engine.templates import FillError
 from bridge.core.model import ParamSpec, Rule, SerialAction
-from bridge.core.params import Checked, ParamChecker
-from bridge.core.templates import FillError
-from bridge.daemon import prepare
+from bridge.daemon.runner import prepare
 
 
 def is_control(ch: str) -> bool:

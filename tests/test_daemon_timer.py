@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import load_config
-from bridge.daemon import Daemon
+from bridge.daemon.runner import Daemon
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 

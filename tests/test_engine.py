@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from bridge.core.decisions import Decision
 from bridge.core.engine import ACK, CAPABILITIES, STATUS, Engine, Publish, Purge, SendSignal, WriteLine
+from bridge.core.engine.decisions import Decision
+from bridge.core.engine.telemetry import BURST, SLACK
 from bridge.core.events import Signal
 from bridge.core.model import (
     BridgeConfig,
@@ -30,7 +31,6 @@ from bridge.core.model import (
     Watchdog,
 )
 from bridge.core.signal import Connection
-from bridge.core.telemetry import BURST, SLACK
 
 STOP = SerialAction("base", "M 0 0")
 XY = (ParamSpec("x", "float", min=-1, max=1), ParamSpec("y", "float", min=-1, max=1))

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from bridge.core.engine import Engine, SendSignal
+from bridge.core.engine.ping import PING, PING_BURST, PING_HZ, PONG
 from bridge.core.model import ParamSpec, Rule, SerialAction
-from bridge.core.ping import PING, PING_BURST, PING_HZ, PONG
 from bridge.core.signal import Connection
 from tests.test_engine import MOD, NOW_MS, OP, acks, engine, make_config, send, writes
 

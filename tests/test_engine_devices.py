@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.decisions import Decision, Verdict
 from bridge.core.engine import Engine, Purge, SendSignal, WriteLine
+from bridge.core.engine.decisions import Decision, Verdict
 from tests.test_engine import MOD, acks, engine, send, writes
 
 DOWN = Verdict(Decision.DEVICE_DOWN, "device base is down")

@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 from bridge.core.engine import CAPABILITIES, STATUS, Engine, SendSignal, WriteLine
+from bridge.core.engine.status import StatusAnnouncer
 from bridge.core.model import Control, MqttAction, ParamSpec, Rule, SerialAction, Watchdog
-from bridge.core.status import StatusAnnouncer
 from tests.test_engine import MOD, OP, STOP, XY, acks, make_config, send, writes
 
 
@@ -139,8 +139,8 @@ def test_slew_reference_moves_only_for_written_commands() -> None:
 def test_reload_refusals_name_what_needs_a_restart() -> None:
     from dataclasses import replace
 
+    from bridge.core.engine.reload import restart_needed
     from bridge.core.model import Device, Estop, MqttTelemetry, Safety, SerialDeviceConfig, SessionSettings
-    from bridge.core.reload import restart_needed
 
     old = make_config()
     assert restart_needed(old, replace(old, rules=())) == []                 # rules: applied live

@@ -1,4 +1,4 @@
-"""Binary frames (bridge/core/frames.py): checksums against published check values and the RoboClaw
+"""Binary frames (bridge/core/engine/frames.py): checksums against published check values and the RoboClaw
 manual, encoding that refuses instead of truncating, and a stream parser that resynchronises after
 garbage, counts bad checksums and never buffers more than one frame."""
 
@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from bridge.core.frames import (
+from bridge.core.engine.frames import (
     FrameDecoder,
     FrameEncoder,
     FrameError,
@@ -18,8 +18,8 @@ from bridge.core.frames import (
     checksum,
     crc16_xmodem,
 )
+from bridge.core.engine.templates import FillError
 from bridge.core.model import Checksum, FrameField, FrameSpec
-from bridge.core.templates import FillError
 from firmware_stubs.roboclaw_sim import RoboClawProtocol
 
 CRC16 = Checksum("crc16-xmodem")

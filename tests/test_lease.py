@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from bridge.core import lease as lease_mod
-from bridge.core.lease import (
+from bridge.core.engine import lease as lease_mod
+from bridge.core.engine.lease import (
     ControlLease,
     LeaseEvent,
     LeaseOutcome,

@@ -1,13 +1,13 @@
-"""bridge.core.pacing and bridge.core.describe, pure: the bridge's own signal budget (essential
+"""bridge.core.engine.pacing and bridge.core.engine.describe, pure: the bridge's own signal budget (essential
 signals wait, optional ones yield) and describe answers limited per sender and coalesced."""
 
 from __future__ import annotations
 
 import pytest
 
-from bridge.core.describe import DescribeLimiter
 from bridge.core.engine import CAPABILITIES, STATUS, SendSignal
-from bridge.core.pacing import MAX_WAITING, Pacer
+from bridge.core.engine.describe import DescribeLimiter
+from bridge.core.engine.pacing import MAX_WAITING, Pacer
 from tests.test_engine import OP, engine, send
 
 

@@ -1,11 +1,11 @@
-"""bridge.core.params: every refusal rule, clamping, defaults, JSON decoding."""
+"""bridge.core.engine.params: every refusal rule, clamping, defaults, JSON decoding."""
 
 from __future__ import annotations
 
 import pytest
 
+from bridge.core.engine.params import Checked, ParamChecker, ParamRefusal, decode_data
 from bridge.core.model import ParamSpec
-from bridge.core.params import Checked, ParamChecker, ParamRefusal, decode_data
 
 
 def check(specs: tuple[ParamSpec, ...], data: object) -> Checked | ParamRefusal:

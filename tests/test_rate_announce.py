@@ -9,7 +9,7 @@ import json
 import pytest
 
 from bridge.core.client_protocol import ProtocolError, parse_hub_frame
-from bridge.core.pacing import Pacer
+from bridge.core.engine.pacing import Pacer
 from bridge.session.client import SessionClient
 from tests.helpers.hub import raw_connect, running_hub
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.decisions import Decision
+from bridge.core.engine.decisions import Decision
+from bridge.core.engine.ratelimit import RateLimiter
 from bridge.core.model import RateLimit
-from bridge.core.ratelimit import RateLimiter
 
 
 def test_burst_then_refill_at_hz() -> None:

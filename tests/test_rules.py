@@ -1,9 +1,9 @@
-"""bridge.core.rules: exact and glob matching, first match wins, unmatched counted."""
+"""bridge.core.engine.rules: exact and glob matching, first match wins, unmatched counted."""
 
 from __future__ import annotations
 
+from bridge.core.engine.rules import RuleTable
 from bridge.core.model import Rule
-from bridge.core.rules import RuleTable
 
 
 def test_exact_glob_and_order() -> None:

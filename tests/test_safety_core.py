@@ -1,9 +1,9 @@
-"""bridge.core.safety: the e-stop latch table, watchdog deadlines, stale guard."""
+"""bridge.core.engine.safety: the e-stop latch table, watchdog deadlines, stale guard."""
 
 from __future__ import annotations
 
+from bridge.core.engine.safety import _TRANSITIONS, SafetyState, is_stale
 from bridge.core.model import Estop, Rule, Safety, SerialAction, Watchdog
-from bridge.core.safety import _TRANSITIONS, SafetyState, is_stale
 
 STOP = SerialAction("base", "S")
 CONFIG = Safety(estop=Estop("robot.estop", "robot.estop_reset", send=(STOP,)))

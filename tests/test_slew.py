@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
+from bridge.core.engine.slew import Slewed, SlewLimiter
 from bridge.core.model import ParamSpec
-from bridge.core.slew import Slewed, SlewLimiter
 
 
 def test_first_command_passes_then_steps_are_bounded() -> None:

@@ -1,5 +1,5 @@
 """sd_notify, with the test playing systemd: a real AF_UNIX datagram socket (a path, and an abstract
-one), a real child process using bridge.systemd, and the kernel's receive timestamps to measure the
+one), a real child process using bridge.adapters.systemd, and the kernel's receive timestamps to measure the
 watchdog interval - so a slow test process cannot distort the figures."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.systemd import Notifier, watchdog_loop
+from bridge.adapters.systemd import Notifier, watchdog_loop
 from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ BLOCK_S = 1.0
 # "block S" blocks the loop for S seconds (a stuck handler), "stop" says STOPPING=1 and exits.
 CHILD = textwrap.dedent("""
     import asyncio, sys, time
-    from bridge.systemd import Notifier, watchdog_loop
+    from bridge.adapters.systemd import Notifier, watchdog_loop
 
     async def main() -> None:
         n = Notifier.from_env()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.daemon import EXIT_AUTH
+from bridge.daemon.runner import EXIT_AUTH
 
 UNITS = Path(__file__).resolve().parent.parent / "config" / "systemd"
 BRIDGE = UNITS / "sigbridge.service"

@@ -1,4 +1,4 @@
-"""bridge.core.telemetry: regex shaping, number conversion, types, MQTT payloads, throttle, size limit."""
+"""bridge.core.engine.telemetry: regex shaping, numbers, types, MQTT payloads, throttle, size limit."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from bridge.core.engine.telemetry import BURST, SLACK, Outgoing, TelemetryShaper, convert, topic_matches
 from bridge.core.model import MqttTelemetry, SerialTelemetry
-from bridge.core.telemetry import BURST, SLACK, Outgoing, TelemetryShaper, convert, topic_matches
 
 SER = SerialTelemetry("base", r"T (?P<battery>\d+) (?P<speed>-?[\d.]+) (?P<mode>\w+)", "robot.telemetry")
 

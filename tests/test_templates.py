@@ -1,4 +1,4 @@
-"""bridge.core.templates: compile-time refusals, filling, serial line and topic guards, JSON payloads."""
+"""bridge.core.engine.templates: compile-time refusals, filling, serial line and topic guards, JSON."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bridge.core.templates import (
+from bridge.core.engine.templates import (
     FillError,
     LineTemplate,
     PayloadTemplate,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.tokens import mint_client_token
-from bridge.daemon import EXIT_AUTH
+from bridge.daemon.runner import EXIT_AUTH
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, hub_process, raw_connect, running_hub, test_credentials
 from tests.helpers.pty import PtyPair

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from bridge.core.decisions import Decision
 from bridge.core.engine import Audit, Engine, Publish, SendSignal, WriteLine
+from bridge.core.engine.decisions import Decision
 from bridge.core.model import Audit as AuditConfig
 from tests.test_engine import NOW_MS, engine, make_config, send, writes
 

@@ -18,8 +18,8 @@ import yaml
 
 from bridge.config import _Builder, read_document
 from bridge.configtree import ConfigError, join
-from bridge.core.camera_viewers import ViewerPolicy
-from bridge.core.framecode import min_size
+from bridge.core.camera.framecode import min_size
+from bridge.core.camera.viewers import ViewerPolicy
 from bridge.core.model import SessionSettings
 from bridge.core.signal import ROLES, SIGNALLING_ROLES
 

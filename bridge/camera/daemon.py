@@ -2,7 +2,7 @@
 streams the camera to each viewer who asks, over WebRTC (aiortc), signaled with ``camera.*`` signals.
 
 A process of its own (and its own systemd unit), so that an encoder or camera fault never slows or
-stops the bridge's control path. The signaling decisions are `bridge.core.camera_viewers`; this module
+stops the bridge's control path. The signaling decisions are `bridge.core.camera.viewers`; this module
 carries them out: one RTCPeerConnection per stream (the camera offers, with every candidate in the
 SDP: aiortc does not trickle), the viewer's trickled candidates added as tasks (a Chromium ``.local``
 candidate waits ~1 s on mDNS), and once a second the timeouts and each viewer's liveness (a new RTCP
@@ -25,14 +25,14 @@ import sys
 import time
 from typing import Any
 
+from bridge.adapters.systemd import Notifier, watchdog_loop
 from bridge.camera.config import CameraConfig, load_camera_config
 from bridge.configtree import ConfigError
-from bridge.core import camera_viewers as cv
-from bridge.core.camera_signals import STATUS
+from bridge.core.camera import viewers as cv
+from bridge.core.camera.signals import STATUS
 from bridge.core.events import ConnectionDestroyed, Disconnected, Reconnected, SessionEvent, Signal
 from bridge.core.signal import FORBIDDEN, UNAUTHORIZED
 from bridge.session.client import SessionClient, SignalError
-from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger("bridge.camera")
 EXIT_UNUSABLE = 78

@@ -2,7 +2,7 @@
 
 Everything the peer connections do is reported through ``report(kind, stream, detail)``: "offer"
 (the local SDP, every candidate inside), "connected", "failed" (a reason), "alive" (a new RTCP report
-from the viewer), "source_ended". The daemon hands those to `bridge.core.camera_viewers`, which decides.
+from the viewer), "source_ended". The daemon hands those to `bridge.core.camera.viewers`, which decides.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from bridge.camera.config import CameraConfig
 from bridge.camera.source import Fanout, ViewerTrack, open_source
-from bridge.core.camera_signals import Candidate
+from bridge.core.camera.signals import Candidate
 
 log = logging.getLogger("bridge.camera")
 Report = Callable[[str, str, Any], None]

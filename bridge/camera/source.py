@@ -1,7 +1,7 @@
 """Video sources for the camera daemon, and the fan-out that feeds one source to every viewer.
 
 - :class:`SyntheticTrack`: a moving test pattern (scrolling colour bars), a visible clock and frame
-  counter, and the machine-readable frame code of `bridge.core.framecode` (frame number and capture
+  counter, and the machine-readable frame code of `bridge.core.camera.framecode` (frame number and capture
   time on the hub's clock). Drawn in YUV 4:2:0 with row copies, so no image library is needed.
 - :func:`open_source`: the configured source as an aiortc track (V4L2 through aiortc's MediaPlayer).
 - :class:`Fanout`: reads the source only while somebody watches, and hands each viewer the latest
@@ -23,7 +23,7 @@ from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
 from bridge.camera.config import CameraSource
-from bridge.core import framecode
+from bridge.core.camera import framecode
 
 log = logging.getLogger(__name__)
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)

@@ -32,7 +32,7 @@ class SessionSettings:
     link_timeout_ms: int = 6000
     #: The bridge's own pace (``signal_rate: {hz, burst}``): at most this many signals a second, this
     #: many at once. Keep it at or under the hub's per-connection rate limit (the hub's default: 1000/s,
-    #: burst 2000) so that acks and status are paced, not refused (see bridge.core.pacing).
+    #: burst 2000) so that acks and status are paced, not refused (see bridge.core.engine.pacing).
     signal_rate_hz: float = 500.0
     signal_burst: int = 1000
 
@@ -45,7 +45,7 @@ ByteOrder = Literal["big", "little"]
 
 @dataclass(frozen=True, slots=True)
 class FrameField:
-    """One field of a binary frame (``bridge.core.frames``), ``type`` one of u8 s8 u16 s16 u32 s32 f32.
+    """One field of a binary frame (``bridge.core.engine.frames``), ``type`` one of u8 s8 u16 s16 u32 s32 f32.
     Exactly one role: ``const`` (a fixed value), ``param`` (an action field filled from a declared
     param), ``name`` (a telemetry field; its value times ``scale`` when given) or ``length`` (the number
     of bytes after it up to the checksum, plus ``adjust``)."""
@@ -62,7 +62,7 @@ class FrameField:
 
 @dataclass(frozen=True, slots=True)
 class Checksum:
-    """``kind`` one of ``bridge.core.frames.CHECKSUMS``; it covers ``prefix`` (not on the wire) and the
+    """``kind`` one of ``bridge.core.engine.frames.CHECKSUMS``; it covers ``prefix`` (not on the wire) and the
     frame from byte ``skip`` up to the checksum."""
 
     kind: str = "none"
@@ -342,7 +342,7 @@ class Audit:
 
 @dataclass(frozen=True, slots=True)
 class Metrics:
-    """``metrics:`` - serve Prometheus metrics at ``http://HOST:PORT/metrics`` (``bridge.metrics``)."""
+    """``metrics:`` - serve Prometheus metrics at ``http://HOST:PORT/metrics`` (bridge.adapters.metrics)."""
 
     host: str
     port: int

@@ -118,7 +118,7 @@ class LineFramer:
 
 class ByteFeed(LineFramer):
     """The framer of a ``framing: binary`` device: hands every read on as it came (``on_bytes``); the
-    engine finds the frames (`bridge.core.frames.FrameStream`, which resynchronises by itself)."""
+    engine finds the frames (`bridge.core.engine.frames.FrameStream`, which resynchronises by itself)."""
 
     __slots__ = ("bytes_in", "on_bytes")
 

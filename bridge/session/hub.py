@@ -26,6 +26,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, WSMsgType, web
 
 import bridge.session.hubrest as hubrest
+from bridge.adapters.systemd import Notifier, watchdog_loop
 from bridge.core import wire
 from bridge.core.hublimits import Budget
 from bridge.core.hubstate import HubState, Member
@@ -50,7 +51,6 @@ from bridge.session.hubhttp import HubRunner, bad_request_logger, exposure_warni
 from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
 from bridge.session.hubmetrics import CONTENT_TYPE_LATEST as METRICS_CONTENT_TYPE
 from bridge.session.hubmetrics import render as render_metrics
-from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bridge.config import load_or_report
-from bridge.core.actions import Publish, WriteLine
+from bridge.core.engine.actions import Publish, WriteLine
 from bridge.core.events import Signal
 from bridge.core.signal import Connection
 from bridge.tools.offline import OfflineBridge, Outcome, write_obj

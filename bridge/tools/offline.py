@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.core.actions import ACK, Audit, Command, Publish, SendSignal, WriteLine
-from bridge.core.decisions import AuditRecord
 from bridge.core.engine import Engine
+from bridge.core.engine.actions import ACK, Audit, Command, Publish, SendSignal, WriteLine
+from bridge.core.engine.decisions import AuditRecord
 from bridge.core.events import Signal
 from bridge.core.model import Audit as AuditConfig
 from bridge.core.model import BridgeConfig

@@ -23,9 +23,9 @@ import secrets
 import sys
 from typing import Any
 
-from bridge.core.decisions import Decision
+from bridge.core.engine.decisions import Decision
+from bridge.core.engine.params import ID_KEY, decode_data
 from bridge.core.events import Signal
-from bridge.core.params import ID_KEY, decode_data
 from bridge.core.signal import is_bridge_data
 from bridge.session.client import SessionClient, SignalError
 

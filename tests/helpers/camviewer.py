@@ -15,7 +15,7 @@ import sys
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from bridge.core import camera_signals as cs
+from bridge.core.camera import signals as cs
 from bridge.session import SessionClient, Signal
 
 

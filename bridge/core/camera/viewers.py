@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.core import camera_signals as cs
+from bridge.core.camera import signals as cs
 from bridge.core.signal import FORBIDDEN, NOT_FOUND, TOO_MANY
 
 

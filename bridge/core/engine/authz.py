@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 
-from bridge.core.decisions import Decision, Verdict
+from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.model import Rule
 from bridge.core.signal import Connection
 

@@ -28,8 +28,8 @@ import math
 import struct
 from collections.abc import Callable, Mapping
 
+from bridge.core.engine.templates import FillError
 from bridge.core.model import Checksum, FrameField, FrameSpec
-from bridge.core.templates import FillError
 
 __all__ = ["CHECKSUMS", "FIELD_TYPES", "Checksum", "FrameDecoder", "FrameEncoder", "FrameError", "FrameField",
            "FrameSpec", "FrameStream", "checksum", "crc8", "crc16_xmodem"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from bridge.core.decisions import Decision, Verdict
+from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.model import RateLimit
 
 DEFAULT_MAX_SENDERS = 1024

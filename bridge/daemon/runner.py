@@ -35,7 +35,7 @@ errors logged as ``file:line: ...``, and the running config kept; a good one is 
 engine that takes over the old one's state (``Engine.take_over``) while the session link and the device
 links stay as they are. A new token is used from the next new connection on. Changes to the session
 URL or id, or to ``devices``, need a restart: such a reload is refused as a whole (see
-``bridge.core.reload``).
+``bridge.core.engine.reload``).
 
 Logging: INFO only for state changes (link up/down, device up/down, e-stop), never per signal.
 """
@@ -51,10 +51,15 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from bridge.audit import AuditLog, flush_loop
+from bridge.adapters.audit import AuditLog, flush_loop
+from bridge.adapters.metrics import BridgeMetrics
+from bridge.adapters.systemd import Notifier, watchdog_loop
 from bridge.config import ConfigError, load_config, load_or_report
-from bridge.core.decisions import Decision, Verdict
 from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
+from bridge.core.engine.decisions import Decision, Verdict
+from bridge.core.engine.frames import FrameEncoder
+from bridge.core.engine.pacing import Pacer
+from bridge.core.engine.reload import restart_needed
 from bridge.core.events import (
     ConnectionDestroyed,
     Disconnected,
@@ -63,16 +68,11 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
-from bridge.core.frames import FrameEncoder
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
-from bridge.core.pacing import Pacer
-from bridge.core.reload import restart_needed
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
-from bridge.metrics import BridgeMetrics
 from bridge.session.client import SessionClient, SignalError
-from bridge.systemd import Notifier, watchdog_loop
 
 log = logging.getLogger(__name__)
 
@@ -605,7 +605,7 @@ class Daemon:
             return
         if not cmd.retry:
             # Telemetry, acks, status: the hub's ack serves no purpose, so nothing waits for it; but
-            # a 429 would lose it, so they are paced under the hub's limit (bridge.core.pacing).
+            # a 429 would lose it, so they are paced under the hub's limit (bridge.core.engine.pacing).
             if self._pacer.offer(cmd, not cmd.optional, time.monotonic()):
                 self._send_now(client, cmd)
             elif self._pacer_timer is None and (at := self._pacer.next_deadline()) is not None:

@@ -13,9 +13,9 @@ import re
 from collections import deque
 from dataclasses import dataclass
 
-from bridge.core.actions import CompiledAction, SendSignal
+from bridge.core.engine.actions import CompiledAction, SendSignal
+from bridge.core.engine.telemetry import convert
 from bridge.core.model import MqttAction
-from bridge.core.telemetry import convert
 
 #: Pending replies kept per device.
 MAX_PENDING = 16

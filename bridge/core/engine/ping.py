@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 
-from bridge.core.actions import SendSignal, correlation_id
+from bridge.core.engine.actions import SendSignal, correlation_id
+from bridge.core.engine.params import decode_data
+from bridge.core.engine.ratelimit import RateLimiter
 from bridge.core.events import Signal
-from bridge.core.params import decode_data
-from bridge.core.ratelimit import RateLimiter
 
 PING = "bridge.ping"
 PONG = "bridge.pong"

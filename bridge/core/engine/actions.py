@@ -15,14 +15,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.core.authz import Authorizer
-from bridge.core.decisions import AuditRecord, FrameWrite, MqttWrite, SerialWrite, Written
-from bridge.core.frames import FrameEncoder
+from bridge.core.engine.authz import Authorizer
+from bridge.core.engine.decisions import AuditRecord, FrameWrite, MqttWrite, SerialWrite, Written
+from bridge.core.engine.frames import FrameEncoder
+from bridge.core.engine.params import ID_KEY, ParamChecker
+from bridge.core.engine.ratelimit import RateLimiter
+from bridge.core.engine.slew import SlewLimiter
+from bridge.core.engine.templates import LineTemplate, PayloadTemplate, TopicTemplate
 from bridge.core.model import Action, MqttAction, ParamSpec, Rule, Scalar
-from bridge.core.params import ID_KEY, ParamChecker
-from bridge.core.ratelimit import RateLimiter
-from bridge.core.slew import SlewLimiter
-from bridge.core.templates import LineTemplate, PayloadTemplate, TopicTemplate
 
 # ---------------------------------------------------------------- commands (outputs)
 
@@ -62,7 +62,7 @@ class Publish:
 @dataclass(frozen=True, slots=True)
 class SendSignal:
     """Send a signal into the session; ``to`` None broadcasts. ``optional`` (telemetry, describe
-    answers) may be dropped when the bridge's own signal budget runs low (``bridge.core.pacing``);
+    answers) may be dropped when the bridge's own signal budget runs low (``bridge.core.engine.pacing``);
     the others (acks, status) wait for it instead."""
 
     type: str

@@ -37,10 +37,10 @@ each write would be taken now: a device down or a full queue refuses the whole c
 refusal writes nothing and changes no state (the slew reference and the watchdog move only at the
 commit). Rules with ``ack: true`` answer the sender with a targeted ``bridge.ack``.
 
-``bridge.status`` (see ``bridge.core.status``) is broadcast on connect and on every change of state,
+``bridge.status`` (see ``bridge.core.engine.status``) is broadcast on connect and on every change of state,
 coalesced to one per ``status.MIN_INTERVAL_S``; ``bridge.describe`` is answered, targeted, with
 ``bridge.capabilities`` and ``bridge.status``, at most once per sender per ``describe.INTERVAL_S``
-(more requests meanwhile: one answer at the end of the interval; see ``bridge.core.describe``).
+(more requests meanwhile: one answer at the end of the interval; see ``bridge.core.engine.describe``).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.actions import (
+from bridge.core.engine.actions import (
     ACK,
     Audit,
     Command,
@@ -66,22 +66,22 @@ from bridge.core.actions import (
     constant_commands,
     written,
 )
-from bridge.core.capabilities import capabilities
-from bridge.core.decisions import AuditRecord, Decision, Verdict
-from bridge.core.describe import DescribeLimiter
+from bridge.core.engine.capabilities import capabilities
+from bridge.core.engine.decisions import AuditRecord, Decision, Verdict
+from bridge.core.engine.describe import DescribeLimiter
+from bridge.core.engine.expects import ExpectTable
+from bridge.core.engine.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_roles
+from bridge.core.engine.params import Checked, decode_data
+from bridge.core.engine.ping import PING, PingResponder
+from bridge.core.engine.rules import RuleTable
+from bridge.core.engine.safety import SafetyState, is_stale, write_deadline
+from bridge.core.engine.slew import Slewed
+from bridge.core.engine.status import StatusAnnouncer, status_data
+from bridge.core.engine.telemetry import Outgoing, TelemetryShaper
+from bridge.core.engine.templates import FillError
 from bridge.core.events import Signal
-from bridge.core.expects import ExpectTable
-from bridge.core.lease import ControlLease, LeaseOutcome, OutcomeKind, lease_roles
 from bridge.core.model import BridgeConfig, ParamSpec, Rule
-from bridge.core.params import Checked, decode_data
-from bridge.core.ping import PING, PingResponder
-from bridge.core.rules import RuleTable
-from bridge.core.safety import SafetyState, is_stale, write_deadline
 from bridge.core.signal import Connection
-from bridge.core.slew import Slewed
-from bridge.core.status import StatusAnnouncer, status_data
-from bridge.core.telemetry import Outgoing, TelemetryShaper
-from bridge.core.templates import FillError
 
 __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "DeviceGate", "Engine",
            "Publish", "Purge", "SendSignal", "WriteFrame", "WriteLine"]
@@ -246,7 +246,7 @@ class Engine:
         return self._telemetry_out(self._telemetry.serial_line(device, line, now))
 
     def device_bytes(self, device: str, data: bytes, now: float) -> list[Command]:
-        """Bytes from a ``framing: binary`` serial device: its telemetry frames (bridge.core.frames)."""
+        """Bytes from a ``framing: binary`` serial device: its telemetry frames (engine.frames)."""
         shaper = self._telemetry
         before = shaper.frames_bad_checksum
         out = self._telemetry_out(shaper.serial_bytes(device, data, now))

@@ -28,8 +28,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.core.decisions import Decision
 from bridge.core.engine import Engine
+from bridge.core.engine.decisions import Decision
 
 #: Command latency buckets (seconds): a local hop is ~1-5 ms, a stale guard is usually 300-500 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

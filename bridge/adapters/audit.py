@@ -1,4 +1,4 @@
-"""The audit log: one JSON line per command decision (``bridge.core.decisions.AuditRecord``), rotated.
+"""The audit log: one JSON line per command decision (``bridge.core.engine.decisions.AuditRecord``), rotated.
 
 Writes go to a buffered file, so the event loop pays for a memory copy per record, not a syscall;
 the buffer reaches the disk at least every ``flush_interval_s`` (on the next write, and from
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import BinaryIO
 
-from bridge.core.decisions import AuditRecord
+from bridge.core.engine.decisions import AuditRecord
 from bridge.core.model import Audit
 
 log = logging.getLogger(__name__)

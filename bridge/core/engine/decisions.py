@@ -4,7 +4,7 @@ Every command signal that matches a rule ends in exactly one :class:`Decision`. 
 the safety layer (authorisation, lease, rate limit, stale guard, e-stop latch, param checks) hand back a
 :class:`Verdict` - the decision plus a short reason a person can act on - or None to let the command
 through. The engine turns the final decision into an ack signal (``ack: true`` rules), a counter and an
-:class:`AuditRecord` (one compact JSON line in the audit log, see ``bridge.audit``).
+:class:`AuditRecord` (one compact JSON line in the audit log, see ``bridge.adapters.audit``).
 
 Pure: no I/O. ``AuditRecord.to_json`` only builds a string.
 """

@@ -18,9 +18,9 @@ dropped unwritten, still in its queue when their command turned ``max_age_ms`` o
 ``lease_expired`` / ``lease_taken_over`` count the leases lost to ``control.idle_timeout_ms`` and to a
 moderator (each also changes ``lease``).
 ``frames_bad_checksum`` counts telemetry frames of ``framing: binary`` devices whose constant bytes
-matched but whose checksum did not (``bridge.core.frames``).
+matched but whose checksum did not (``bridge.core.engine.frames``).
 
-``decisions`` always holds every decision of :class:`bridge.core.decisions.Decision` (0 when none yet),
+``decisions`` always holds every decision of :class:`bridge.core.engine.decisions.Decision` (0 when none yet),
 so a reader never has to guess whether a key is missing or zero.
 
 When it is sent (the engine decides, see ``bridge.core.engine``): broadcast on every (re)connect of the
@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.core.decisions import Decision
+from bridge.core.engine.decisions import Decision
 
 VERSION = 1
 #: At most one broadcast per this interval (seconds): a flapping device cannot flood the session.

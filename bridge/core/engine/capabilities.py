@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.lease import lease_roles
+from bridge.core.engine.lease import lease_roles
 from bridge.core.model import BridgeConfig, ParamSpec, TelemetryField
 
 

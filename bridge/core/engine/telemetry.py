@@ -19,7 +19,7 @@ Shaping:
 - MQTT: ``{"topic": T, "payload": P}`` where P is the payload's JSON value, or its text when it is not
   JSON. Throttling is per stream and topic, so ``arm/state/#`` keeps the latest of each topic.
 - binary (``framing: binary`` devices): ``serial_bytes(device, data, now)`` finds the frames of the
-  device's ``frame:`` streams in the byte stream (`bridge.core.frames.FrameStream`: resynchronising
+  device's ``frame:`` streams in the byte stream (`bridge.core.engine.frames.FrameStream`: resynchronising
   after garbage, counting bad checksums in ``frame_stats``); each becomes a JSON object of its named
   fields.
 - data larger than the signal limit (8192 bytes) is dropped and counted in ``dropped_size``.
@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.frames import FrameDecoder, FrameStream
+from bridge.core.engine.frames import FrameDecoder, FrameStream
 from bridge.core.model import FrameTelemetry, MqttTelemetry, ParamType, SerialTelemetry, TelemetryStream
 from bridge.core.signal import MAX_DATA_BYTES
 
