@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bridge.core.clock import ClockEstimator
-from bridge.core.engine.safety import is_stale
+from bridge.core.engine.age import is_stale
 from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import hub_process
@@ -81,8 +81,8 @@ async def test_a_wall_clock_step_moves_neither_the_hub_time_nor_the_stale_verdic
             def judged() -> None:
                 hub_now = real() * 1000          # the hub shares this host's (unstepped) clock
                 assert abs(c.hub_time_ms() - hub_now) < slack_ms
-                assert is_stale(300, int(hub_now - 3000), int(c.hub_time_ms()))
-                assert not is_stale(300, int(hub_now - 50), int(c.hub_time_ms()))
+                assert is_stale(300, int(c.hub_time_ms()) - int(hub_now - 3000))
+                assert not is_stale(300, int(c.hub_time_ms()) - int(hub_now - 50))
 
             judged()
             monkeypatch.setattr(time, "time", lambda: real() + step_s)

@@ -49,11 +49,11 @@ def test_a_binary_rule_writes_the_frame_and_refuses_what_does_not_fit() -> None:
     config = load_config(ROOT / "config" / "roboclaw.example.yaml", {"SIGBRIDGE_TOKEN": "t"})
     engine = Engine(config)
     engine.link_up("me", 0.0)
-    sender = Connection("op", "", "moderator", 0)
+    engine.connection_created(Connection("op", "", "moderator", 0), 0.0)
 
     def send(type_: str, data: object) -> list[object]:
         sig = Signal(type=type_, data=json.dumps(data), from_id="op", seq=1, ts=0)
-        return list(engine.signal(sig, sender, 1.0, 0))
+        return list(engine.signal(sig, 1.0))
 
     out = send("claw.duty", {"m1": 16384, "m2": -16384})
     assert WriteFrame("claw", bytes.fromhex("80 22 40 00 c0 00 e0 df")) in out
@@ -161,10 +161,10 @@ rules:
 """)
     engine = Engine(load_config("bridge.yaml", {}))
     engine.link_up("me", 0.0)
-    sender = Connection("op", "", "publisher", 0)
+    engine.connection_created(Connection("op", "", "publisher", 0), 0.0)
 
     def send(data: object) -> list[object]:
-        return list(engine.signal(Signal("set.n", json.dumps(data), "op", 1, 0), sender, 1.0, 0))
+        return list(engine.signal(Signal("set.n", json.dumps(data), "op", 1, 0), 1.0))
 
     [write, _ack] = send({"n": 255})
     assert write == WriteFrame("claw", b"\x01\xff\x00\x00\x00\x3f" + bytes((0x01 ^ 0xFF ^ 0x3F,)))
@@ -197,8 +197,7 @@ telemetry:
     out += engine.device_bytes("claw", good[3:], 1.1)
     assert [(c.type, json.loads(c.data)) for c in out if isinstance(c, SendSignal)] == [
         ("claw.imu", {"yaw": -10.7, "ok": 1})]
-    sender = Connection("op", "", "publisher", 0)
-    replies = engine.signal(Signal("bridge.describe", "{}", "op", 2, 0), sender, 2.0, 0)
+    replies = engine.signal(Signal("bridge.describe", "{}", "op", 2, 0), 2.0)
     [status] = [json.loads(c.data) for c in replies
                 if isinstance(c, SendSignal) and c.type == "bridge.status"]
     assert status["counters"]["frames_bad_checksum"] == 1

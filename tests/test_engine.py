@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from bridge.core.engine import ACK, CAPABILITIES, STATUS, Engine, Publish, Purge, SendSignal, WriteLine
+from bridge.core.engine.actions import Notice, NoticeKind
 from bridge.core.engine.decisions import Decision
+from bridge.core.engine.outcomes import DeviceState
 from bridge.core.engine.telemetry import BURST, SLACK
 from bridge.core.events import Signal
 from bridge.core.model import (
@@ -71,13 +73,17 @@ NOW_MS = 1_000_000
 
 def sig(type_: str, data: object = "", sender: Connection | None = OP, seq: int = 1,
         ts: int = NOW_MS) -> Signal:
+    """A signal received when the hub's clock read NOW_MS (its age: NOW_MS - ts)."""
     text = data if isinstance(data, str) else json.dumps(data)
-    return Signal(type_, text, sender.id if sender else None, seq, ts)
+    return Signal(type_, text, sender.id if sender else None, seq, ts, NOW_MS - ts)
 
 
 def send(e: Engine, type_: str, data: object = "", sender: Connection | None = OP, now: float = 0.0,
          ts: int = NOW_MS, seq: int = 1) -> list[Any]:
-    return e.signal(sig(type_, data, sender, seq, ts), sender, now, NOW_MS)
+    """``sender`` joins (as the session client tells the engine), then sends."""
+    if sender is not None:
+        e.connection_created(sender, now)
+    return e.signal(sig(type_, data, sender, seq, ts), now)
 
 
 def engine() -> Engine:
@@ -91,7 +97,7 @@ def acks(out: list[Any]) -> list[dict[str, Any]]:
 
 
 def writes(out: list[Any]) -> list[Any]:
-    return [c for c in out if not isinstance(c, SendSignal | Purge)]
+    return [c for c in out if not isinstance(c, SendSignal | Purge | Notice)]
 
 
 def test_move_becomes_line_and_ack() -> None:
@@ -118,13 +124,13 @@ def test_bad_params_write_nothing(data: object, word: str) -> None:
     assert writes(out) == []
     [ack] = acks(out)
     assert ack["status"] == "rejected" and ack["id"] == 7 and word in ack["reason"]
-    assert e.decisions[Decision.REJECTED] == 1
+    assert e.status().decisions[Decision.REJECTED] == 1
 
 
 def test_mqtt_json_payload_types_kept_and_clamped() -> None:
     e = engine()
     assert send(e, "arm.grip", {"force": 150}) == [Publish("arm", "arm/grip/set", b'{"force":100}', 1)]
-    assert e.decisions[Decision.CLAMPED] == 1
+    assert e.status().decisions[Decision.CLAMPED] == 1
 
 
 def test_stale_dropped() -> None:
@@ -165,10 +171,13 @@ STOP_LINE = WriteLine("base", "M 0 0")
 def test_link_down_runs_on_disconnect_and_drops_telemetry() -> None:
     e = engine()
     assert e.link_down(1.0) == [STOP_LINE]
-    assert e.device_line("base", "T 87 0.50", 1.0) == []
-    assert e.counters["telemetry_dropped_link_down"] == 1
+    # Dropped, never queued; the first drop of the outage is a notice for the log, the others are not.
+    assert e.device_line("base", "T 87 0.50", 1.0) == [Notice(NoticeKind.TELEMETRY_DROPPING)]
+    assert e.device_line("base", "T 88 0.50", 1.5) == []
+    assert e.status().counters.telemetry_dropped_link_down == 2
     out = e.link_up("bridge2", 2.0)
     assert out[0] == SendSignal(CAPABILITIES, e.capabilities)
+    assert out[-1] == Notice(NoticeKind.TELEMETRY_DROPPED, 2)     # the outage's sum, once
     assert e.device_line("base", "T 86 0.25", 2.0) == [
         SendSignal("robot.telemetry", '{"battery":86,"speed":0.25}', optional=True)]
 
@@ -191,7 +200,7 @@ def test_authorisation_and_rest() -> None:
     assert writes(out) == [] and acks(out)[0]["status"] == "unauthorised"
     assert writes(send(e, "mod.x", sender=MOD)) == [WriteLine("base", "X")]
     assert send(e, "robot.move", {"x": 0, "y": 0}, sender=None) == []    # REST refused, no ack target
-    assert e.decisions[Decision.UNAUTHORISED] == 2
+    assert e.status().decisions[Decision.UNAUTHORISED] == 2
     assert send(e, "rest.ok", sender=None) == [WriteLine("base", "R")]
 
 
@@ -227,7 +236,7 @@ def test_expect_reply_to_sender() -> None:
     send(e, "robot.ping", now=2.0)
     assert e.next_deadline() == pytest.approx(2.2)
     e.tick(2.3)
-    assert e.counters["expect_timeouts"] == 1
+    assert e.status().counters.expect_timeouts == 1
     # After the timeout the line is ordinary telemetry again (unmatched here).
     assert e.device_line("base", "PONG 1", 2.4) == []
 
@@ -253,7 +262,7 @@ def test_shutdown_purges_every_queue_then_its_actions_and_closes_the_engine() ->
     assert e.shutdown() == [Purge("base"), Purge("arm"), WriteLine("base", "BYE")]
     # Final: nothing later is taken, not even a watchdog due or a device coming back.
     assert send(e, "robot.move", {"x": 0.5, "y": 0}, now=1.0) == []
-    assert e.tick(100.0) == [] and e.device_state("base", True, 2.0) == []
+    assert e.tick(100.0) == [] and e.device_event(DeviceState("base", True), 2.0) == []
 
 
 def test_slew_clamps_and_resets_after_safe_action() -> None:

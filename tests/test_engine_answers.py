@@ -66,4 +66,4 @@ def test_pings_are_rate_limited_per_sender_and_rest_pings_get_nothing() -> None:
     # The bucket refills at PING_HZ.
     assert len(pongs(send(e, PING, {"id": 2}, now=1.0 / PING_HZ))) == 1
     assert send(e, PING, {"id": 3}, sender=None) == []
-    assert e.counters["pings_refused"] == 5 + 1 and e.counters["pings_answered"] == PING_BURST + 2
+    assert e.status().counters.pings_refused == 5 + 1 and e.status().counters.pings_answered == PING_BURST + 2

@@ -8,6 +8,7 @@ from typing import Any
 
 from bridge.core.engine import Engine, Purge, SendSignal, WriteLine
 from bridge.core.engine.decisions import Decision, Verdict
+from bridge.core.engine.outcomes import DeviceState, WriteRefused
 from tests.test_engine import MOD, acks, engine, send, writes
 
 DOWN = Verdict(Decision.DEVICE_DOWN, "device base is down")
@@ -32,7 +33,7 @@ def test_a_command_for_a_device_down_or_full_is_refused_and_changes_nothing() ->
     state["base"] = None
     out = send(e, "robot.move", {"x": 0.5, "y": 0}, now=1.2)
     assert writes(out) == [WriteLine("base", "M 0.50 0.00")] and acks(out)[0]["status"] == "applied"
-    assert e.decisions[Decision.DEVICE_DOWN] == e.decisions[Decision.OVERLOADED] == 1
+    assert e.status().decisions[Decision.DEVICE_DOWN] == e.status().decisions[Decision.OVERLOADED] == 1
 
 
 def test_estop_purges_every_device_queue_before_its_actions() -> None:
@@ -43,31 +44,32 @@ def test_estop_purges_every_device_queue_before_its_actions() -> None:
 
 def back(e: Engine, device: str, now: float) -> list[Any]:
     """What the engine writes when ``device`` comes back (its status broadcast left out)."""
-    e.device_state(device, False, now)
-    return [c for c in e.device_state(device, True, now) if not isinstance(c, SendSignal)]
+    e.device_event(DeviceState(device, False), now)
+    return [c for c in e.device_event(DeviceState(device, True), now) if not isinstance(c, SendSignal)]
 
 
 def test_device_back_gets_the_watchdog_stop_it_missed_and_nothing_else() -> None:
     e = engine()
-    e.device_state("base", True, 0.0)
+    e.device_event(DeviceState("base", True), 0.0)
     assert writes(send(e, "robot.move", {"x": 0.5, "y": 0}, now=1.0)) == [WriteLine("base", "M 0.50 0.00")]
-    e.device_state("base", False, 1.1)
+    e.device_event(DeviceState("base", False), 1.1)
     [stop] = e.tick(1.6)                          # the watchdog falls due while the port is gone
     assert stop == WriteLine("base", "M 0 0")
-    e.undelivered(stop)                           # ... so the link refused it
-    e.undelivered(WriteLine("base", "M 0.90 0.00"))   # a command refused meanwhile: never owed
-    assert e.counters["writes_refused"] == 2
-    assert [c for c in e.device_state("base", True, 2.0) if not isinstance(c, SendSignal)] == [stop]
+    e.device_event(WriteRefused(stop), 1.6)       # ... so the link refused it
+    e.device_event(WriteRefused(WriteLine("base", "M 0.90 0.00")), 1.7)   # refused meanwhile: never owed
+    assert e.status().counters.writes_refused == 2
+    assert [c for c in e.device_event(DeviceState("base", True), 2.0)
+            if not isinstance(c, SendSignal)] == [stop]
     assert back(e, "base", 3.0) == []             # delivered once; a later outage owes nothing
 
 
 def test_device_back_while_latched_gets_the_estop_actions_first() -> None:
     e = engine()
-    e.device_state("base", True, 0.0)
-    e.device_state("base", False, 0.5)
+    e.device_event(DeviceState("base", True), 0.0)
+    e.device_event(DeviceState("base", False), 0.5)
     out = send(e, "robot.estop", now=1.0)
     for cmd in writes(out):
-        e.undelivered(cmd)                        # the port is gone: refused
+        e.device_event(WriteRefused(cmd), 1.0)    # the port is gone: refused
     assert back(e, "base", 2.0) == [WriteLine("base", "S")]
     assert back(e, "base", 3.0) == [WriteLine("base", "S")]   # latched: every time it comes back
     assert back(e, "arm", 3.0) == []                           # no e-stop action for the arm
@@ -77,10 +79,10 @@ def test_device_back_while_latched_gets_the_estop_actions_first() -> None:
 
 def test_owed_safe_actions_survive_a_reload() -> None:
     old = engine()
-    old.device_state("arm", True, 0.0)
-    old.device_state("arm", False, 0.1)
-    old.undelivered(WriteLine("base", "M 0 0"))
+    old.device_event(DeviceState("arm", True), 0.0)
+    old.device_event(DeviceState("arm", False), 0.1)
+    old.device_event(WriteRefused(WriteLine("base", "M 0 0")), 0.0)
     new = Engine(old.config)
-    new.take_over(old, 1.0)
+    new.take_over(old.hand_over(), 1.0)
     assert back(new, "base", 2.0) == [WriteLine("base", "M 0 0")]
     assert back(new, "arm", 2.0) == []

@@ -90,7 +90,7 @@ def test_a_reload_keeps_the_holder_and_restarts_its_idle_time() -> None:
     old = lease_engine(idle_timeout_ms=2000)
     send(old, "control.acquire", sender=MOD, now=1.0)
     new = Engine(make_config(rules=MOD_RULES, control=Control(lease=True, idle_timeout_ms=5000)))
-    assert status(new.take_over(old, 2.0))["lease"] == MOD.id
+    assert status(new.take_over(old.hand_over(), 2.0))["lease"] == MOD.id
     assert new.next_deadline() == 7.0
 
 

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from bridge.core.engine import CAPABILITIES, STATUS, Engine, SendSignal, WriteLine
+from bridge.core.engine.outcomes import DeviceState
 from bridge.core.engine.status import StatusAnnouncer
 from bridge.core.model import Control, MqttAction, ParamSpec, Rule, SerialAction, Watchdog
 from tests.test_engine import MOD, OP, STOP, XY, acks, make_config, send, writes
@@ -38,19 +39,19 @@ def test_status_on_connect_lists_devices_counters_and_state() -> None:
 
 def test_status_on_every_change_coalesced_when_flapping() -> None:
     e = linked()
-    assert statuses(e.device_state("base", True, 1.0))[0]["devices"]["base"] == "up"
-    assert e.device_state("base", True, 1.1) == []                 # no change, nothing said
-    assert e.device_state("nosuch", True, 1.1) == []
+    assert statuses(e.device_event(DeviceState("base", True), 1.0))[0]["devices"]["base"] == "up"
+    assert e.device_event(DeviceState("base", True), 1.1) == []                 # no change, nothing said
+    assert e.device_event(DeviceState("nosuch", True), 1.1) == []
     # A flapping device inside the interval: nothing now, one status (the latest state) at its end.
     for i in range(50):
-        assert e.device_state("arm", i % 2 == 0, 1.1 + i * 0.001) == []
+        assert e.device_event(DeviceState("arm", i % 2 == 0), 1.1 + i * 0.001) == []
     assert e.next_deadline() == 1.5
     assert statuses(e.tick(1.49)) == []
     [status] = statuses(e.tick(1.5))
     assert status["devices"] == {"base": "up", "arm": "down"} and status["state"] == "degraded"
     assert e.next_deadline() is None
     # After a quiet interval a change is announced at once again; then the e-stop, with its counter.
-    assert statuses(e.device_state("arm", True, 3.0))[0]["state"] == "ready"
+    assert statuses(e.device_event(DeviceState("arm", True), 3.0))[0]["state"] == "ready"
     send(e, "robot.move", {"x": 0, "y": 0}, now=3.1)
     e.tick(3.6)   # the watchdog of robot.move fires
     [status] = statuses(send(e, "robot.estop", now=4.0))
@@ -64,7 +65,7 @@ def test_status_on_every_change_coalesced_when_flapping() -> None:
 def test_no_status_while_the_link_is_down_describe_answers_it() -> None:
     e = linked()
     e.link_down(1.0)
-    assert e.device_state("base", True, 2.0) == []
+    assert e.device_event(DeviceState("base", True), 2.0) == []
     assert e.next_deadline() is None
     out = e.link_up("bridge1", 3.0)
     assert statuses(out)[0]["devices"]["base"] == "up"
@@ -90,7 +91,7 @@ def test_lease_change_and_controller_lost_announced() -> None:
 
 def test_take_over_keeps_estop_lease_link_and_fires_pending_watchdogs() -> None:
     old = linked(control=Control(lease=True))
-    old.device_state("base", True, 0.1)
+    old.device_event(DeviceState("base", True), 0.1)
     send(old, "control.acquire", now=1.0)
     assert writes(send(old, "robot.move", {"x": 0.5, "y": 0}, now=1.1)) == [WriteLine("base", "M 0.50 0.00")]
     send(old, "robot.estop", now=1.2)
@@ -99,7 +100,7 @@ def test_take_over_keeps_estop_lease_link_and_fires_pending_watchdogs() -> None:
     new_rules = (Rule(0, "robot.move", params=XY, send=(SerialAction("base", "GO {x:.1f} {y:.1f}"),),
                       watchdog=Watchdog(200, (STOP,))),)
     new = Engine(make_config(rules=new_rules, control=Control(lease=True)))
-    out = new.take_over(old, 2.0)
+    out = new.take_over(old.hand_over(), 2.0)
     assert writes(out) == []              # the e-stop cleared the watchdog: nothing pending to fire
     caps, status = [c for c in out if isinstance(c, SendSignal)]
     assert caps.type == CAPABILITIES and "GO" not in caps.data and status.type == STATUS
@@ -117,7 +118,7 @@ def test_take_over_fires_a_pending_watchdog_with_the_old_safe_action() -> None:
     old = linked()
     send(old, "robot.move", {"x": 0.5, "y": 0}, now=1.0)
     new = Engine(make_config(rules=()))
-    assert writes(new.take_over(old, 1.1)) == [WriteLine("base", "M 0 0")]
+    assert writes(new.take_over(old.hand_over(), 1.1)) == [WriteLine("base", "M 0 0")]
     assert new.next_deadline() is None and old.next_deadline() is None
 
 

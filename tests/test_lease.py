@@ -183,7 +183,7 @@ def test_rest_sender_never_holds_the_lease() -> None:
 def test_inherit_keeps_the_holder_idle_from_now() -> None:
     old, new = new_lease(), new_lease(idle_s=5.0)
     old.acquire("op-1", "publisher", 0.0)
-    new.inherit(old, 50.0)
+    new.inherit(old.holder, 50.0)
     assert new.holder == "op-1" and new.deadline == 55.0
 
 

@@ -34,8 +34,9 @@ def engine(tmp_path: Path) -> Engine:
 
 
 def _send(engine: Engine, data: object, *, type_: str = "robot.move", age_ms: int = 5, seq: int = 1) -> list:
-    sig = Signal(type_, json.dumps(data), OPERATOR.id, seq, NOW_MS - age_ms)
-    return [c for c in engine.signal(sig, OPERATOR, 1.0, NOW_MS) if isinstance(c, WriteLine | Publish)]
+    sig = Signal(type_, json.dumps(data), OPERATOR.id, seq, NOW_MS - age_ms, age_ms)
+    engine.connection_created(OPERATOR, 1.0)
+    return [c for c in engine.signal(sig, 1.0) if isinstance(c, WriteLine | Publish)]
 
 
 def test_the_serial_bytes_shown_are_the_bytes_written(engine: Engine) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.core.engine.safety import _TRANSITIONS, SafetyState, is_stale
+from bridge.core.engine.age import is_stale, write_deadline
+from bridge.core.engine.safety import _TRANSITIONS, SafetyState
 from bridge.core.model import Estop, Rule, Safety, SerialAction, Watchdog
 
 STOP = SerialAction("base", "S")
@@ -51,7 +52,9 @@ def test_watchdog_fires_once_and_estop_cancels() -> None:
 
 
 def test_stale_guard() -> None:
-    assert not is_stale(None, 0, 10**9)
-    assert not is_stale(300, 1000, 1300)
-    assert is_stale(300, 1000, 1301)
-    assert not is_stale(300, 1000, 900)       # a future ts (clock error) is not stale
+    assert not is_stale(None, 10**9)
+    assert not is_stale(300, 300)
+    assert is_stale(300, 301)
+    assert not is_stale(300, -100)       # a future ts (clock error) is not stale
+    assert write_deadline(None, 5, 1.0) is None
+    assert write_deadline(300, 100, 1.0) == 1.2

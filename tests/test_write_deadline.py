@@ -12,6 +12,7 @@ import pytest
 
 from bridge.core.engine import Audit, Engine, Publish, SendSignal, WriteLine
 from bridge.core.engine.decisions import Decision
+from bridge.core.engine.outcomes import WritesExpired
 from bridge.core.model import Audit as AuditConfig
 from tests.test_engine import NOW_MS, engine, make_config, send, writes
 
@@ -47,10 +48,13 @@ def status_counters(e: Engine) -> dict[str, Any]:
 def test_dropped_writes_are_counted_in_status_and_audited() -> None:
     e = engine()
     assert status_counters(e)["writes_expired"] == 0
-    assert e.expired("base", ["M 0.50 0.00", "M 0.60 0.00"], NOW_MS) == []     # no audit configured
+    assert e.device_event(WritesExpired("base", ("M 0.50 0.00", "M 0.60 0.00")), 1.0) == []   # no audit
     assert status_counters(e)["writes_expired"] == 2
     audited = Engine(make_config(audit=AuditConfig("/nonexistent/audit.log")))
-    [record] = audited.expired("base", [f"M 0.{i}" for i in range(5)], NOW_MS)
+    audited.link_up("bridge1", 0.0)
+    send(audited, "robot.move", {"x": 0.5, "y": 0}, now=10.0)   # the hub's clock read NOW_MS at 10.0
+    [record] = audited.device_event(WritesExpired("base", tuple(f"M 0.{i}" for i in range(5))), 12.5)
     assert isinstance(record, Audit) and record.record.decision is Decision.STALE
+    assert record.record.time == pytest.approx((NOW_MS + 2500) / 1000)   # the hub's time, 2.5 s later
     assert record.record.written == ()
     assert "device base" in record.record.reason and "M 0.0; M 0.1; M 0.2 (+2 more)" in record.record.reason

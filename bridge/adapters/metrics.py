@@ -40,27 +40,27 @@ class _EngineCollector(Collector):
         self._engine = engine      # the current engine (a reload swaps it)
 
     def collect(self) -> Iterator[Metric]:
-        e = self._engine()
+        status = self._engine().status()
         decisions = CounterMetricFamily("sigbridge_decisions", "Command decisions by kind",
                                         labels=["decision"])
         for d in Decision:
-            decisions.add_metric([d.value], e.decisions[d])
+            decisions.add_metric([d.value], status.decisions[d])
         yield decisions
         events = CounterMetricFamily("sigbridge_events", "Engine counters (bridge.status counters)",
                                      labels=["event"])
-        for name, value in sorted(e.counters.items()):
+        for name, value in sorted(status.counters.items()):
             events.add_metric([name], value)
         yield events
         up = GaugeMetricFamily("sigbridge_device_up", "1 while the device link is up", labels=["device"])
-        for name, is_up in e.devices.items():
+        for name, is_up in status.devices.items():
             up.add_metric([name], 1 if is_up else 0)
         yield up
         yield GaugeMetricFamily("sigbridge_session_linked", "1 while the session link is up",
-                                value=1 if e.linked else 0)
+                                value=1 if status.linked else 0)
         yield GaugeMetricFamily("sigbridge_estopped", "1 while the e-stop is latched",
-                                value=1 if e.estopped else 0)
+                                value=1 if status.estopped else 0)
         yield GaugeMetricFamily("sigbridge_lease_held", "1 while an operator holds the control lease",
-                                value=1 if e.lease_holder is not None else 0)
+                                value=1 if status.lease_holder is not None else 0)
 
 
 class BridgeMetrics:

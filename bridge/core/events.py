@@ -16,6 +16,9 @@ class Signal:
 
     ``from_id`` is the sender's connection id, or None for a signal sent through the REST API.
     ``seq`` counts up per receiving connection; ``ts`` is the hub's receive time in ms since epoch.
+    ``age_ms`` is the receiving client's estimate, at receipt, of how long ago the hub stamped ``ts``
+    (the hub clock now, from the client's clock estimator - never the local wall clock - minus ``ts``;
+    negative when the estimate is behind). The bridge engine judges a command's age from it alone.
     """
 
     type: str
@@ -23,6 +26,7 @@ class Signal:
     from_id: str | None
     seq: int
     ts: int
+    age_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,10 @@ heartbeats included), so those actions are the last bytes each device gets; then
 ``SHUTDOWN_GRACE_S`` for them to leave, and a clean exit 0.
 
 Before a command is decided, the engine asks ``_gate`` whether its device links would take its writes
-now (``device_down`` / ``overloaded`` otherwise). A write a link refuses anyway is reported back
-(``Engine.undelivered``): a safe action the device missed is written first when it comes back.
+now (``device_down`` / ``overloaded`` otherwise). A write a link refuses anyway goes back to the
+engine as an event (``WriteRefused``): a safe action the device missed is written first when it comes
+back. The engine learns who is in the session from the client's ConnectionCreated/Destroyed events and
+a signal's age from the signal (``Signal.age_ms``); the daemon never asks the client for either.
 
 A token that can never work ends the daemon with exit status ``EXIT_AUTH`` (78), which the systemd
 unit does not restart on (``RestartPreventExitStatus=``), after its on_shutdown actions and with the
@@ -56,11 +58,14 @@ from bridge.adapters.metrics import BridgeMetrics
 from bridge.adapters.systemd import Notifier, watchdog_loop
 from bridge.config import ConfigError, load_config, load_or_report
 from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
+from bridge.core.engine.actions import Notice, NoticeKind
 from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.engine.frames import FrameEncoder
+from bridge.core.engine.outcomes import DeviceState, WriteRefused, WritesExpired
 from bridge.core.engine.pacing import Pacer
 from bridge.core.engine.reload import restart_needed
 from bridge.core.events import (
+    ConnectionCreated,
     ConnectionDestroyed,
     Disconnected,
     Reconnected,
@@ -69,7 +74,7 @@ from bridge.core.events import (
     Signal,
 )
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
-from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, Connection, is_bridge_data
+from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, is_bridge_data
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
 from bridge.session.client import SessionClient, SignalError
@@ -143,10 +148,6 @@ class Daemon:
         #: Reloads applied / refused since start.
         self.reloads = {"applied": 0, "refused": 0}
         self._ready_printed = False
-        self._latched = False       # the e-stop latch as last logged
-        # Telemetry dropped while the link was down: logged once per outage, summed when it ends.
-        self._dropped_at_down = 0
-        self._drop_logged = False
 
     def _count(self, cmd: WriteLine | WriteFrame | Publish, taken: bool) -> None:
         if self.metrics is not None:
@@ -267,6 +268,10 @@ class Daemon:
             s = self.config.session     # read each time: a reload may have brought a new token
             client = SessionClient(s.url, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
                                    link_timeout_s=s.link_timeout_ms / 1000)
+            ended = asyncio.Event()
+            # Events by callback from the start: the members listed at the join reach the engine as
+            # ConnectionCreated, none queued (a queue could drop some in a crowded session).
+            client.set_event_handler(self._event_handler(client, ended))
             try:
                 await client.connect()
             except SignalError as exc:
@@ -294,11 +299,13 @@ class Daemon:
             self.counters["sessions"] += 1
             self.client = client
             try:
-                await self._serve(client)
+                await self._serve(client, ended)
             finally:
                 self.client = None
+                client.set_event_handler(None)
                 if self.engine.linked and not self._stop.is_set():
                     self._link_down(time.monotonic())
+                self.engine.session_left()
                 with contextlib.suppress(Exception):
                     await client.disconnect()
             if self._stop.is_set():
@@ -306,13 +313,15 @@ class Daemon:
             log.warning("session: left for good; joining again as a new connection")
             await asyncio.sleep(delay)
 
-    async def _serve(self, client: SessionClient) -> None:
-        """Handle the client's events until it ends. They are taken by callback, in the client's reader
-        (no queue, no task switch per signal, nothing dropped), and handled at once, in order."""
+    async def _serve(self, client: SessionClient, ended: asyncio.Event) -> None:
+        """Handle the client's events until it ends (``ended``, set by the handler)."""
         assert client.connection is not None
         self._link_up(client)
-        ended = asyncio.Event()
+        await ended.wait()
 
+    def _event_handler(self, client: SessionClient, ended: asyncio.Event) -> Callable[[SessionEvent], None]:
+        """The client's events, taken by callback in its reader (no queue, no task switch per signal,
+        nothing dropped) and handled at once, in order."""
         def on_event(event: SessionEvent) -> None:
             try:
                 if self._on_event(client, event):
@@ -323,24 +332,19 @@ class Daemon:
                 log.exception("session event %s failed; stopping", type(event).__name__)
                 self.stop()
                 ended.set()
-
-        client.set_event_handler(on_event)
-        try:
-            await ended.wait()
-        finally:
-            client.set_event_handler(None)
+        return on_event
 
     def _on_event(self, client: SessionClient, event: SessionEvent) -> bool:
         """One session event; True when it ends the client (Disconnected)."""
         now = time.monotonic()
         if isinstance(event, Signal):
-            sender = _sender(client, event)
-            hub_ms = int(client.hub_time_ms())
-            commands = self.engine.signal(event, sender, now, hub_ms)
+            commands = self.engine.signal(event, now)
             if self.metrics is not None and any(isinstance(c, WriteLine | WriteFrame | Publish)
                                                 for c in commands):
-                self.metrics.latency.observe(max(0, hub_ms - event.ts) / 1000)
+                self.metrics.latency.observe(max(0, event.age_ms) / 1000)
             self._execute(commands)
+        elif isinstance(event, ConnectionCreated):
+            self._execute(self.engine.connection_created(event.connection, now))
         elif isinstance(event, ConnectionDestroyed):
             self._execute(self.engine.connection_destroyed(event.connection, now))
         elif isinstance(event, Reconnecting):
@@ -360,8 +364,6 @@ class Daemon:
 
     def _link_down(self, now: float) -> None:
         self._pacer.clear()        # acks and status still waiting would be stale after the outage
-        self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
-        self._drop_logged = False
         self._execute(self.engine.link_down(now))
 
     def _pace(self, client: SessionClient) -> None:
@@ -381,11 +383,8 @@ class Daemon:
         assert client.connection is not None
         self._pace(client)
         own = client.connection.id
-        dropped = self.engine.counters["telemetry_dropped_link_down"] - self._dropped_at_down
-        self._dropped_at_down = self.engine.counters["telemetry_dropped_link_down"]
+        log.info("session: connected as %s", own)
         self._execute(self.engine.link_up(own, time.monotonic()))
-        log.info("session: connected as %s%s", own,
-                 f" ({dropped} telemetry value(s) dropped while down)" if dropped else "")
         self.notifier.status(f"connected as {own}")
         if not self._ready_printed:
             self._ready_printed = True
@@ -414,13 +413,11 @@ class Daemon:
 
     def _on_device(self, name: str, up: bool) -> None:
         log.info("device %s: %s", name, "up" if up else "down")
-        self._execute(self.engine.device_state(name, up, time.monotonic()))
+        self._execute(self.engine.device_event(DeviceState(name, up), time.monotonic()))
 
     def _on_expired(self, name: str, dropped: list[str]) -> None:
         """A link dropped queued writes whose deadline had passed (counted and audited by the engine)."""
-        client = self.client
-        hub_ms = client.hub_time_ms() if client is not None else time.time() * 1000
-        self._execute(self.engine.expired(name, dropped, int(hub_ms)))
+        self._execute(self.engine.device_event(WritesExpired(name, tuple(dropped)), time.monotonic()))
 
     def _arm_timer(self) -> None:
         """Have ``engine.tick`` called at ``engine.next_deadline()``. Called after every batch of
@@ -504,7 +501,7 @@ class Daemon:
             return self._refuse(f"{path}: {exc}")
         if new.audit != self.config.audit and not self._swap_audit(new):
             return self._refuse(f"{path}: cannot open the audit log {new.audit and new.audit.path}")
-        commands = engine.take_over(self.engine, time.monotonic())
+        commands = engine.take_over(self.engine.hand_over(), time.monotonic())
         engine.gate = self._gate
         self.engine, self.config = engine, new
         self._execute(commands)
@@ -560,43 +557,32 @@ class Daemon:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
                 taken = isinstance(link, SerialLink) and link.write_line(cmd.line, cmd.deadline)
-                self._count(cmd, taken)
-                if not taken:
-                    engine.undelivered(cmd)
             elif isinstance(cmd, WriteFrame):
                 link = self.links.get(cmd.device)
                 taken = isinstance(link, SerialLink) and link.write_frame(cmd.data, cmd.deadline)
-                self._count(cmd, taken)
-                if not taken:
-                    engine.undelivered(cmd)
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
                 taken = isinstance(link, MqttLink) and link.publish(cmd.topic, cmd.payload, cmd.qos,
                                                                    cmd.deadline)
-                self._count(cmd, taken)
-                if not taken:
-                    engine.undelivered(cmd)
+            elif isinstance(cmd, SendSignal):
+                self._send_signal(cmd)
+                continue
             elif isinstance(cmd, Purge):
                 purged = self.links.get(cmd.device)
                 if purged is not None:
                     purged.purge()
+                continue
             elif isinstance(cmd, Audit):
                 if self.audit is not None:
                     self.audit.write(cmd.record)
+                continue
             else:
-                self._send_signal(cmd)
-        if self._latched != engine.estopped:    # the engine changed it before these commands were made
-            self._latched = engine.estopped
-            log.warning("e-stop %s", "LATCHED" if self._latched else "reset")
-        if not self._drop_logged and not self.engine.linked:
-            self._log_first_drop()
+                _log_notice(cmd)
+                continue
+            self._count(cmd, taken)
+            if not taken:   # the link's answer goes back to the engine as an event
+                self._execute(engine.device_event(WriteRefused(cmd), time.monotonic()))
         self._arm_timer()
-
-    def _log_first_drop(self) -> None:
-        dropped = self.engine.counters["telemetry_dropped_link_down"]
-        if dropped != self._dropped_at_down:
-            self._drop_logged = True
-            log.info("session: link down, dropping telemetry until it is back (never queued)")
 
     def _send_signal(self, cmd: SendSignal) -> None:
         client = self.client
@@ -648,10 +634,14 @@ class Daemon:
             log.debug("signal %s not sent: %s", cmd.type, exc)
 
 
-def _sender(client: SessionClient, sig: Signal) -> Connection | None:
-    """The sender's Connection; None for a REST signal. A sender the client does not know (yet) gets a
-    role-less stand-in, so that it never passes as a REST sender nor as any role."""
-    if sig.from_id is None:
-        return None
-    known = client.connections.get(sig.from_id)
-    return known if known is not None else Connection(sig.from_id, "", "", 0)
+def _log_notice(notice: Notice) -> None:
+    """What the engine tells the operator: one log line per change, never per signal."""
+    kind = notice.kind
+    if kind is NoticeKind.ESTOP_LATCHED:
+        log.warning("e-stop LATCHED")
+    elif kind is NoticeKind.ESTOP_RESET:
+        log.warning("e-stop reset")
+    elif kind is NoticeKind.TELEMETRY_DROPPING:
+        log.info("session: link down, dropping telemetry until it is back (never queued)")
+    else:
+        log.info("session: %d telemetry value(s) dropped while the link was down", notice.count)

@@ -318,7 +318,9 @@ class LinkSupervisor:
         if isinstance(frame, Signal):  # the hot path first
             if self._seq.accept(frame.seq):
                 self.stats["received"] += 1
-                self._emit(frame)
+                # Its age at receipt (hub clock now from the estimator, never the wall clock, minus ts).
+                self._emit(Signal(frame.type, frame.data, frame.from_id, frame.seq, frame.ts, round(
+                    self._clock.hub_now_ms(mono_ms()) if self._clock.samples else wall_ms()) - frame.ts))
             else:
                 self.stats["duplicates"] += 1
         elif isinstance(frame, Ack | Nack):

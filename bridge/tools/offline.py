@@ -16,6 +16,7 @@ from typing import Any
 from bridge.core.engine import Engine
 from bridge.core.engine.actions import ACK, Audit, Command, Publish, SendSignal, WriteLine
 from bridge.core.engine.decisions import AuditRecord
+from bridge.core.engine.outcomes import DeviceState
 from bridge.core.events import Signal
 from bridge.core.model import Audit as AuditConfig
 from bridge.core.model import BridgeConfig
@@ -44,10 +45,15 @@ class OfflineBridge:
         self.newlines = {name: d.serial.newline for name, d in config.devices.items() if d.serial}
         self.engine.link_up(OWN_ID, now)
         for name in config.devices:
-            self.engine.device_state(name, True, now)
+            self.engine.device_event(DeviceState(name, True), now)
 
     def signal(self, sig: Signal, sender: Connection | None, now: float, hub_now_ms: int) -> Outcome:
-        return self._outcome(self.engine.signal(sig, sender, now, hub_now_ms))
+        """``sig`` from ``sender`` (announced to the engine first, as a session client would), its age
+        judged at ``hub_now_ms``."""
+        if sender is not None:
+            self.engine.connection_created(sender, now)
+        aged = replace(sig, age_ms=hub_now_ms - sig.ts)
+        return self._outcome(self.engine.signal(aged, now))
 
     def connection_destroyed(self, conn: Connection, now: float) -> Outcome:
         return self._outcome(self.engine.connection_destroyed(conn, now))

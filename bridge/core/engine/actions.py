@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from bridge.core.engine.authz import Authorizer
@@ -88,7 +89,26 @@ class Audit:
     record: AuditRecord
 
 
-Command = WriteLine | WriteFrame | Publish | SendSignal | Audit | Purge
+class NoticeKind(StrEnum):
+    """What the engine tells its operator (the daemon logs it; nothing in the session sees it)."""
+
+    ESTOP_LATCHED = "estop_latched"            # the latch went from armed to e-stopped
+    ESTOP_RESET = "estop_reset"                # the latch was reset (unlatched)
+    TELEMETRY_DROPPING = "telemetry_dropping"  # the first telemetry value dropped in a link outage
+    TELEMETRY_DROPPED = "telemetry_dropped"    # the link is back; ``count`` values were dropped meanwhile
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A change worth a log line: the engine says it once, when it happens (never per signal)."""
+
+    kind: NoticeKind
+    count: int = 0
+
+
+Command = WriteLine | WriteFrame | Publish | SendSignal | Audit | Purge | Notice
+#: The commands a device link carries out.
+DeviceWrite = WriteLine | WriteFrame | Publish
 
 
 # ---------------------------------------------------------------- compiled config

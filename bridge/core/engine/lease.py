@@ -40,7 +40,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+from typing import Any
 
+from bridge.core.engine.actions import SendSignal, ack_signal
+from bridge.core.engine.params import decode_data
+from bridge.core.events import Signal
 from bridge.core.model import BridgeConfig, Rule
 from bridge.core.signal import MODERATOR, SIGNALLING_ROLES
 
@@ -226,10 +230,10 @@ class ControlLease:
             return None
         return self._step(LeaseEvent.EXPIRE, self._holder, Who.HOLDER, now)
 
-    def inherit(self, other: ControlLease, now: float) -> None:
-        """A config reload: this (new) lease starts held by ``other``'s holder, idle from ``now``. Not
-        an event (nothing changed for the session), so it is outside the table."""
-        self._holder, self._active_at = other._holder, now
+    def inherit(self, holder: str | None, now: float) -> None:
+        """A config reload: this (new) lease starts held by ``holder`` (the old lease's), idle from
+        ``now``. Not an event (nothing changed for the session), so it is outside the table."""
+        self._holder, self._active_at = holder, now
 
     def _who(self, sender: str | None) -> Who:
         if sender is None:
@@ -247,6 +251,19 @@ class ControlLease:
             self._holder, self._active_at = sender, now
         return LeaseOutcome(kind, self._holder, previous)
 
+
+
+def lease_answer(outcome: LeaseOutcome, sig: Signal, to: str) -> SendSignal:
+    """The ``bridge.ack`` answering an acquire or release signal (a take-over is a grant to the
+    sender; the reason names the previous holder)."""
+    try:
+        data: Any = decode_data(sig.data)
+    except ValueError:
+        data = None
+    status = OutcomeKind.GRANTED if outcome.kind is OutcomeKind.TAKEN_OVER else outcome.kind
+    reason = "" if outcome.kind in (OutcomeKind.GRANTED, OutcomeKind.RELEASED,
+                                    OutcomeKind.ALREADY_HELD) else outcome.reason
+    return ack_signal(data, sig.seq, status.value, reason, to)
 
 
 def driving_roles(rules: Iterable[Rule]) -> frozenset[str]:

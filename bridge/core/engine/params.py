@@ -19,12 +19,12 @@ Rules enforced, in this order for each declared param:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core import jsontext
 from bridge.core.controls import first_control
 from bridge.core.model import ParamSpec, Scalar
 
@@ -43,23 +43,12 @@ class ParamRefusal:
     reason: str
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-
-
 def decode_data(data: str) -> Any:
     """Decode signal data as JSON; empty (or blank) data means ``{}``. NaN/Infinity literals are refused.
     Raises ValueError (json.JSONDecodeError is one) on bad input."""
     if not data.strip():
         return {}
-    try:
-        return _DECODER.decode(data)
-    except RecursionError:
-        # Deep nesting ("[" * 4000 fits in the hub's 8 KB): a refusal like any bad JSON, never a crash.
-        raise ValueError("JSON nested too deeply") from None
+    return jsontext.loads(data)
 
 
 class ParamChecker:

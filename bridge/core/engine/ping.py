@@ -12,7 +12,7 @@ Bounded: each sender gets ``burst`` pings at once and ``hz`` per second (a token
 rule rate limits); pings past that, and REST pings (no sender to answer), are not answered (the engine
 counts them: ``pings_refused``). Nothing here touches a device.
 
-Pure: the caller passes monotonic time and the hub time estimate in.
+Pure: the caller passes monotonic time in; the hub's time comes with the signal (its age).
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ class PingResponder:
     def __init__(self, hz: float = PING_HZ, burst: int = PING_BURST) -> None:
         self._limit = RateLimiter(hz, burst)
 
-    def answer(self, sig: Signal, now: float, hub_now_ms: int) -> list[SendSignal]:
-        """The pong for ``sig`` (a ``bridge.ping``), or nothing when it cannot or may not be answered."""
+    def answer(self, sig: Signal, now: float) -> list[SendSignal]:
+        """The pong for ``sig`` (a ``bridge.ping``), or nothing when it cannot or may not be answered.
+        ``hub_ms`` is the hub's time at receipt: ``sig.ts + sig.age_ms``."""
         if sig.from_id is None or self._limit.check(sig.from_id, now) is not None:
             return []
-        body = {"id": _ping_id(sig.data), "hub_ms": hub_now_ms}
+        body = {"id": _ping_id(sig.data), "hub_ms": sig.ts + sig.age_ms}
         return [SendSignal(PONG, json.dumps(body, separators=(",", ":")), sig.from_id)]
 
     def forget(self, sender: str) -> None:

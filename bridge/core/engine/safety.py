@@ -22,9 +22,7 @@ applied command of that rule; when ``now`` passes it, ``expired(now)`` hands bac
 (the caller runs that rule's ``watchdog.send``) and forgets the deadline until the next applied command.
 ``now`` is monotonic seconds.
 
-Stale guard: ``is_stale(max_age_ms, ts, hub_now_ms)``: age is the hub's current time (estimated from
-the local monotonic clock and the measured offset to the hub, ``bridge.core.clock``, so that a step of
-the local wall clock neither disables nor trips the guard) minus the hub timestamp of the signal.
+The stale guard (a signal's age) is ``bridge.core.engine.age``.
 """
 
 from __future__ import annotations
@@ -49,18 +47,6 @@ _TRANSITIONS: dict[tuple[State, Event], tuple[State, Effect]] = {
 }
 
 ResetResult = Literal["unlatched", "not_latched", "denied"]
-
-
-def is_stale(max_age_ms: int | None, ts: int, hub_now_ms: int) -> bool:
-    """True when a command with hub timestamp ``ts`` is older than ``max_age_ms`` at ``hub_now_ms``."""
-    return max_age_ms is not None and hub_now_ms - ts > max_age_ms
-
-
-def write_deadline(max_age_ms: int | None, ts: int, hub_now_ms: int, now: float) -> float | None:
-    """When (monotonic seconds, on the clock of ``now``) a command with hub timestamp ``ts``, judged at
-    ``hub_now_ms``/``now``, turns older than ``max_age_ms``: the deadline its writes carry into the
-    device links, which drop what is still queued then. None when the rule has no max age."""
-    return None if max_age_ms is None else now + (max_age_ms - (hub_now_ms - ts)) / 1000.0
 
 
 class SafetyState:

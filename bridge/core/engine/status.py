@@ -34,10 +34,9 @@ Pure: the caller passes monotonic time in.
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
+from bridge.core.engine.counters import EngineStatus
 from bridge.core.engine.decisions import Decision
 
 VERSION = 1
@@ -91,28 +90,28 @@ class StatusAnnouncer:
         self._pending = False
 
 
-def status_data(*, estopped: bool, lease: str | None, devices: Mapping[str, bool],
-                counters: Counter[str], decisions: Counter[Decision]) -> str:
+def status_data(status: EngineStatus) -> str:
     """The ``bridge.status`` data as compact JSON (see the module docstring)."""
-    down = not all(devices.values())
+    down = not all(status.devices.values())
+    c = status.counters
     obj: dict[str, Any] = {
         "version": VERSION,
-        "state": "estopped" if estopped else "degraded" if down else "ready",
-        "estopped": estopped,
-        "lease": lease,
-        "devices": {name: "up" if up else "down" for name, up in devices.items()},
+        "state": "estopped" if status.estopped else "degraded" if down else "ready",
+        "estopped": status.estopped,
+        "lease": status.lease_holder,
+        "devices": {name: "up" if up else "down" for name, up in status.devices.items()},
         "counters": {
-            "signals": counters["signals"],
-            "unmatched": counters["unmatched"],
-            "telemetry_dropped": counters["telemetry_dropped_link_down"],
-            "watchdog_fired": counters["watchdog_fired"],
-            "estops": counters["estops"],
-            "writes_refused": counters["writes_refused"],
-            "writes_expired": counters["writes_expired"],
-            "lease_expired": counters["lease_expired"],
-            "lease_taken_over": counters["lease_taken_over"],
-            "frames_bad_checksum": counters["frames_bad_checksum"],
-            "decisions": {d.value: decisions[d] for d in Decision},
+            "signals": c.signals,
+            "unmatched": c.unmatched,
+            "telemetry_dropped": c.telemetry_dropped_link_down,
+            "watchdog_fired": c.watchdog_fired,
+            "estops": c.estops,
+            "writes_refused": c.writes_refused,
+            "writes_expired": c.writes_expired,
+            "lease_expired": c.lease_expired,
+            "lease_taken_over": c.lease_taken_over,
+            "frames_bad_checksum": c.frames_bad_checksum,
+            "decisions": {d.value: status.decisions[d] for d in Decision},
         },
     }
     return json.dumps(obj, separators=(",", ":"))

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core import jsontext
 from bridge.core.engine.frames import FrameDecoder, FrameStream
 from bridge.core.model import FrameTelemetry, MqttTelemetry, ParamType, SerialTelemetry, TelemetryStream
 from bridge.core.signal import MAX_DATA_BYTES
@@ -42,13 +43,6 @@ _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _TRUE = frozenset({"1", "true", "on", "yes"})
 _FALSE = frozenset({"0", "false", "off", "no"})
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +276,7 @@ class TelemetryShaper:
 def _payload_value(payload: bytes) -> Any:
     text = payload.decode("utf-8", "replace")
     try:
-        return _DECODER.decode(text)
+        return jsontext.loads(text)
     except ValueError:
         return text
 
