@@ -383,8 +383,11 @@ class Daemon:
         assert client.connection is not None
         self._pace(client)
         own = client.connection.id
-        log.info("session: connected as %s", own)
-        self._execute(self.engine.link_up(own, time.monotonic()))
+        commands = self.engine.link_up(own, time.monotonic())
+        dropped = sum(c.count for c in commands if isinstance(c, Notice))   # TELEMETRY_DROPPED only
+        log.info("session: connected as %s%s", own,
+                 f" ({dropped} telemetry value(s) dropped while down)" if dropped else "")
+        self._execute(c for c in commands if not isinstance(c, Notice))
         self.notifier.status(f"connected as {own}")
         if not self._ready_printed:
             self._ready_printed = True
