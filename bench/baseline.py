@@ -10,6 +10,11 @@
     publish of ``{"force":..,"n":..}`` on ``--topic``; a ``T <n> <speed>`` line read from the pty
     becomes a ``robot.telemetry`` frame. paho is driven from the asyncio loop through its
     external-loop hooks (no network thread), with TCP_NODELAY.
+``python -m bench.baseline onehop --port P --pty PATH``
+    the one-hop baseline: a bare `websockets` server that does the device client's job for the frames
+    its clients send (``robot.move`` -> the same line on the pty), with no relay in between. This is
+    how a one-hop tool (Node-RED's ws-in -> function -> serial) is shaped, and what the bridge's
+    embedded session is measured against.
 
 Both print ``READY`` on stdout once usable. Frames are ``{"op":"signal","type":..,"data":..}``, the
 shape of wire protocol v1, so the bench's operator code is the same for both paths.
@@ -137,6 +142,19 @@ async def device(url: str, pty_path: str, mqtt_port: int | None, topic: str) -> 
         receiving.cancel()
 
 
+async def onehop(port: int, pty_path: str) -> None:
+    fd = os.open(pty_path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+
+    async def handler(ws: ServerConnection) -> None:
+        await _commands(ws, fd, None, "")
+
+    stop = _stop_event()
+    async with serve(handler, "127.0.0.1", port, compression=None, max_size=1 << 16, max_queue=None):
+        print("READY", flush=True)
+        await stop.wait()
+
+
 async def _commands(ws: Any, fd: int, mq: _Mqtt | None, topic: str) -> None:
     async for frame in ws:
         msg = json.loads(frame)
@@ -170,9 +188,14 @@ def main() -> None:
     d.add_argument("--pty", required=True)
     d.add_argument("--mqtt-port", type=int)
     d.add_argument("--topic", default="arm/grip/set")
+    o = sub.add_parser("onehop")
+    o.add_argument("--port", type=int, required=True)
+    o.add_argument("--pty", required=True)
     a = p.parse_args()
     if a.cmd == "relay":
         asyncio.run(relay(a.port))
+    elif a.cmd == "onehop":
+        asyncio.run(onehop(a.port, a.pty))
     else:
         asyncio.run(device(a.url, a.pty, a.mqtt_port, a.topic))
 
