@@ -88,15 +88,17 @@ def token_for(session_id: str, role: str = "publisher", data: str = "") -> str:
                              data=data, now=time.time())
 
 
-async def start_hub(workdir: Path, rate_limit: float = 0,
-                    heartbeat_s: float | None = None) -> tuple[Child, int]:
+async def start_hub(workdir: Path, rate_limit: float = 0, heartbeat_s: float | None = None,
+                    extra: dict[str, int] | None = None) -> tuple[Child, int]:
     """Start ``python -m bridge hub`` on a free port. ``rate_limit`` 0 lifts the per-connection limit
-    (the default 1,000/s would cap every throughput figure); ``heartbeat_s`` None keeps the default."""
+    (the default 1,000/s would cap every throughput figure); ``heartbeat_s`` None keeps the default;
+    ``extra``: more top-level hub.yaml keys (e.g. connection bounds, 0 = none)."""
     port = free_port()
     conf = workdir / "hub.yaml"
     text = f"rate_limit: {{per_second: {rate_limit}, burst: {max(rate_limit * 2, 1)}}}\n"
     if heartbeat_s is not None:
         text += f"heartbeat_s: {heartbeat_s}\n"
+    text += "".join(f"{k}: {v}\n" for k, v in (extra or {}).items())
     conf.write_text(text)
     argv = [*_prefix("BENCH_HUB_PREFIX"), "hub", "-c", str(conf), "--listen", f"127.0.0.1:{port}"]
     env = {"SIGBRIDGE_API_KEY": API_KEY, "SIGBRIDGE_API_SECRET": API_SECRET}
