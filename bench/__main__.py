@@ -15,14 +15,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import camera, footprint, latency, mqtt, scale, telemetry, throughput
+from bench import camera, footprint, hubmem, latency, mqtt, onehop, scale, telemetry, throughput
 from bench.common import Results, Row, raise_fd_limit
 from bench.rig import Rig
 
-RIG_BENCHMARKS = {"latency": latency.run, "telemetry": telemetry.run, "mqtt": mqtt.run,
+RIG_BENCHMARKS = {"latency": latency.run, "onehop": onehop.run, "telemetry": telemetry.run, "mqtt": mqtt.run,
                   "throughput": throughput.run, "footprint": footprint.run,
                   "camera": camera.run}    # not in `all`: needs aiortc and Chromium
-ORDER = ["latency", "telemetry", "mqtt", "throughput", "footprint", "scale"]
+ORDER = ["latency", "onehop", "telemetry", "mqtt", "throughput", "footprint", "scale", "hubmem"]
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -46,6 +46,10 @@ async def _main(args: argparse.Namespace) -> int:
         print("== scale", flush=True)
         with tempfile.TemporaryDirectory(prefix="sigbridge-scale-") as tmp:
             await scale.run(results, quick=args.quick, workdir=Path(tmp))
+    if "hubmem" in wanted:
+        print("== hubmem", flush=True)
+        with tempfile.TemporaryDirectory(prefix="sigbridge-hubmem-") as tmp:
+            await hubmem.run(results, quick=args.quick, workdir=Path(tmp))
     elapsed = time.perf_counter() - started
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n== results ({elapsed:.0f} s; Python {platform.python_version()}, {os.cpu_count()} cores; "

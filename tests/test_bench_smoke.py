@@ -26,7 +26,11 @@ EXPECTED = {
     "footprint": ["bridge CPU per 10k signals", "hub CPU per 10k signals", "bridge peak RSS", "hub peak RSS"],
     "start-up": ["to connection in session", "to first command written"],
     "hub scale": ["1 in one session: fan-out p50", "10 in one session: fan-out last", "hub peak RSS"],
+    "hub memory": ["100 idle connections: per connection", "300 idle connections: RSS"],
 }
+# section -> metrics whose baseline column must carry a number (the one-hop bare server; the embedded
+# session's own figure comes with it in phase 2 of issue 16)
+EXPECTED_BASELINE = {"one-hop latency": ["embedded p50"]}
 
 
 def _value(cell: str) -> float:
@@ -52,3 +56,8 @@ def test_every_benchmark_runs_and_prints_figures(tmp_path: Path) -> None:
             cells = rows.get((section, metric))
             assert cells is not None, f"missing row {section} / {metric}:\n{proc.stdout[-3000:]}"
             assert not math.isnan(_value(cells[2])), f"{section} / {metric} has no figure: {cells}"
+    for section, metrics in EXPECTED_BASELINE.items():
+        for metric in metrics:
+            cells = rows.get((section, metric))
+            assert cells is not None, f"missing row {section} / {metric}:\n{proc.stdout[-3000:]}"
+            assert not math.isnan(_value(cells[3])), f"{section} / {metric} has no baseline: {cells}"
