@@ -12,6 +12,8 @@ A micro-benchmark: it tells what a codec saves per call, not what the path gains
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import statistics
 import time
@@ -21,30 +23,54 @@ from typing import Any
 CODECS = ("json", "orjson", "msgspec")
 
 
-def use(codec: str) -> None:
-    """Make the wire and params modules call ``codec`` (a prototype: the modules bind their codec at
-    import time, so this rebinds those names; only for measurement)."""
-    from bridge.core import client_protocol, params, telemetry, wire
+def _find(*names: str) -> Any:
+    """The first of these modules that exists (the layout moves; the bench follows what is there)."""
+    for name in names:
+        with contextlib.suppress(ImportError):
+            return importlib.import_module(name)
+    return None
 
+
+#: (candidate modules, {attribute: what to put there}) rebound by :func:`use`; a module or attribute
+#: that does not exist in this layout is skipped.
+_TARGETS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+    (("bridge.core.wire",), ("_loads", "_dumps")),
+    (("bridge.core.client_protocol", "bridge.core.client.protocol"), ("_dumps", "json")),
+    (("bridge.core.jsontext",), ("_DECODER",)),
+    (("bridge.core.params", "bridge.core.engine.params"), ("_DECODER",)),
+    (("bridge.core.telemetry", "bridge.core.engine.telemetry"), ("_DECODER", "_dumps")),
+]
+
+
+def use(codec: str) -> list[str]:
+    """Make the wire, data and telemetry modules call ``codec``; returns what was rebound. A
+    prototype: the modules bind their codec at import time, so this rebinds those names (only for
+    measurement; a module-level ``json`` is replaced by an object with ``loads``/``dumps``)."""
     loads, dumps = _pair(codec)
 
-    class _Json:  # what client_protocol uses as ``json``
+    class _Json:
         @staticmethod
         def loads(s: str | bytes) -> Any:
             return loads(s)
+
+        @staticmethod
+        def dumps(o: Any, **_kw: Any) -> str:
+            return dumps(o)
 
     class _Decoder:
         @staticmethod
         def decode(s: str) -> Any:
             return loads(s)
 
-    wire._loads = loads  # type: ignore[assignment]
-    wire._dumps = dumps
-    client_protocol._dumps = dumps
-    client_protocol.json = _Json  # type: ignore[assignment]
-    params._DECODER = _Decoder  # type: ignore[assignment]
-    telemetry._DECODER = _Decoder  # type: ignore[assignment]
-    telemetry._dumps = dumps
+    value = {"_loads": loads, "_dumps": dumps, "json": _Json, "_DECODER": _Decoder}
+    done = []
+    for names, attrs in _TARGETS:
+        mod = _find(*names)
+        for attr in attrs if mod is not None else ():
+            if hasattr(mod, attr):
+                setattr(mod, attr, value[attr])
+                done.append(f"{mod.__name__}.{attr}")
+    return done
 
 
 def _pair(codec: str) -> tuple[Callable[[Any], Any], Callable[[Any], str]]:
@@ -73,7 +99,10 @@ def _time(fn: Callable[[], object], n: int, repeat: int) -> float:
 
 def measure(codec: str, n: int, repeat: int) -> dict[str, float]:
     use(codec)
-    from bridge.core import client_protocol, params, wire
+    from bridge.core import wire
+
+    client_protocol = _find("bridge.core.client_protocol", "bridge.core.client.protocol", "bridge.core.wire")
+    params = _find("bridge.core.params", "bridge.core.engine.params")
 
     data = json.dumps({"x": 0.5, "y": -0.25, "n": 123456})
     client = client_protocol.signal_frame(17, "robot.move", data, "c0ffee-0123456789", True)
