@@ -86,42 +86,51 @@ def _pair(codec: str) -> tuple[Callable[[Any], Any], Callable[[Any], str]]:
     return json.loads, json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _time(fn: Callable[[], object], n: int, repeat: int) -> float:
-    """Median over ``repeat`` batches of the microseconds per call."""
-    per = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            fn()
-        per.append((time.perf_counter() - t0) / n * 1e6)
-    return statistics.median(per)
+def _once(fn: Callable[[], object], n: int) -> float:
+    """Microseconds per call over ``n`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
 
 
-def measure(codec: str, n: int, repeat: int) -> dict[str, float]:
+def _cases(codec: str) -> dict[str, Callable[[], object]]:
+    """The timed calls, with ``codec`` bound into the modules."""
     use(codec)
     from bridge.core import wire
 
     client_protocol = _find("bridge.core.client_protocol", "bridge.core.client.protocol", "bridge.core.wire")
     params = _find("bridge.core.params", "bridge.core.engine.params")
-
     data = json.dumps({"x": 0.5, "y": -0.25, "n": 123456})
     client = client_protocol.signal_frame(17, "robot.move", data, "c0ffee-0123456789", True)
-    body = wire.SignalBody("robot.move", data, "conn-0123456789abcdef", 1_764_000_000_000)
-    hub = body.frame(42)
+    hub = wire.SignalBody("robot.move", data, "conn-0123456789abcdef", 1_764_000_000_000).frame(42)
     loads = _pair(codec)[0]
     one_pass = json.dumps({"op": "signal", "seq": 42, "type": "robot.move", "data": json.loads(data),
                            "from": "conn-0123456789abcdef", "ts": 1_764_000_000_000})
-    out = {
-        "hub: parse client frame": _time(lambda: wire.parse_client_frame(client), n, repeat),
-        "hub: encode delivery": _time(lambda: wire.SignalBody("robot.move", data, "conn-01234", 1).frame(1),
-                                      n, repeat),
-        "client: encode signal frame": _time(
-            lambda: client_protocol.signal_frame(17, "robot.move", data, "c0ffee", True), n, repeat),
-        "bridge: parse hub frame": _time(lambda: client_protocol.parse_hub_frame(hub), n, repeat),
-        "bridge: decode data (2nd pass)": _time(lambda: params.decode_data(data), n, repeat),
-        "one pass: frame with data as object": _time(lambda: loads(one_pass), n, repeat),
+    return {
+        "hub: parse client frame": lambda: wire.parse_client_frame(client),
+        "hub: encode delivery": lambda: wire.SignalBody("robot.move", data, "conn-01234", 1).frame(1),
+        "client: encode signal frame": lambda: client_protocol.signal_frame(17, "robot.move", data, "c0ffee",
+                                                                            True),
+        "bridge: parse hub frame": lambda: client_protocol.parse_hub_frame(hub),
+        "bridge: decode data (2nd pass)": lambda: params.decode_data(data),
+        "one pass: frame with data as object": lambda: loads(one_pass),
     }
-    out["bridge: both passes"] = out["bridge: parse hub frame"] + out["bridge: decode data (2nd pass)"]
+
+
+def measure(n: int, repeat: int) -> dict[str, dict[str, float]]:
+    """{codec: {case: us per call}}: medians over ``repeat`` rounds, each round timing every codec in
+    turn (the order rotating), so that the machine's load drifts hit all three alike."""
+    samples: dict[str, dict[str, list[float]]] = {c: {} for c in CODECS}
+    for r in range(repeat + 1):  # round 0 warms up and is not kept
+        for codec in CODECS[r % len(CODECS):] + CODECS[:r % len(CODECS)]:
+            for name, fn in _cases(codec).items():
+                t = _once(fn, n)
+                if r:
+                    samples[codec].setdefault(name, []).append(t)
+    out = {c: {k: statistics.median(v) for k, v in cases.items()} for c, cases in samples.items()}
+    for per in out.values():
+        per["bridge: both passes"] = per["bridge: parse hub frame"] + per["bridge: decode data (2nd pass)"]
     return out
 
 
@@ -130,11 +139,8 @@ def main() -> None:
     p.add_argument("-n", type=int, default=20_000)
     p.add_argument("--repeat", type=int, default=7)
     a = p.parse_args()
-    got = {c: measure(c, a.n, a.repeat) for c in CODECS}
-    # a second stdlib pass last: the first one may have paid warm-up
-    got["json"] = {k: min(v, w) for (k, v), w in zip(got["json"].items(),
-                                                       measure("json", a.n, a.repeat).values(), strict=True)}
-    print(f"{'us per call (median of batches)':38s}" + "".join(f"{c:>10s}" for c in CODECS))
+    got = measure(a.n, a.repeat)
+    print(f"{'us per call (median of rounds)':38s}" + "".join(f"{c:>10s}" for c in CODECS))
     for key in got["json"]:
         base = got["json"][key]
         print(f"{key:38s}" + "".join(f"{got[c][key]:10.2f}" for c in CODECS)
