@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.camera.config import load_camera_config
-from bridge.configtree import ConfigError
+from bridge.config.camera import load_camera_config
+from bridge.config.tree import ConfigError
 from tests.helpers.hub import running_hub
 
 ROOT = Path(__file__).resolve().parent.parent

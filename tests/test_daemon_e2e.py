@@ -20,10 +20,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from bridge.config.hub import HubConfig
 from bridge.core.events import Signal
 from bridge.session.client import SessionClient
 from bridge.session.hub import start_hub
-from bridge.session.hubconfig import HubConfig
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub, test_credentials
 from tests.helpers.mosquitto import Mosquitto, free_port

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from bridge.session.hubconfig import HubConfigError, load_hub_config
+from bridge.config.hub import HubConfigError, load_hub_config
 
 ENV = {"SIGBRIDGE_API_KEY": "12345678", "SIGBRIDGE_API_SECRET": "s" * 40}
 APP = "0b6ac3c4-8a4e-4f39-9d8e-0d5b4b7f3e21"

@@ -19,9 +19,9 @@ import pytest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.config.hub import HubConfigError, load_hub_config
 from bridge.core.tokens import mint_rest_jwt
 from bridge.session.hub import CONSOLE_DIR
-from bridge.session.hubconfig import HubConfigError, load_hub_config
 from tests.helpers.hub import hub_process, raw_connect, running_hub
 
 
@@ -118,7 +118,8 @@ def test_hub_yaml_env_and_generated_credentials(tmp_path: Path) -> None:
     assert (c1.api_key, c1.api_secret) == (c2.api_key, c2.api_secret) and c1.api_secret
     assert (c1.host, c1.port, c1.reconnect_grace_s, c1.rate_limit) == ("127.0.0.1", 8765, 60.0, 1000.0)
     assert stat.S_IMODE((d / "credentials.json").stat().st_mode) == 0o600
-    bad = {"nope: 1\n": "unknown key", "listen: 8765\n": "HOST:PORT", "reconnect_grace_s: -1\n": ">= 0",
+    bad = {"nope: 1\n": "unknown key", "listen: 8765\n": "HOST:PORT",
+           "reconnect_grace_s: -1\n": "1: reconnect_grace_s: must be at least 0",
            "tls: {cert: a}\n": "both", "api_key: x\n": "both", "[1]\n": "mapping", "a: [\n": "YAML"}
     for text, words in bad.items():
         cfg_file.write_text(text)

@@ -93,7 +93,7 @@ def test_hub_specifics() -> None:
 
 
 def test_hub_limits_fit_its_connection_caps() -> None:
-    from bridge.session.hubconfig import HubConfig
+    from bridge.config.hub import HubConfig
     unit, cfg = parse(HUB), HubConfig(api_key="", api_secret="")
     # Every WebSocket the caps allow, plus as many idle HTTP sockets again, plus the hub's own files.
     assert int(one(unit, "Service", "LimitNOFILE")) >= 2 * cfg.max_connections + 64

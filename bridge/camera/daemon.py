@@ -26,8 +26,8 @@ import time
 from typing import Any
 
 from bridge.adapters.systemd import Notifier, watchdog_loop
-from bridge.camera.config import CameraConfig, load_camera_config
-from bridge.configtree import ConfigError
+from bridge.config.camera import CameraConfig, load_camera_config
+from bridge.config.tree import ConfigError
 from bridge.core.camera import viewers as cv
 from bridge.core.camera.signals import STATUS
 from bridge.core.events import ConnectionDestroyed, Disconnected, Reconnected, SessionEvent, Signal

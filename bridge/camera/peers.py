@@ -17,8 +17,8 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.codecs import h264, vpx
 from aiortc.sdp import candidate_from_sdp
 
-from bridge.camera.config import CameraConfig
 from bridge.camera.source import Fanout, ViewerTrack, open_source
+from bridge.config.camera import CameraConfig
 from bridge.core.camera.signals import Candidate
 
 log = logging.getLogger("bridge.camera")

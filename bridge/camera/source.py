@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
-from bridge.camera.config import CameraSource
+from bridge.config.camera import CameraSource
 from bridge.core.camera import framecode
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 import bridge.session.hubrest as hubrest
 from bridge.adapters.systemd import Notifier, watchdog_loop
+from bridge.config.hub import BOUND_KEYS, HubConfig, HubConfigError, load_hub_config
 from bridge.core import wire
 from bridge.core.hublimits import Budget
 from bridge.core.hubstate import HubState, Member
@@ -45,7 +46,6 @@ from bridge.core.signal import (
     check_signal,
 )
 from bridge.core.tokens import TokenError, token_identity, verify_client_token
-from bridge.session.hubconfig import BOUND_KEYS, HubConfig, HubConfigError, load_hub_config
 from bridge.session.hubguard import QuietLog, install_accept_guard, raise_fd_limit
 from bridge.session.hubhttp import HubRunner, bad_request_logger, exposure_warnings, security_headers
 from bridge.session.hublink import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink

@@ -123,7 +123,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def app_main(args: argparse.Namespace) -> int:
     """``sigbridge app create``: print only the new application id on stdout (errors: exit 2)."""
-    from bridge.session.hubconfig import default_state_dir
+    from bridge.config.hub import default_state_dir
 
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir(os.environ)
     try:

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from aiohttp import web, web_protocol, web_request, web_server
 
-from bridge.session.hubconfig import HubConfig
+from bridge.config.hub import HubConfig
 
 #: What the console needs and nothing more: its own scripts, styles and images (and the data: icon),
 #: WebSockets to a hub (its own, or another one named in the link's fragment); no inline script or

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from bridge.config.hub import HubConfig
 from bridge.core import wire
 from bridge.core.hubstate import HubState
 from bridge.core.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
@@ -40,7 +41,6 @@ from bridge.core.tokens import (
     session_owner,
     unverified_claims,
 )
-from bridge.session.hubconfig import HubConfig
 from bridge.session.hubguard import QuietLog
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 from bridge.camera.demo import start_demo_camera
+from bridge.config.hub import HubConfig, HubConfigError, load_or_create_credentials, parse_listen
 from bridge.core.tokens import mint_client_token, new_session_id
 from bridge.session.hub import start_hub
-from bridge.session.hubconfig import HubConfig, HubConfigError, load_or_create_credentials, parse_listen
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import load_config
-from bridge.configtree import ConfigError
+from bridge.config.tree import ConfigError
 from bridge.core.signal import is_bridge_data
 from bridge.core.tokens import MAX_TOKEN_TTL_S, mint_client_token
 
@@ -185,7 +185,7 @@ def probe_mqtt(host: str, port: int, timeout: float = 0.5) -> bool:
 
 def _token(args: argparse.Namespace, ask: Asker, session: str) -> str:
     if args.mint:
-        from bridge.session.hubconfig import HubConfigError, load_hub_config
+        from bridge.config.hub import HubConfigError, load_hub_config
         try:
             cfg = load_hub_config(None, state_dir=args.state_dir, create_credentials=False)
         except HubConfigError as e:

@@ -24,9 +24,9 @@ from typing import IO, Any
 
 import websockets
 
+from bridge.config.hub import HubConfig
 from bridge.core.tokens import mint_client_token, mint_rest_jwt
 from bridge.session.hub import RunningHub, start_hub
-from bridge.session.hubconfig import HubConfig
 from tests.helpers.mosquitto import free_port
 
 

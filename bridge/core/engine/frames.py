@@ -4,7 +4,7 @@ an encoder (rule actions) or a decoder (telemetry), and a stream parser that fin
 stream. Pure: bytes and dicts in and out.
 
 Contract:
-- ``FrameSpec`` is what the config holds (``bridge.configframes`` reads it from YAML with file:line
+- ``FrameSpec`` is what the config holds (``bridge.config.frames`` reads it from YAML with file:line
   errors). ``FrameEncoder(spec, params)`` / ``FrameDecoder(spec)`` compile it or raise ``FrameError``.
 - ``FrameEncoder.encode(values)`` returns the frame's bytes, or raises ``FillError`` when a value does
   not fit its field: an int outside the field's range, a non-integer for an integer field, a float that

@@ -28,6 +28,9 @@ from typing import Any
 
 import yaml
 
+from bridge.config.loader import read_document
+from bridge.config.schema import Block, Custom, Int, Key, Nested, Num, Str, mapping, read_fields
+from bridge.config.tree import ConfigError, Reader, join
 from bridge.core.tokens import mint_client_token
 from bridge.session.hubapps import AppError, Application, load_applications
 
@@ -37,10 +40,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 #: Bounds against hostile or broken clients (docs/security.md): integer keys, 0 = no such bound.
 BOUND_KEYS = ("outbox_bytes", "resume_buffer_bytes", "buffer_budget_bytes", "max_connections",
-               "max_connections_per_address", "max_connections_per_session", "max_connections_per_token")
-_KEYS = {"listen", "api_key", "api_secret", "tls", "reconnect_grace_s", "resume_buffer", "rate_limit",
-         "allowed_origins", "heartbeat_s", "connect_timeout_s", "request_head_timeout_s", *BOUND_KEYS}
-_KEYS |= {"applications"}  # Vonage-style applications (bridge/session/hubapps.py)
+              "max_connections_per_address", "max_connections_per_session", "max_connections_per_token")
 
 
 class HubConfigError(ValueError):
@@ -88,6 +88,51 @@ class HubConfig:
     applications: tuple[Application, ...] = ()
 
 
+
+@dataclass(frozen=True, slots=True)
+class _Tls:
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _RateLimit:
+    per_second: float = 1000.0
+    burst: float = 2000.0
+
+
+_SECONDS = Num(minimum=0)
+#: hub.yaml's keys, declared once (docs/schema/hub.schema.json is generated from them). A new section
+#: is one `Nested` key here (its Block tied to a dataclass) and a HubConfig field of the same name.
+TOP = Block("", (
+    Key("listen", Custom("`HOST:PORT`", {"type": "string"}), "`--listen` overrides it",
+        default='`"127.0.0.1:8765"`'),
+    Key("api_key", Str(), "project credentials; `SIGBRIDGE_API_KEY` + `SIGBRIDGE_API_SECRET` override them",
+        default="(generated)"),
+    Key("api_secret", Str(), "see `api_key`", default="(generated)"),
+    Key("tls", Nested(Block("tls", (Key("cert", Str(), "PEM certificate file"),
+                                    Key("key", Str(), "PEM private key file")), _Tls)),
+        "serve `wss://` and `https://` directly", default="none"),
+    Key("reconnect_grace_s", _SECONDS, "a dropped link keeps its connection id this long"),
+    Key("resume_buffer", Int(minimum=0),
+        "`retry: true` signals kept per connection for replay after a resume"),
+    Key("rate_limit", Nested(Block("rate_limit", (Key("per_second", Num(minimum=0), "0 = off"),
+                                                  Key("burst", Num(minimum=0))), _RateLimit)),
+        "per-connection frame rate", default="1000, 2000"),
+    Key("allowed_origins", Custom("list of origins", {"type": "array", "items": {"type": "string"}}),
+        "browser origins allowed to open a WebSocket", default="`[]` (any)"),
+    Key("heartbeat_s", _SECONDS, "WebSocket ping interval; silent for 1.5 x that = dropped"),
+    Key("connect_timeout_s", _SECONDS, "a new WebSocket must send `connect` within this"),
+    Key("request_head_timeout_s", _SECONDS,
+        "a TCP connection must send a whole HTTP request head within this"),
+    *(Key(name, Int(minimum=0), "0 = no such bound") for name in BOUND_KEYS),
+    Key("applications", Custom("mapping APPLICATION_ID -> PEM file", {
+        "type": "object", "additionalProperties": {"type": "string"}}), "Vonage-style applications",
+        default="`{}`"),
+), HubConfig)
+BLOCKS = {"": TOP}
+
+
 def parse_listen(value: str, where: str = "--listen") -> tuple[str, int]:
     host, sep, port_s = str(value).rpartition(":")
     if not sep or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
@@ -125,65 +170,77 @@ def load_or_create_credentials(state_dir: Path) -> tuple[str, str, Path]:
 
 def load_hub_config(path: str | None = None, *, listen: str | None = None, state_dir: str | None = None,
                     env: Mapping[str, str] | None = None, create_credentials: bool = True) -> HubConfig:
-    """Read hub.yaml (optional), apply ``--listen`` and the environment, resolve the credentials
-    (``create_credentials`` False: a state dir without credentials is a HubConfigError)."""
+    """Read hub.yaml (optional; every key optional, ``${NAME}`` from ``env``), apply ``--listen`` and
+    the environment, resolve the credentials (``create_credentials`` False: a state dir without
+    credentials is a HubConfigError). Every problem of the file is reported at once, as
+    ``FILE:LINE: key: message`` lines, like the bridge config's."""
     env = os.environ if env is None else env
-    raw: dict[str, Any] = {}
     where = path or "hub config"
+    kw: dict[str, Any] = {}
+    apps_raw: object = None
     if path:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as e:
-            raise HubConfigError(f"{path}: cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            raise HubConfigError(f"{path}: not valid YAML: {e}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise HubConfigError(f"{path}: the top level must be a mapping of keys")
-        raw = loaded or {}
-    unknown = sorted(set(raw) - _KEYS)
-    if unknown:
-        raise HubConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(_KEYS))}")
-    cfg = HubConfig(api_key="", api_secret="")
-    host, port = parse_listen(raw["listen"], f"{where}: listen") if "listen" in raw else (cfg.host, cfg.port)
+            reader, root = read_document(path, env, empty_ok=True)
+        except ConfigError as e:
+            raise HubConfigError(str(e)) from None
+        top = {} if root is None else mapping(reader, root, "", TOP)
+        kw, apps_raw = _read(reader, top or {})
+        if reader.issues:
+            raise HubConfigError("\n".join(str(i) for i in sorted(reader.issues, key=lambda i: i.line or 0)))
+    cfg = replace(HubConfig(api_key="", api_secret=""), **kw)
     if listen:
         host, port = parse_listen(listen)
-    tls = raw.get("tls") or {}
-    if not isinstance(tls, dict) or set(tls) - {"cert", "key"}:
-        raise HubConfigError(f"{where}: tls must be a mapping with 'cert' and 'key' file paths")
-    if bool(tls.get("cert")) != bool(tls.get("key")):
-        raise HubConfigError(f"{where}: tls needs both 'cert' and 'key'")
-    rl = raw.get("rate_limit", {})
-    if not isinstance(rl, dict) or set(rl) - {"per_second", "burst"}:
-        raise HubConfigError(f"{where}: rate_limit must be a mapping with 'per_second' and 'burst'")
-    origins = raw.get("allowed_origins") or []
-    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-        raise HubConfigError(f"{where}: allowed_origins must be a list of origins like https://ops.example")
-    cfg = replace(
-        cfg, host=host, port=port, tls_cert=tls.get("cert"), tls_key=tls.get("key"),
-        reconnect_grace_s=_number(raw, "reconnect_grace_s", cfg.reconnect_grace_s, where),
-        resume_buffer=int(_number(raw, "resume_buffer", cfg.resume_buffer, where)),
-        rate_limit=_number(rl, "per_second", cfg.rate_limit, f"{where}: rate_limit"),
-        rate_burst=_number(rl, "burst", cfg.rate_burst, f"{where}: rate_limit"),
-        allowed_origins=tuple(origins), heartbeat_s=_number(raw, "heartbeat_s", cfg.heartbeat_s, where),
-        connect_timeout_s=_number(raw, "connect_timeout_s", cfg.connect_timeout_s, where),
-        request_head_timeout_s=_number(raw, "request_head_timeout_s", cfg.request_head_timeout_s, where),
-    )
-    bounds: dict[str, Any] = {k: int(_number(raw, k, getattr(cfg, k), where)) for k in BOUND_KEYS}
-    cfg = replace(cfg, **bounds)
-    cfg = _with_credentials(cfg, raw, where, env, state_dir, create_credentials)
+        cfg = replace(cfg, host=host, port=port)
+    cfg = _with_credentials(cfg, kw, where, env, state_dir, create_credentials)
     sdir = Path(state_dir) if state_dir else default_state_dir(env)
     try:
-        return replace(cfg, applications=load_applications(raw.get("applications"), where, sdir, cfg.api_key))
+        return replace(cfg, applications=load_applications(apps_raw, where, sdir, cfg.api_key))
     except AppError as e:
         raise HubConfigError(str(e)) from None
 
 
-def _number(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
-    v = raw.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-        raise HubConfigError(f"{where}: {key} must be a number >= 0, got {v!r}")
-    return float(v)
+def _read(r: Reader, top: dict[str, yaml.Node]) -> tuple[dict[str, Any], object]:
+    """The HubConfig fields given in the file (errors recorded in ``r``), and the raw applications."""
+    kw = read_fields(r, top, "", TOP, {"listen": lambda n, p: _listen(r, n, p),
+                                       "allowed_origins": lambda n, p: _origins(r, n, p),
+                                       "applications": lambda n, p: r.freeform(n, p, lambda *_: None)})
+    if "listen" in kw:
+        kw["host"], kw["port"] = kw.pop("listen")
+    apps = kw.pop("applications", None)
+    tls = kw.pop("tls", None)
+    if tls is not None:
+        if bool(tls.cert) != bool(tls.key):
+            r.error(top["tls"], "tls", "tls needs both 'cert' and 'key' (PEM file paths)")
+        kw["tls_cert"], kw["tls_key"] = tls.cert, tls.key
+    rate = kw.pop("rate_limit", None)
+    if rate is not None:
+        kw["rate_limit"], kw["rate_burst"] = float(rate.per_second), float(rate.burst)
+    for key in ("reconnect_grace_s", "heartbeat_s", "connect_timeout_s", "request_head_timeout_s"):
+        if key in kw:
+            kw[key] = float(kw[key])
+    if "allowed_origins" in kw:
+        kw["allowed_origins"] = tuple(kw["allowed_origins"])
+    if ("api_key" in top) != ("api_secret" in top):
+        r.error(top.get("api_key", top.get("api_secret")), "api_key",
+                "set both api_key and api_secret, or neither")
+    return kw, apps
+
+
+def _listen(r: Reader, node: yaml.Node, path: str) -> tuple[str, int] | None:
+    text = r.string(node, path)
+    if text is None:
+        return None
+    try:
+        return parse_listen(text, "listen")
+    except HubConfigError:
+        r.error(node, path, f"expected HOST:PORT, e.g. 127.0.0.1:8765, got {text!r}")
+        return None
+
+
+def _origins(r: Reader, node: yaml.Node, path: str) -> list[str] | None:
+    items = r.sequence(node, path)
+    values = [r.string(n, join(path, i)) for i, n in enumerate(items or [])]
+    return None if items is None or None in values else [v for v in values if v is not None]
 
 
 def _with_credentials(cfg: HubConfig, raw: Mapping[str, Any], where: str, env: Mapping[str, str],

@@ -23,13 +23,14 @@ from typing import Any, Literal
 
 import yaml
 
-from bridge.configtree import Reader, join, suggest
+from bridge.config import keys
+from bridge.config.schema import mapping
+from bridge.config.tree import Reader, join, suggest
 from bridge.core.engine.frames import CHECKSUMS, FIELD_TYPES, FrameDecoder, FrameEncoder, FrameError
 from bridge.core.model import Checksum, FrameField, FrameSpec, ParamSpec
 
 Use = Literal["action", "telemetry", "constant"]
 _TYPE = re.compile(r"(u8|s8|u16|s16|u32|s32|f32)(le|be)?")
-_FIELD_KEYS = ("type", "const", "param", "name", "length", "adjust", "scale")
 _ROLE_KEYS = ("const", "param", "name", "length")
 _ORDERS = {"big": "big", "little": "little"}
 
@@ -39,7 +40,7 @@ def read_frame(r: Reader, node: yaml.Node, path: str, use: Use,
     """Read and compile one ``frame:``; None (with every problem recorded) when it is unusable.
     ``use``: "action" (param fields from ``params``), "telemetry" (named fields) or "constant" (a
     heartbeat or a safe action: constants only)."""
-    m = r.mapping(node, path, ("byte_order", "fields", "checksum"), required=("fields",))
+    m = mapping(r, node, path, keys.FRAME)
     if m is None:
         return None
     before = len(r.issues)
@@ -92,7 +93,7 @@ def _field(r: Reader, node: yaml.Node, path: str, order: str, use: Use,
     if isinstance(node, yaml.ScalarNode):          # a bare number: one constant byte
         value = r.integer(node, path, minimum=0, maximum=255)
         return None if value is None else FrameField(type="u8", const=value)
-    m = r.mapping(node, path, _FIELD_KEYS)
+    m = mapping(r, node, path, keys.FRAME_FIELD)
     if m is None:
         return None
     roles = [k for k in _ROLE_KEYS if k in m]
@@ -153,7 +154,7 @@ def _checksum(r: Reader, node: yaml.Node, path: str) -> Checksum | None:
         if kind is None or not _known(r, node, path, kind):
             return None
         return Checksum(kind=kind)
-    m = r.mapping(node, path, ("type", "byte_order", "skip", "prefix"), required=("type",))
+    m = mapping(r, node, path, keys.CHECKSUM)
     if m is None or "type" not in m:
         return None
     kind = r.string(m["type"], join(path, "type"))

@@ -1,10 +1,11 @@
 """camera.yaml -> :class:`CameraConfig`, with every problem as ``file:line: key.path: message``.
 
 Contract: ``load_camera_config(path, environ)`` reads the file once and returns a config in which
-every value is in range, or raises `bridge.configtree.ConfigError` listing every problem. The
-``session:`` section is read by the bridge config's own code (same keys, same checks); the reading
-machinery (line numbers, ``${ENV}``) is `bridge.configtree`. docs/camera.md is the reference and
-config/camera.example.yaml shows every key. This module imports no media library: ``sigbridge
+every value is in range, or raises `bridge.config.tree.ConfigError` listing every problem. The keys
+are declared once below (`bridge.config.schema` blocks; docs/schema/camera.schema.json is generated
+from them); the ``session:`` section is read by the bridge config's own code (same keys, same checks);
+the reading machinery (line numbers, ``${ENV}``) is `bridge.config.tree`. docs/camera.md is the
+reference and config/camera.example.yaml shows every key. This module imports no media library: ``sigbridge
 camera`` reports a bad file before it loads aiortc.
 """
 
@@ -16,17 +17,17 @@ from pathlib import Path
 
 import yaml
 
-from bridge.config import _Builder, read_document
-from bridge.configtree import ConfigError, join
+from bridge.config import keys
+from bridge.config.bridge import BridgeBuilder
+from bridge.config.loader import read_document
+from bridge.config.schema import Block, Choice, Custom, Int, Key, Str, mapping, read_fields
+from bridge.config.tree import ConfigError, Reader, join
 from bridge.core.camera.framecode import min_size
 from bridge.core.camera.viewers import ViewerPolicy
 from bridge.core.model import SessionSettings
 from bridge.core.signal import ROLES, SIGNALLING_ROLES
 
 CODECS = ("vp8", "h264")
-_TOP = ("session", "camera", "viewers", "ice")
-_CAMERA_KEYS = ("name", "source", "device", "width", "height", "fps", "bitrate_kbps", "codec")
-_VIEWER_KEYS = ("roles", "max", "answer_timeout_ms", "connect_timeout_ms", "stall_timeout_ms")
 _ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
@@ -63,6 +64,48 @@ class CameraConfig:
     ice_servers: tuple[IceServer, ...] = ()
 
 
+_ROLES = {"type": "array", "minItems": 1, "items": {"enum": ["moderator", "publisher"]}}
+_TIMEOUT = Int(minimum=500, maximum=120_000)
+TOP = Block("", (
+    Key("session", Custom("mapping", {"$block": "session"}), "as in bridge.yaml", required=True),
+    Key("camera", Custom("mapping", {"$block": "camera"}), "what is filmed and how", required=True),
+    Key("viewers", Custom("mapping", {"$block": "viewers"}), "who may watch"),
+    Key("ice", Custom("mapping", {"$block": "ice"}), "STUN/TURN servers"),
+))
+CAMERA = Block("camera", (
+    Key("name", Custom("name", {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+        "viewers may ask for one camera by name"),
+    Key("source", Choice(("synthetic", "v4l2"), one_of=True), "a moving test pattern, or a V4L2 device",
+        required=True),
+    Key("device", Str(), "the V4L2 device (only with `source: v4l2`)"),
+    Key("width", Custom("even int", {"type": "integer", "multipleOf": 2, "maximum": 1920})),
+    Key("height", Custom("even int", {"type": "integer", "multipleOf": 2, "maximum": 1080})),
+    Key("fps", Int(minimum=1, maximum=60)),
+    Key("bitrate_kbps", Int(minimum=100, maximum=10_000)),
+    Key("codec", Choice(CODECS, one_of=True)),
+), CameraSource)
+VIEWERS = Block("viewers", (
+    Key("roles", Custom("list of roles", _ROLES), "roles that may watch"),
+    Key("max", Int(minimum=1, maximum=16), "streams at once"),
+    Key("answer_timeout_ms", _TIMEOUT, "from the watch to a complete answer"),
+    Key("connect_timeout_ms", _TIMEOUT, "from the answer to a connected peer connection"),
+    # A viewer's RTCP receiver reports come about once a second (0.5-1.5 s apart): a shorter stall
+    # timeout would drop viewers who are fine.
+    Key("stall_timeout_ms", Int(minimum=2000, maximum=120_000), "a stream without an RTCP report this long "
+        "is dropped"),
+), ViewerPolicy)
+ICE = Block("ice", (
+    Key("servers", Custom("list of servers", {"type": "array", "items": {"$block": "ice.servers[i]"}})),
+))
+ICE_SERVER = Block("ice.servers[i]", (
+    Key("urls", Custom("URL or list of URLs", {"anyOf": [{"type": "string"}, {"type": "array", "items": {
+        "type": "string"}}]}), "stun:, stuns:, turn: or turns: URLs", required=True),
+    Key("username", Str(), "TURN only"),
+    Key("credential", Str(allow_empty=True), "TURN only"),
+), IceServer)
+BLOCKS = {b.path: b for b in (TOP, keys.SESSION, keys.SIGNAL_RATE, CAMERA, VIEWERS, ICE, ICE_SERVER)}
+
+
 def load_camera_config(path: str | Path, environ: Mapping[str, str] | None = None) -> CameraConfig:
     reader, root = read_document(path, environ)
     config = None if root is None else _CameraBuilder(reader, Path(path).parent).build(root)
@@ -71,15 +114,18 @@ def load_camera_config(path: str | Path, environ: Mapping[str, str] | None = Non
     return config
 
 
-class _CameraBuilder(_Builder):
-    """The bridge config's builder (its ``session:`` reader and field helpers) with the camera's
-    sections."""
+class _CameraBuilder:
+    """The camera's sections; ``session:`` is read by the bridge config's own builder."""
 
-    def build(self, root: yaml.Node) -> CameraConfig | None:  # type: ignore[override]
-        top = self.r.mapping(root, "", _TOP, required=("session", "camera"))
+    def __init__(self, reader: Reader, base: Path) -> None:
+        self.r = reader
+        self.bridge = BridgeBuilder(reader, base)
+
+    def build(self, root: yaml.Node) -> CameraConfig | None:
+        top = mapping(self.r, root, "", TOP)
         if top is None:
             return None
-        session = self._session(top["session"]) if "session" in top else None
+        session = self.bridge.session(top["session"]) if "session" in top else None
         camera = self._camera(top["camera"]) if "camera" in top else None
         viewers = self._viewers(top["viewers"], camera) if "viewers" in top else ViewerPolicy(
             name=camera.name if camera else "camera")
@@ -90,19 +136,14 @@ class _CameraBuilder(_Builder):
 
     def _camera(self, node: yaml.Node) -> CameraSource | None:
         r = self.r
-        m = r.mapping(node, "camera", _CAMERA_KEYS, required=("source",))
+        m = mapping(r, node, "camera", CAMERA)
         if m is None:
             return None
         w_min, h_min = min_size()
-        kw = self._fields(m, "camera", {
+        kw = read_fields(r, m, "camera", CAMERA, {
             "name": lambda n, p: self._pattern(n, p, "A-Z a-z 0-9 _ . -", "_.-"),
-            "source": lambda n, p: self._choice(n, p, ("synthetic", "v4l2")),
-            "device": r.string,
             "width": lambda n, p: self._even(n, p, w_min, 1920),
             "height": lambda n, p: self._even(n, p, h_min, 1080),
-            "fps": lambda n, p: r.integer(n, p, minimum=1, maximum=60),
-            "bitrate_kbps": lambda n, p: r.integer(n, p, minimum=100, maximum=10_000),
-            "codec": lambda n, p: self._choice(n, p, CODECS),
         })
         if "device" in m and kw.get("source") == "synthetic":
             r.error(m["device"], "camera.device", "device is only used with source: v4l2")
@@ -112,19 +153,12 @@ class _CameraBuilder(_Builder):
 
     def _viewers(self, node: yaml.Node, camera: CameraSource | None) -> ViewerPolicy | None:
         r = self.r
-        m = r.mapping(node, "viewers", _VIEWER_KEYS)
+        m = mapping(r, node, "viewers", VIEWERS)
         if m is None:
             return None
-        timeout = lambda n, p: r.integer(n, p, minimum=500, maximum=120_000)  # noqa: E731
-        # A viewer's RTCP receiver reports come about once a second (0.5-1.5 s apart): a shorter stall
-        # timeout would drop viewers who are fine.
-        stall = lambda n, p: r.integer(n, p, minimum=2000, maximum=120_000)  # noqa: E731
-        kw = self._fields(m, "viewers", {"roles": self._roles, "answer_timeout_ms": timeout,
-                                         "connect_timeout_ms": timeout, "stall_timeout_ms": stall})
-        if "max" in m:
-            value = r.integer(m["max"], "viewers.max", minimum=1, maximum=16)
-            if value is not None:
-                kw["max_viewers"] = value
+        kw = read_fields(r, m, "viewers", VIEWERS, {"roles": self._roles})
+        if "max" in kw:
+            kw["max_viewers"] = kw.pop("max")
         if len(kw) < len(m):
             return None
         return ViewerPolicy(name=camera.name if camera else "camera", **kw)
@@ -152,7 +186,7 @@ class _CameraBuilder(_Builder):
         return frozenset(roles) if roles and len(roles) == len(items) else None
 
     def _ice(self, node: yaml.Node) -> tuple[IceServer, ...]:
-        m = self.r.mapping(node, "ice", ("servers",))
+        m = mapping(self.r, node, "ice", ICE)
         if m is None or "servers" not in m:
             return ()
         items = self.r.sequence(m["servers"], "ice.servers")
@@ -165,7 +199,7 @@ class _CameraBuilder(_Builder):
 
     def _ice_server(self, node: yaml.Node, path: str) -> IceServer | None:
         r = self.r
-        m = r.mapping(node, path, ("urls", "username", "credential"), required=("urls",))
+        m = mapping(r, node, path, ICE_SERVER)
         if m is None or "urls" not in m:
             return None
         url_nodes = [(n, join(join(path, "urls"), i)) for i, n in enumerate(m["urls"].value)] \
@@ -190,13 +224,6 @@ class _CameraBuilder(_Builder):
         return IceServer(tuple(urls), username, credential)
 
     # ------------------------------------------------------------ value readers
-
-    def _choice(self, node: yaml.Node, path: str, choices: tuple[str, ...]) -> str | None:
-        value = self.r.string(node, path)
-        if value is not None and value not in choices:
-            self.r.error(node, path, f"expected one of {', '.join(choices)}, got {value!r}")
-            return None
-        return value
 
     def _even(self, node: yaml.Node, path: str, low: int, high: int) -> int | None:
         value = self.r.integer(node, path, minimum=low, maximum=high)

@@ -19,8 +19,10 @@ from typing import Any
 
 import yaml
 
-from bridge.configframes import Use, read_frame
-from bridge.configtree import Reader, join, suggest
+from bridge.config import keys
+from bridge.config.frames import Use, read_frame
+from bridge.config.schema import mapping
+from bridge.config.tree import Reader, join, suggest
 from bridge.core.controls import control_chars, first_control
 from bridge.core.engine.actions import CompiledAction
 from bridge.core.engine.templates import FillError, TemplateError
@@ -29,9 +31,9 @@ from bridge.core.signal import ROLES, SIGNALLING_ROLES, check_signal
 
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = re.compile(r"[*?\[\]!]")
-_SERIAL_ACTION_KEYS = ("device", "line", "expect", "allow_tab")
-_BINARY_ACTION_KEYS = ("device", "frame")
-_MQTT_ACTION_KEYS = ("device", "topic", "payload", "qos")
+_SERIAL_ACTION_KEYS = keys.ACTION.names_for("serial")
+_BINARY_ACTION_KEYS = keys.ACTION.names_for("binary")
+_MQTT_ACTION_KEYS = keys.ACTION.names_for("mqtt")
 _FORMATTER = string.Formatter()
 KIND_LABEL = {"serial": "serial", "mqtt": "MQTT"}
 
@@ -167,8 +169,7 @@ class Checks:
                     r.error(key, join(path, "retain"), "commands are never retained (a retained command "
                                                        "would be replayed to the device by the broker)")
             node = _without(node, "retain")
-        m = r.mapping(node, path, _SERIAL_ACTION_KEYS + _MQTT_ACTION_KEYS[1:] + ("frame",),
-                      required=("device",))
+        m = mapping(r, node, path, keys.ACTION)
         if m is None:
             return None
         device = r.string(m["device"], join(path, "device")) if "device" in m else None
@@ -180,17 +181,17 @@ class Checks:
         if self.framings.get(device or "") == "binary":
             framed = self._frame_action(m, node, path, device or "", params)
             return None if framed is None else self._compiled(framed, node, path, params)
-        keys = _SERIAL_ACTION_KEYS if kind == "serial" else _MQTT_ACTION_KEYS
+        own = _SERIAL_ACTION_KEYS if kind == "serial" else _MQTT_ACTION_KEYS
         this, other = ("a serial", "MQTT") if kind == "serial" else ("an MQTT", "serial")
         for key in m:
             if key == "frame":
                 r.error(m[key], join(path, key), f"'frame' is for serial devices with framing: binary; "
                                                  f"{device!r} is {this} device")
-            elif key not in keys:
+            elif key not in own:
                 r.error(m[key], join(path, key),
                         f"{key!r} is for {other} devices; {device!r} is {this} device")
-        if keys[1] not in m:
-            r.error(node, path, f"missing required key {keys[1]!r} (for the {KIND_LABEL[kind]} device "
+        if own[1] not in m:
+            r.error(node, path, f"missing required key {own[1]!r} (for the {KIND_LABEL[kind]} device "
                                 f"{device!r})")
         built: Action | None
         if kind == "serial":
@@ -231,7 +232,7 @@ class Checks:
 
     def _frame_action(self, m: dict[str, yaml.Node], node: yaml.Node, path: str, device: str,
                       params: Mapping[str, ParamSpec | None] | None) -> SerialAction | None:
-        """An action for a ``framing: binary`` device: a ``frame:`` (see bridge.configframes)."""
+        """An action for a ``framing: binary`` device: a ``frame:`` (see bridge.config.frames)."""
         for key in m.keys() - set(_BINARY_ACTION_KEYS):
             self.r.error(m[key], join(path, key), f"{key!r} does not apply to {device!r}, a device with "
                                                   f"framing: binary (it takes frame:)")
@@ -244,7 +245,7 @@ class Checks:
 
     def _expect(self, node: yaml.Node, path: str) -> Expect | None:
         r = self.r
-        m = r.mapping(node, path, ("pattern", "timeout_ms", "reply"), required=("pattern",))
+        m = mapping(r, node, path, keys.EXPECT)
         if m is None:
             return None
         kw: dict[str, Any] = {}

@@ -111,8 +111,9 @@ class Reader:
         path = _CONTROL.sub(lambda m: repr(m.group())[1:-1], path)
         self.issues.append(ConfigIssue(self.file, None if node is None else line_of(node), path, message))
 
-    def compose(self, text: str) -> yaml.Node | None:
-        """The document's root node, or None (with an issue) on a syntax error or an empty file."""
+    def compose(self, text: str, *, empty_ok: bool = False) -> yaml.Node | None:
+        """The document's root node, or None (with an issue) on a syntax error or an empty file
+        (``empty_ok``: None without an issue; every key of the file is optional)."""
         try:
             root = yaml.compose(text, Loader=_DepthLimitedLoader)
         except yaml.MarkedYAMLError as exc:
@@ -126,7 +127,7 @@ class Reader:
         except yaml.YAMLError as exc:
             self.issues.append(ConfigIssue(self.file, None, "", f"YAML error: {' '.join(str(exc).split())}"))
             return None
-        if root is None:
+        if root is None and not empty_ok:
             self.issues.append(ConfigIssue(self.file, 1, "", "the file is empty (expected a mapping "
                                                             "with session:, devices:, rules: ...)"))
         return root

@@ -19,10 +19,11 @@ import re
 
 import yaml
 
-from bridge.configtree import Reader, join, suggest
+from bridge.config import keys
+from bridge.config.tree import Reader, join, suggest
 from bridge.core.model import TelemetryField
 
-_KEYS = ("unit", "min", "max", "warn_below", "warn_above")
+_KEYS = keys.FIELD.names
 
 
 def telemetry_fields(r: Reader, node: yaml.Node, path: str, match: str | None) -> dict[str, TelemetryField]:

@@ -2,7 +2,7 @@
 checks that span sections (a rule that can never match, e-stop and lease signal types that collide, a
 lease role no rule lets drive).
 
-Built on `bridge.configcheck.Checks` (actions, templates, signal types); every problem is recorded in
+Built on `bridge.config.checks.Checks` (actions, templates, signal types); every problem is recorded in
 the shared `Reader` with its line and key path.
 """
 
@@ -14,10 +14,12 @@ from typing import Any
 
 import yaml
 
-from bridge.configcheck import KIND_LABEL, Checks, roles
-from bridge.configfields import telemetry_fields
-from bridge.configframes import read_frame
-from bridge.configtree import Reader, join, suggest
+from bridge.config import keys
+from bridge.config.checks import KIND_LABEL, Checks, roles
+from bridge.config.fields import telemetry_fields
+from bridge.config.frames import read_frame
+from bridge.config.schema import mapping
+from bridge.config.tree import Reader, join, suggest
 from bridge.core.engine.lease import driving_roles
 from bridge.core.model import (
     Control,
@@ -33,12 +35,10 @@ from bridge.core.model import (
     Watchdog,
 )
 
-_RULE_KEYS = ("signal", "params", "send", "max_age_ms", "watchdog", "ack", "from_roles", "from_data",
-              "allow_rest", "rate_limit")
-_PARAM_KEYS = ("type", "default", "min", "max", "on_range", "enum", "pattern", "slew_per_s")
 _PARAM_TYPES = ("int", "float", "bool", "string")
-_SAFETY_KEYS = ("on_disconnect", "on_controller_lost", "on_shutdown", "estop")
-_CONTROL_KEYS = ("lease", "acquire", "release", "roles", "idle_timeout_ms")
+_SAFE_ACTIONS = ("on_disconnect", "on_controller_lost", "on_shutdown")
+#: The keys of a telemetry stream whatever its device's kind.
+_COMMON = keys.TELEMETRY.names_for("")
 
 
 class Sections(Checks):
@@ -58,7 +58,7 @@ class Sections(Checks):
 
     def _rule(self, index: int, node: yaml.Node, path: str) -> Rule | None:
         r = self.r
-        m = r.mapping(node, path, _RULE_KEYS, required=("signal", "send"))
+        m = mapping(r, node, path, keys.RULE)
         if m is None:
             return None
         before = len(r.issues)
@@ -104,7 +104,7 @@ class Sections(Checks):
 
     def _param(self, name: str, node: yaml.Node, path: str) -> ParamSpec | None:
         r = self.r
-        m = r.mapping(node, path, _PARAM_KEYS, required=("type",))
+        m = mapping(r, node, path, keys.PARAM)
         if m is None or "type" not in m:
             return None
         before = len(r.issues)
@@ -184,7 +184,7 @@ class Sections(Checks):
         return value
 
     def _watchdog(self, node: yaml.Node, path: str) -> Watchdog | None:
-        m = self.r.mapping(node, path, ("timeout_ms", "send"), required=("timeout_ms", "send"))
+        m = mapping(self.r, node, path, keys.WATCHDOG)
         if m is None or "timeout_ms" not in m or "send" not in m:
             return None
         timeout = self.r.integer(m["timeout_ms"], join(path, "timeout_ms"), positive=True)
@@ -192,7 +192,7 @@ class Sections(Checks):
         return None if timeout is None or send is None else Watchdog(timeout_ms=timeout, send=send)
 
     def _rate_limit(self, node: yaml.Node, path: str) -> RateLimit | None:
-        m = self.r.mapping(node, path, ("hz", "burst"), required=("hz",))
+        m = mapping(self.r, node, path, keys.RATE_LIMIT)
         if m is None or "hz" not in m:
             return None
         hz = self.r.number(m["hz"], join(path, "hz"), positive=True)
@@ -208,9 +208,7 @@ class Sections(Checks):
 
     def _stream(self, node: yaml.Node, path: str) -> TelemetryStream | None:
         r = self.r
-        m = r.mapping(node, path, ("device", "match", "types", "topic", "signal", "max_rate_hz", "frame",
-                                  "fields"),
-                      required=("device", "signal"))
+        m = mapping(r, node, path, keys.TELEMETRY)
         if m is None:
             return None
         before = len(r.issues)
@@ -220,9 +218,9 @@ class Sections(Checks):
                     f"unknown device {device!r} (known: {', '.join(self.kinds) or 'none'})")
         kind = self.kinds.get(device or "") or ("mqtt" if "topic" in m else "serial")
         binary = self.framings.get(device or "") == "binary"
-        own = ("frame",) if binary else ("match", "types") if kind == "serial" else ("topic",)
         label = "binary serial" if binary else KIND_LABEL[kind]
-        for key in m.keys() & ({"match", "types", "topic", "frame"} - set(own)):
+        own = tuple(k for k in keys.TELEMETRY.names_for("binary" if binary else kind) if k not in _COMMON)
+        for key in m.keys() - set(own) - set(_COMMON):
             r.error(m[key], join(path, key), f"{key!r} does not apply to the {label} device {device!r}")
         if own[0] not in m:
             r.error(node, path, f"missing required key {own[0]!r} (for the {label} device {device!r})")
@@ -278,11 +276,11 @@ class Sections(Checks):
 
     def safety(self, node: yaml.Node, control: Control) -> Safety | None:
         r = self.r
-        m = r.mapping(node, "safety", _SAFETY_KEYS)
+        m = mapping(r, node, "safety", keys.SAFETY)
         if m is None:
             return None
         kw: dict[str, Any] = {}
-        for key in _SAFETY_KEYS[:3]:
+        for key in _SAFE_ACTIONS:
             if key in m:
                 kw[key] = self.actions(m[key], join("safety", key), None)
         if "on_controller_lost" in m and not control.lease:
@@ -295,8 +293,7 @@ class Sections(Checks):
         return Safety(**kw)
 
     def _estop(self, node: yaml.Node, path: str) -> Estop | None:
-        m = self.r.mapping(node, path, ("signal", "reset", "send", "reset_roles"),
-                           required=("signal", "reset"))
+        m = mapping(self.r, node, path, keys.ESTOP)
         if m is None:
             return None
         kw: dict[str, Any] = {}
@@ -319,7 +316,7 @@ class Sections(Checks):
         """``control:``; ``rules`` (already read) tell which roles may drive: a lease role that no rule
         lets drive could only hold the lease to block the others, so it is an error."""
         r = self.r
-        m = r.mapping(node, "control", _CONTROL_KEYS)
+        m = mapping(r, node, "control", keys.CONTROL)
         if m is None:
             return Control()
         kw: dict[str, Any] = {}
