@@ -21,7 +21,8 @@ import pytest
 
 from bridge.core.model import MqttDeviceConfig
 from bridge.devices import mqtt_link
-from bridge.devices.mqtt_link import MqttLink, check_filter
+from bridge.devices.mqtt_link import MqttLink
+from bridge.devices.topics import check_filter
 from tests.conftest import scaled
 from tests.helpers.mosquitto import Mosquitto
 

@@ -264,12 +264,12 @@ class Sections(Checks):
         text = self.r.string(node, path)
         if text is None:
             return None
-        levels = text.split("/")
-        for i, level in enumerate(levels):
-            if ("#" in level and (level != "#" or i != len(levels) - 1)) or ("+" in level and level != "+"):
-                self.r.error(node, path, f"bad topic filter {text!r}: + must be a whole level and # a whole "
-                                         f"last level (e.g. arm/+/state, arm/#)")
-                return None
+        from bridge.devices.topics import filter_ok  # aiomqtt: imported only for a config with MQTT
+
+        if not filter_ok(text):
+            self.r.error(node, path, f"bad topic filter {text!r}: + must be a whole level and # a whole "
+                                     f"last level (e.g. arm/+/state, arm/#)")
+            return None
         return text
 
     # ------------------------------------------------------------ safety

@@ -42,8 +42,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.core.model import MqttDeviceConfig
 from bridge.devices.backoff import Reconnect, report_state
+from bridge.devices.topics import check_filter, topic_ok
 
-__all__ = ["MqttLink", "availability_topic", "check_filter"]
+__all__ = ["MqttLink", "availability_topic"]
 
 log = logging.getLogger(__name__)
 # paho's own messages ("failed to receive on socket", ...) would repeat on every reconnect attempt; the
@@ -71,17 +72,6 @@ _NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 def availability_topic(name: str, config: MqttDeviceConfig) -> str:
     """``config.availability_topic``, else ``sigbridge/{client_id or link name}/availability``."""
     return config.availability_topic or f"sigbridge/{config.client_id or name}/availability"
-
-
-def check_filter(topic_filter: str) -> None:
-    """Raise ValueError unless ``topic_filter`` is a valid MQTT subscription filter."""
-    levels = topic_filter.split("/")
-    ok = bool(topic_filter) and "\x00" not in topic_filter and all(
-        lv in ("+", "#") or ("+" not in lv and "#" not in lv) for lv in levels
-    ) and "#" not in levels[:-1]
-    if not ok:
-        raise ValueError(f"invalid MQTT topic filter {topic_filter!r}: '+' and '#' must be whole levels, "
-                         "'#' only the last")
 
 
 class MqttLink:
@@ -149,7 +139,7 @@ class MqttLink:
         if client is None or not self._up:
             self.stats["publishes_while_down"] += 1
             return False
-        if not topic or "+" in topic or "#" in topic or "\x00" in topic or qos not in (0, 1, 2):
+        if not topic_ok(topic) or qos not in (0, 1, 2):
             self.stats["bad_publish_refused"] += 1
             log.warning("mqtt %s: refused publish to %r with qos %r", self.name, topic[:80], qos)
             return False
