@@ -162,7 +162,7 @@ class Nested:
         return self.block.model(**kw)
 
     def schema(self) -> dict[str, Any]:
-        return {"$block": self.block.path}
+        return json_schema(self.block, {})
 
 
 Value = Str | Int | Num | Bool | Choice | Custom | Nested
@@ -297,7 +297,8 @@ def markdown_table(block: Block, kind: str = "") -> str:
         if kind and key.kinds and kind not in key.kinds:
             continue
         type_text = key.type_text or key.value.text
-        rows.append(f"| `{key.name}` | {type_text} | {block.default_text(key)} | {key.doc} |")
+        cells = (f"`{key.name}`", type_text, block.default_text(key), key.doc)
+        rows.append("|" + "|".join(f" {c} " if c else " " for c in cells) + "|")
     return "\n".join(rows)
 
 
