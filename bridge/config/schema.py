@@ -186,13 +186,13 @@ class Key:
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One YAML mapping: ``path`` as the docs name it, its keys, and the dataclass holding its
-    defaults (fields of the same name). ``names_are_free``: the keys are names (``devices:``)."""
+    """One YAML mapping: ``path`` as the docs name it (``devices.NAME.serial``; "" the top level), its
+    keys in the order messages list them, and the dataclass holding its defaults (fields of the same
+    name; for `Nested`, the dataclass it is read into)."""
 
     path: str
     keys: tuple[Key, ...]
     model: type | None = None
-    doc: str = ""
 
     @property
     def names(self) -> tuple[str, ...]:
