@@ -19,7 +19,7 @@ import yaml
 from bridge.config import camera, docs, hub, keys
 from bridge.config.hub import HubConfigError, load_hub_config
 from bridge.core.model import SerialAction
-from bridge.daemon import prepare
+from bridge.daemon.runner import prepare
 from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
