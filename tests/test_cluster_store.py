@@ -40,7 +40,7 @@ async def test_cross_hub_routing_and_rest(redis_urls: tuple[str, ...]) -> None: 
         assert {m.id for m in joined.members} == {op.id, robot.id}
         await a.wait_for(lambda ns: any(getattr(n, "member", None) == robot for n in ns))
         got = await a.store.signal(S, op.id, robot.id, body("go", op.id), True, signal_id=7)
-        assert [(r.connection_id, r.seq) for r in got] == [(robot.id, 1)]
+        assert [(r.connection_id, r.seq, r.hub_id) for r in got] == [(robot.id, 1, b.id)]
         await b.wait_for(lambda ns: delivered(b, robot.id) == [(1, "go")])
         assert delivered(a, robot.id) == []  # a hub delivers only to the members it holds
         await c.store.signal(S, None, None, body("rest"), True)  # REST on a hub with no member there

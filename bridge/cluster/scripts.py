@@ -86,6 +86,7 @@ for i = 1, #recv, 2 do
   end
   out[#out + 1] = c
   out[#out + 1] = seq
+  out[#out + 1] = h
   parts[#parts + 1] = '['..cjson.encode(c)..','..seq..','..cjson.encode(h)..']'
 end
 if sender ~= '' then redis.call('HSET', C, 'i:'..sender, ARGV[10]) end
