@@ -125,6 +125,7 @@ async def test_dead_hub_members_swept_once_each(redis_urls: tuple[str, ...]) -> 
             await hub.store.subscribe(S2)
         await b.store.join(S, member(), "b-own")
         await a.store.close()  # dies: no leave, no heartbeat
+        assert await b.store.sweep() == 0  # its lease and then the grace window run first
         survivor = mine[0]
         r = await b.store.resume(S, survivor.id, "sec-0", "sec-0b", survivor.token_id, 0)
         assert isinstance(r, ResumeResult)  # resumed within the grace window: never destroyed
