@@ -17,6 +17,8 @@ if command -v python3 >/dev/null 2>&1; then
 fi
 if [ "$_profile" = test ]; then
     _want_cmd mosquitto mosquitto
+    # The Redis session store's tests (tests/test_cluster_*.py) run real redis-server processes.
+    _want_cmd redis-server redis-server
     _want_cmd g++ g++
     [ -x /usr/bin/chromium ] || _missing+=(chromium)
     # The rover sketch built for the Uno and run on an emulated ATmega328P (firmware_stubs/avr_build.py).
@@ -43,7 +45,7 @@ fi
 _venv="$SIGBRIDGE_ROOT/.venv"
 # The demo shows the synthetic camera too (aiortc; the bridge itself never needs it).
 _extra="[camera]"
-[ "$_profile" = test ] && _extra="[test]"
+[ "$_profile" = test ] && _extra="[test,cluster]"
 _stamp="$_venv/.installed-$(sha1sum "$SIGBRIDGE_ROOT/pyproject.toml" | cut -c1-12)-${_profile}"
 if [ ! -f "$_stamp" ]; then
     [ -x "$_venv/bin/python" ] || python3 -m venv "$_venv"
@@ -52,8 +54,9 @@ if [ ! -f "$_stamp" ]; then
 import sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
 deps = list(project["dependencies"])
-extra = "test" if sys.argv[2] == "test" else "camera"
-deps += project.get("optional-dependencies", {}).get(extra, [])
+extras = ["test", "cluster"] if sys.argv[2] == "test" else ["camera"]
+for extra in extras:
+    deps += project.get("optional-dependencies", {}).get(extra, [])
 print(", ".join(deps))
 PY
 )
