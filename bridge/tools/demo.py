@@ -29,7 +29,7 @@ from bridge.config.hub import HubConfig, HubConfigError, load_or_create_credenti
 from bridge.core.tokens import mint_client_token, new_session_id
 from bridge.session.hub import start_hub
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: bridge/tools/demo.py -> ../..
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"
 ROVER_SIM = ROOT / "firmware_stubs" / "rover_sim.py"
 START_TIMEOUT_S = 30.0
