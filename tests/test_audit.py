@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.adapters.audit import AuditLog, flush_loop
+from bridge.adapters import audit as audit_mod
+from bridge.adapters.audit import AuditLog
 from bridge.core.engine.decisions import (
     REFUSALS,
     AuditRecord,
@@ -20,7 +21,6 @@ from bridge.core.engine.decisions import (
     parse_decision,
 )
 from bridge.core.model import Audit
-from tests.conftest import scaled
 
 
 class FakeClock:
@@ -95,39 +95,71 @@ def test_writes_json_lines_and_appends_across_reopen(tmp_path: Path) -> None:
     assert got[0]["written"] == [{"device": "base", "line": "M 0 0"}]
 
 
-def test_buffered_until_a_second_has_passed_then_flushed(tmp_path: Path) -> None:
+def test_each_record_reaches_the_file_without_a_flush_from_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
-    clock = FakeClock()
-    audit = AuditLog(str(path), clock=clock)
+    audit = AuditLog(str(path))
     audit.write(rec(0))
-    assert path.read_bytes() == b""                 # still in the buffer: no syscall per record
-    clock.now = 1.0
-    audit.write(rec(1))                             # a second passed: this write flushes
-    assert len(lines(path)) == 2
-    audit.write(rec(2))
+    assert audit.flush()                             # waits for the writer thread only
+    assert len(lines(path)) == 1                    # on disk while the log is still open
+    audit.write(rec(1))
     audit.close()
     audit.close()                                    # idempotent
-    assert len(lines(path)) == 3
+    audit.write(rec(2))                              # after close: ignored, not raised
+    assert len(lines(path)) == 2 and audit.records == 2
 
 
-async def test_flush_loop_flushes_without_further_writes(tmp_path: Path) -> None:
-    path = tmp_path / "audit.log"
-    audit = AuditLog(str(path), flush_interval_s=0.05)
-    task = asyncio.create_task(flush_loop(audit))
+def _stalled_disk(tmp_path: Path) -> tuple[Path, int]:
+    """A log path whose writes block: a FIFO nobody reads (its 64 KiB pipe buffer soon fills)."""
+    fifo = tmp_path / "audit.log"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)    # lets the log open it for writing
+    return fifo, reader
+
+
+def _read_all(fd: int, until: int) -> bytes:
+    got = b""
+    os.set_blocking(fd, True)
+    while got.count(b"\n") < until:
+        got += os.read(fd, 1 << 16)
+    return got
+
+
+async def test_a_stalled_disk_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    fifo, reader = _stalled_disk(tmp_path)
+    audit = AuditLog(str(fifo))
+    n = 2_000                                        # ~400 KiB: far more than the pipe takes
     try:
-        audit.write(rec(0))
-        async def flushed() -> None:
-            while path.stat().st_size == 0:
-                await asyncio.sleep(0.01)
-        await asyncio.wait_for(flushed(), scaled(10))
-        assert len(lines(path)) == 1
-        audit.write(rec(1))
+        for i in range(n):                           # with the writer blocked, all of these return
+            audit.write(rec(i))
+        assert n < audit_mod.QUEUE_RECORDS
+        await asyncio.sleep(0)                       # the loop still turns
+        assert audit.records == n and audit.dropped == 0
+        assert not audit.flush(timeout=0.2)          # the writer is stuck on the full pipe
+        got = await asyncio.to_thread(_read_all, reader, n)   # the disk "recovers": nothing was lost
+        assert [json.loads(x)["from"] for x in got.splitlines()] == [f"c{i}" for i in range(n)]
     finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    assert len(lines(path)) == 2                      # flushed on cancellation too
-    audit.close()
+        audit.close()
+        os.close(reader)
+
+
+def test_a_stalled_disk_costs_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(audit_mod, "QUEUE_RECORDS", 50)
+    fifo, reader = _stalled_disk(tmp_path)
+    audit = AuditLog(str(fifo))
+    try:
+        for i in range(2_000):
+            audit.write(rec(i))
+        # The writer took some (the pipe buffer, the one it is stuck on); the queue holds 50; the rest
+        # are dropped, counted and reported once.
+        assert audit.dropped > 0 and audit.records + audit.dropped == 2_000
+        assert audit.records <= 50 + 64 * 1024 // len(rec(0).to_json()) + 2
+        assert caplog.text.count("records behind") == 1
+        got = _read_all(reader, audit.records)
+        assert len(got.splitlines()) == audit.records
+    finally:
+        audit.close()
+        os.close(reader)
 
 
 def test_rotation_keeps_n_backups_and_never_splits_a_line(tmp_path: Path) -> None:
@@ -186,9 +218,10 @@ def test_io_errors_are_counted_never_raised_and_the_log_recovers(tmp_path: Path,
     path = tmp_path / "audit.log"
     path.symlink_to("/dev/full")
     clock = FakeClock()
-    audit = AuditLog(str(path), flush_interval_s=0.0, clock=clock)
-    audit.write(rec(0))                              # flushes at once: ENOSPC, counted, not raised
+    audit = AuditLog(str(path), clock=clock)
+    audit.write(rec(0))                              # written at once: ENOSPC, counted, not raised
     audit.write(rec(1))                              # reopens /dev/full: fails again
+    assert audit.flush()
     assert audit.errors == 2
     assert caplog.text.count("No space left on device") == 1   # logged at most every 10 s
     path.unlink()                                    # space again: a plain file

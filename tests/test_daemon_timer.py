@@ -64,7 +64,7 @@ async def test_tick_runs_at_the_deadline_and_a_failing_tick_stops_the_daemon(
 
             engine.tick = broken                  # type: ignore[method-assign]
             due.append(time.monotonic())          # an earlier deadline than none: the timer is armed
-            daemon._arm_timer()
+            daemon.timer.arm()
             assert await asyncio.wait_for(run, scaled(10)) == 0
             assert "engine timer failed; stopping" in caplog.text
         finally:

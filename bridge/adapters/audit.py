@@ -1,45 +1,104 @@
 """The audit log: one JSON line per command decision (``bridge.core.engine.decisions.AuditRecord``), rotated.
 
-Writes go to a buffered file, so the event loop pays for a memory copy per record, not a syscall;
-the buffer reaches the disk at least every ``flush_interval_s`` (on the next write, and from
-:func:`flush_loop`, which the daemon runs as a task) and on :meth:`AuditLog.close`.
+The event loop never touches the file: :meth:`AuditLog.write` puts the record on a bounded queue (no
+syscall, no serialising) and a writer thread turns it into its JSON line and hands it to a
+``logging.handlers.RotatingFileHandler``, which writes and flushes it, so each line is on disk as soon as
+the disk takes it. A slow or stalled disk (NFS, a dying SD card) stalls that thread only; while it is
+stalled at most ``QUEUE_RECORDS`` records wait, and later ones are dropped and counted
+(``AuditLog.dropped``), never queued without bound.
 
-Rotation is by size, as ``logging.handlers.RotatingFileHandler`` does it: when the next line would take
-the file past ``max_bytes``, ``audit.log`` becomes ``audit.log.1`` (``.1`` becomes ``.2``, ...) and at
-most ``backups`` old files are kept (0: the old content is dropped). A line is never split across two
-files.
+Rotation is the standard library's (``audit.log`` becomes ``audit.log.1``, ``.1`` becomes ``.2``, ...,
+at most ``backups`` old files kept), decided as this log always has: when the next line would take the
+file past ``max_bytes`` (a file that is still empty takes its first line whatever its size, so a line is
+never split across two files and no empty backup is made), and with ``backups: 0`` the old content is
+dropped (the handler alone would then never rotate).
 
 An audit failure (disk full, directory removed) must never stop the robot from being driven safely, nor
-crash the daemon: errors are counted, logged at most every 10 s, and the file is reopened on a later
-write. Failing to open the log at start, on the other hand, raises: the operator asked for an audit
+crash the daemon: errors are counted, logged at most every 10 s, and the file is reopened on the next
+record. Failing to open the log at start, on the other hand, raises: the operator asked for an audit
 trail and must learn at once that there will be none.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
+import queue
+import sys
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import BinaryIO
 
 from bridge.core.engine.decisions import AuditRecord
 from bridge.core.model import Audit
 
 log = logging.getLogger(__name__)
 
-_BUFFER_BYTES = 64 * 1024
+#: Records waiting for the writer thread at most (a stalled disk: later ones are dropped and counted).
+QUEUE_RECORDS = 10_000
+#: How long close() waits for the writer to write what is queued (a stalled disk must not hang the exit).
+CLOSE_TIMEOUT_S = 5.0
 _ERROR_LOG_EVERY_S = 10.0
+_ENCODING = "utf-8"
+_ERRORS = "backslashreplace"
+
+
+class _Flushed:
+    """Put on the queue by flush()/close(): set by the writer once everything before it is written."""
+
+    def __init__(self, last: bool) -> None:
+        self.done = threading.Event()
+        self.last = last
+
+
+class _Handler(logging.handlers.RotatingFileHandler):
+    """The standard handler with this log's rotation decision (see the module docstring) and its error
+    accounting; used from the writer thread only."""
+
+    def __init__(self, path: str, max_bytes: int, backups: int,
+                 on_error: Callable[[BaseException], None]) -> None:
+        super().__init__(path, "a", max_bytes, backups, encoding=_ENCODING, errors=_ERRORS)
+        self.rotations = 0
+        self._on_error = on_error
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        name = self.baseFilename
+        if self.maxBytes <= 0 or (os.path.exists(name) and not os.path.isfile(name)):
+            return False        # never rotate a device or a pipe (as the stdlib handler)
+        if self.stream is None:
+            self.stream = self._open()
+        size = self.stream.seek(0, os.SEEK_END)
+        line = (self.format(record) + self.terminator).encode(_ENCODING, _ERRORS)
+        return size > 0 and size + len(line) > self.maxBytes
+
+    def doRollover(self) -> None:
+        if self.backupCount > 0:
+            super().doRollover()
+        else:                   # no backups: start the file again (the stdlib would never rotate)
+            if self.stream is not None:
+                self.stream.close()
+            os.truncate(self.baseFilename, 0)
+            self.stream = self._open()
+        self.rotations += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        # Drop the file: the next record reopens it (the directory may come back, the disk may free up).
+        if self.stream is not None:
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None
+        self._on_error(exc if exc is not None else OSError("unknown error"))
 
 
 class AuditLog:
-    """A size-rotated JSON-lines file. Not thread-safe: use it from the event loop only."""
+    """A size-rotated JSON-lines file written by its own thread. ``write`` is for the event loop (it
+    never blocks); ``flush`` and ``close`` wait for the writer and are for start-up, reloads and exit."""
 
     def __init__(self, path: str, max_bytes: int = 10_000_000, backups: int = 5,
-                 flush_interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """Open (append to) ``path``, creating its directory. Raises OSError when that fails."""
         if backups < 0:
@@ -47,62 +106,78 @@ class AuditLog:
         self.path = path
         self.max_bytes = max_bytes          # <= 0: never rotate
         self.backups = backups
-        self.flush_interval_s = flush_interval_s
         self._clock = clock
-        self.records = 0                    # lines accepted
-        self.errors = 0                     # failed writes/flushes (each loses what was buffered)
-        self.rotations = 0
+        self.records = 0                    # records accepted (queued for the writer)
+        self.dropped = 0                    # records refused because the writer was QUEUE_RECORDS behind
+        self.errors = 0                     # records the writer failed to write (each is lost)
         self._last_error_log = -_ERROR_LOG_EVERY_S
-        self._file: BinaryIO | None = None
-        self._size = 0
-        self._open()
-        self._last_flush = clock()
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._handler = _Handler(path, max_bytes, backups, self._failed)
+        self._queue: queue.Queue[AuditRecord | str | _Flushed] = queue.Queue(QUEUE_RECORDS)
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_loop, name=f"audit {path}", daemon=True)
+        self._thread.start()
 
     @classmethod
     def from_config(cls, audit: Audit) -> AuditLog:
         return cls(audit.path, audit.max_bytes, audit.backups)
 
-    # ------------------------------------------------------------------ writing
+    @property
+    def rotations(self) -> int:
+        """Rotations done so far (by the writer thread)."""
+        return self._handler.rotations
+
+    # ------------------------------------------------------------------ the event loop's side
 
     def write(self, record: AuditRecord) -> None:
-        """Append one record. Never raises for I/O errors (see the module docstring)."""
-        self.write_line(record.to_json())
+        """Queue one record for the writer. Never blocks, never raises for I/O errors."""
+        self._put(record)
 
     def write_line(self, line: str) -> None:
-        """Append ``line`` (one JSON document, no newline) plus a newline."""
-        data = line.encode("utf-8", "backslashreplace") + b"\n"
-        try:
-            if self._file is None:
-                self._open()
-            if 0 < self.max_bytes < self._size + len(data) and self._size > 0:
-                self._rotate()
-            assert self._file is not None
-            self._file.write(data)
-            self._size += len(data)
-            self.records += 1
-            if self._clock() - self._last_flush >= self.flush_interval_s:
-                self.flush()
-        except OSError as exc:
-            self._failed("write", exc)
+        """Queue ``line`` (one JSON document, no newline); the writer adds the newline."""
+        self._put(line)
 
-    def flush(self) -> None:
-        """Push buffered lines to the file. Never raises for I/O errors."""
-        self._last_flush = self._clock()
-        if self._file is None:
+    def _put(self, item: AuditRecord | str) -> None:
+        if self._closed:
             return
         try:
-            self._file.flush()
-        except OSError as exc:
-            self._failed("flush", exc)
-
-    def close(self) -> None:
-        """Flush and close. Idempotent."""
-        if self._file is None:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+            self._warn("audit log %s: the writer is %d records behind (a slow disk?); %d record(s) dropped",
+                       self.path, QUEUE_RECORDS, self.dropped)
             return
-        self.flush()
-        with contextlib.suppress(OSError):
-            self._file.close()
-        self._file = None
+        self.records += 1
+
+    # ------------------------------------------------------------------ waiting for the writer
+
+    def flush(self, timeout: float | None = CLOSE_TIMEOUT_S) -> bool:
+        """Wait (at most ``timeout``) until every record queued so far is written; False on timeout."""
+        return self._barrier(False, timeout)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Write what is queued (waiting at most ``timeout``), stop the writer, close the file. Idempotent.
+        A writer still stuck after ``timeout`` is left behind (a daemon thread) with what it holds."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._barrier(True, timeout):
+            self._handler.close()
+        else:
+            log.error("audit log %s: the disk did not take the last records within %.0f s; exiting without",
+                      self.path, timeout)
+
+    def _barrier(self, last: bool, timeout: float | None) -> bool:
+        if not self._thread.is_alive():
+            return True
+        mark = _Flushed(last)
+        try:
+            self._queue.put(mark, timeout=timeout)
+        except queue.Full:
+            return False
+        return mark.done.wait(timeout)
 
     def __enter__(self) -> AuditLog:
         return self
@@ -111,51 +186,27 @@ class AuditLog:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the writer thread
 
-    def _open(self) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        f = open(self.path, "ab", buffering=_BUFFER_BYTES)  # noqa: SIM115 - kept open on purpose
-        self._size = os.fstat(f.fileno()).st_size
-        self._file = f
+    def _write_loop(self) -> None:
+        handler = self._handler
+        while True:
+            item = self._queue.get()
+            if isinstance(item, _Flushed):
+                item.done.set()
+                if item.last:
+                    return
+                continue
+            line = item if isinstance(item, str) else item.to_json()
+            # handle() takes the handler's lock, rotates when due, writes, flushes; errors -> handleError.
+            handler.handle(logging.LogRecord("audit", logging.INFO, "", 0, line, None, None))
 
-    def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
-        self._file = None
-        if self.backups == 0:
-            os.truncate(self.path, 0)
-        else:
-            for i in range(self.backups - 1, 0, -1):
-                src = f"{self.path}.{i}"
-                if os.path.exists(src):
-                    os.replace(src, f"{self.path}.{i + 1}")
-            os.replace(self.path, f"{self.path}.1")
-        self.rotations += 1
-        self._open()
-
-    def _failed(self, what: str, exc: OSError) -> None:
+    def _failed(self, exc: BaseException) -> None:
         self.errors += 1
-        # Drop the file: a later write reopens it (the directory may come back, the disk may free up).
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-            self._file = None
+        self._warn("audit log %s: write failed: %s (%d failures so far)", self.path, exc, self.errors)
+
+    def _warn(self, fmt: str, *args: object) -> None:
         now = self._clock()
         if now - self._last_error_log >= _ERROR_LOG_EVERY_S:
             self._last_error_log = now
-            log.warning("audit log %s: %s failed: %s (%d failures so far)",
-                        self.path, what, exc, self.errors)
-
-
-async def flush_loop(audit: AuditLog) -> None:
-    """Flush ``audit`` every ``flush_interval_s`` until cancelled; run it as a task next to the engine.
-    On cancellation the log is flushed once more (closing it stays the owner's job)."""
-    try:
-        while True:
-            await asyncio.sleep(audit.flush_interval_s)
-            audit.flush()
-    finally:
-        audit.flush()
+            log.warning(fmt, *args)
