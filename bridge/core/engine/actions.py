@@ -158,6 +158,14 @@ class CompiledRule:
         self.rate = RateLimiter.for_rule(rule.rate_limit) if rule.rate_limit is not None else None
         self.slews = {p.name: s for p in rule.params if (s := SlewLimiter.for_param(p)) is not None}
 
+    def reset_slews(self, now: float) -> None:
+        """After a safe action the hardware is stopped: slew again from zero (when in range)."""
+        for spec in self.rule.params:
+            slew = self.slews.get(spec.name)
+            if slew is not None:
+                in_range = (spec.min is None or spec.min <= 0) and (spec.max is None or spec.max >= 0)
+                slew.reset(0.0 if in_range else None, now)
+
 
 def constant_commands(actions: tuple[Action, ...], newlines: dict[str, str]) -> tuple[Command, ...]:
     """Safe actions name no params: fill them once, at load (raises FillError on a bad constant)."""

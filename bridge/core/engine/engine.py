@@ -55,14 +55,14 @@ from bridge.core.engine.actions import (
     SendSignal,
     WriteFrame,
     WriteLine,
-    constant_commands,
 )
 from bridge.core.engine.capabilities import capabilities
-from bridge.core.engine.commandpath import CommandPath, DeviceGate, audit_record
+from bridge.core.engine.commandpath import CommandPath, DeviceGate
 from bridge.core.engine.counters import Counters, EngineStatus
 from bridge.core.engine.decisions import AuditRecord, Decision
 from bridge.core.engine.describe import DescribeLimiter
-from bridge.core.engine.devices import DeviceBook, device_of
+from bridge.core.engine.devices import DeviceBook
+from bridge.core.engine.estop import EstopSignals, SafeActions
 from bridge.core.engine.expects import ExpectTable
 from bridge.core.engine.handover import HandOver
 from bridge.core.engine.lease import ControlLease, LeaseOutcome, lease_answer, lease_roles
@@ -74,7 +74,7 @@ from bridge.core.engine.safety import SafetyState
 from bridge.core.engine.status import StatusAnnouncer, status_data
 from bridge.core.engine.telemetry import Outgoing, TelemetryShaper
 from bridge.core.events import Signal
-from bridge.core.model import BridgeConfig, ParamSpec
+from bridge.core.model import BridgeConfig
 from bridge.core.signal import Connection
 
 __all__ = ["ACK", "CAPABILITIES", "DESCRIBE", "STATUS", "Audit", "Command", "DeviceGate", "Engine",
@@ -93,18 +93,10 @@ class Engine:
         self._table = RuleTable(config.rules)
         self._telemetry = TelemetryShaper(config.telemetry)
         self._safety = SafetyState(config.safety)
-        estop = config.safety.estop
-        self._estop_type = estop.signal if estop is not None else None
-        self._reset_type = estop.reset if estop is not None else None
-        self._estop_cmds = constant_commands(estop.send, newlines) if estop is not None else ()
-        self._on_disconnect = constant_commands(config.safety.on_disconnect, newlines)
-        self._on_controller_lost = constant_commands(config.safety.on_controller_lost, newlines)
-        self._on_shutdown = constant_commands(config.safety.on_shutdown, newlines)
-        self._watchdog_cmds = {r.index: constant_commands(r.watchdog.send, newlines)
-                               for r in config.rules if r.watchdog is not None}
-        self._devices = DeviceBook(config.devices, (
-            *self._estop_cmds, *self._on_disconnect, *self._on_controller_lost,
-            *(c for cmds in self._watchdog_cmds.values() for c in cmds)))
+        self._safe = safe = SafeActions.compile(config, newlines)
+        self._devices = DeviceBook(config.devices, safe.owed_when_missed())
+        self._counts = Counters()
+        self._estops = EstopSignals(config, self._safety, safe, tuple(config.devices), self._counts)
         self._closed = False
         self._lease = (ControlLease(lease_roles(config), config.control.idle_timeout_ms / 1000)
                        if config.control.lease else None)
@@ -117,7 +109,6 @@ class Engine:
         self._own_id: str | None = None
         self._audit = config.audit is not None
         self._linked = False
-        self._counts = Counters()
         # Hub clock minus monotonic clock, ms: from the last signal (ts + age_ms at now); for the time
         # of audit records of writes dropped later in a link's queue. None before the first signal.
         self._hub_offset_ms: float | None = None
@@ -140,10 +131,11 @@ class Engine:
                 counts.unknown_senders += 1
                 sender = stand_in(from_id)
         type_ = sig.type
-        if type_ == self._estop_type:
-            return self._estop(sig, sender, now)
-        if type_ == self._reset_type:
-            return self._reset(sig, sender, now)
+        if type_ == self._estops.signal:
+            self._reset_slews(now)
+            return self._estops.latch(sig, sender, lambda: self._announce(now))
+        if type_ == self._estops.reset_signal:
+            return self._estops.reset(sig, sender, lambda: self._announce(now))
         if type_ == DESCRIBE:
             if from_id is None or not self._describes.request(from_id, now):
                 return []
@@ -200,7 +192,7 @@ class Engine:
         self._dropped_in_outage = 0
         self._announcer.cancel()
         self._reset_slews(now)
-        return list(self._on_disconnect)
+        return list(self._safe.on_disconnect)
 
     def session_left(self) -> None:
         """The bridge's connection is gone for good (a new one lists the members again): forget them."""
@@ -209,7 +201,7 @@ class Engine:
     def shutdown(self) -> list[Command]:
         """The on_shutdown actions, after purging every device's queue; the engine is closed from now on."""
         self._closed = True
-        return [*(Purge(d) for d in self._devices.names), *self._on_shutdown]
+        return [*(Purge(d) for d in self._devices.names), *self._safe.on_shutdown]
 
     # ------------------------------------------------------------ device events
 
@@ -249,8 +241,7 @@ class Engine:
         # Back: made safe before anything else can reach it (the daemon writes these in the link's
         # up callback, before any other event is handled): the e-stop actions while latched, then the
         # safe actions it missed while down.
-        latched = [c for c in self._estop_cmds if device_of(c) == device] if self._safety.latched else []
-        return [*self._devices.back(device, latched), *self._announce(now)]
+        return [*self._devices.back(device, self._estops.for_device_back(device)), *self._announce(now)]
 
     def _refused(self, cmd: Command) -> list[Command]:
         """A link refused ``cmd`` (down, sealed or full). A safe action is owed to its device until that
@@ -280,7 +271,7 @@ class Engine:
         counts = self._counts
         for index in self._safety.expired(now):
             counts.watchdog_fired += 1
-            out.extend(self._watchdog_cmds[index])
+            out.extend(self._safe.watchdog[index])
         if out:
             self._reset_slews(now)
         counts.expect_timeouts += self._expects.expire(now)
@@ -315,7 +306,7 @@ class Engine:
         fired: list[Command] = []
         for index in self._safety.expired(math.inf):
             self._counts.watchdog_fired += 1
-            fired.extend(self._watchdog_cmds[index])
+            fired.extend(self._safe.watchdog[index])
         self._closed = True
         return HandOver(
             estopped=self._safety.latched, lease_holder=self.lease_holder, own_id=self._own_id,
@@ -389,32 +380,7 @@ class Engine:
     def unmatched(self) -> int:
         return self._table.unmatched
 
-    # ------------------------------------------------------------ e-stop, lease
-
-    def _estop(self, sig: Signal, sender: Connection | None, now: float) -> list[Command]:
-        was = self._safety.latched
-        self._safety.estop()   # latches; its actions were filled once at load: self._estop_cmds
-        # Queued commands were decided before the latch: dropped, so that nothing follows the stop.
-        out: list[Command] = [*(Purge(d) for d in self._devices.names), *self._estop_cmds]
-        self._counts.estops += 1
-        self._reset_slews(now)
-        if self._audit:
-            out.append(audit_record(sig, sender, Decision.APPLIED, "e-stop", out))
-        if not was:
-            out.append(Notice(NoticeKind.ESTOP_LATCHED))
-            out.extend(self._announce(now))
-        return out
-
-    def _reset(self, sig: Signal, sender: Connection | None, now: float) -> list[Command]:
-        result = self._safety.reset(sender.role if sender is not None else None)
-        self._counts.estop_reset(result)
-        out: list[Command] = []
-        if result == "unlatched":
-            out = [Notice(NoticeKind.ESTOP_RESET), *self._announce(now)]
-        if self._audit:
-            decision = Decision.UNAUTHORISED if result == "denied" else Decision.APPLIED
-            out.append(audit_record(sig, sender, decision, f"e-stop reset: {result}", []))
-        return out
+    # ------------------------------------------------------------ lease
 
     def _control(self, lease: ControlLease, sig: Signal, sender: Connection | None,
                  now: float) -> list[Command]:
@@ -435,7 +401,7 @@ class Engine:
             return []
         self._counts.lease_lost(outcome.kind)
         self._reset_slews(now)
-        return [*self._on_controller_lost, *self._announce(now)]
+        return [*self._safe.on_controller_lost, *self._announce(now)]
 
     # ------------------------------------------------------------ helpers
 
@@ -452,10 +418,7 @@ class Engine:
     def _reset_slews(self, now: float) -> None:
         """After a safe action the hardware is stopped: slew again from zero (when in range)."""
         for compiled in self._rules.values():
-            for spec in compiled.rule.params:
-                slew = compiled.slews.get(spec.name)
-                if slew is not None:
-                    slew.reset(0.0 if _zero_in_range(spec) else None, now)
+            compiled.reset_slews(now)
 
     def _describe(self, to: str) -> list[Command]:
         return [SendSignal(CAPABILITIES, self.capabilities, to, optional=True),
@@ -471,6 +434,3 @@ class Engine:
             return [SendSignal(STATUS, self._status_data())]
         return []
 
-
-def _zero_in_range(spec: ParamSpec) -> bool:
-    return (spec.min is None or spec.min <= 0) and (spec.max is None or spec.max >= 0)
