@@ -66,11 +66,12 @@ from bridge.core.engine.estop import EstopSignals, SafeActions
 from bridge.core.engine.expects import ExpectTable
 from bridge.core.engine.handover import HandOver
 from bridge.core.engine.lease import ControlLease, LeaseOutcome, lease_answer, lease_roles
-from bridge.core.engine.members import Members, stand_in
+from bridge.core.engine.members import stand_in
 from bridge.core.engine.outcomes import DeviceEvent, DeviceState, WriteRefused, WritesExpired
 from bridge.core.engine.ping import PING, PingResponder
 from bridge.core.engine.rules import RuleTable
 from bridge.core.engine.safety import SafetyState
+from bridge.core.engine.session import SessionView
 from bridge.core.engine.status import StatusAnnouncer, status_data
 from bridge.core.engine.telemetry import Outgoing, TelemetryShaper
 from bridge.core.events import Signal
@@ -105,28 +106,23 @@ class Engine:
         self._announcer = StatusAnnouncer()
         self._describes = DescribeLimiter()
         self._pings = PingResponder()
-        self._members = Members()
-        self._own_id: str | None = None
+        self._session = SessionView()
         self._audit = config.audit is not None
-        self._linked = False
-        # Hub clock minus monotonic clock, ms: from the last signal (ts + age_ms at now); for the time
-        # of audit records of writes dropped later in a link's queue. None before the first signal.
-        self._hub_offset_ms: float | None = None
-        self._dropped_in_outage = 0     # telemetry values dropped since the link went down
         self.capabilities = json.dumps(capabilities(config), separators=(",", ":"))
 
     # ------------------------------------------------------------ session events
 
     def signal(self, sig: Signal, now: float) -> list[Command]:
         from_id = sig.from_id
-        if self._closed or (from_id is not None and from_id == self._own_id):
+        session = self._session
+        if self._closed or (from_id is not None and from_id == session.own_id):
             return []   # shut down; or our own broadcasts (capabilities, telemetry) come back to us
         counts = self._counts
         counts.signals += 1
-        self._hub_offset_ms = sig.ts + sig.age_ms - now * 1000.0
+        session.hub_offset_ms = sig.ts + sig.age_ms - now * 1000.0
         sender: Connection | None = None
         if from_id is not None:
-            sender = self._members.get(from_id)
+            sender = session.members.get(from_id)
             if sender is None:
                 counts.unknown_senders += 1
                 sender = stand_in(from_id)
@@ -158,12 +154,12 @@ class Engine:
 
     def connection_created(self, conn: Connection, now: float) -> list[Command]:
         """A member joined (or was there when the bridge joined): remembered as the sender of its signals."""
-        if not self._closed and conn.id != self._own_id:
-            self._members.created(conn)
+        if not self._closed and conn.id != self._session.own_id:
+            self._session.members.created(conn)
         return []
 
     def connection_destroyed(self, conn: Connection, now: float) -> list[Command]:
-        self._members.destroyed(conn.id)
+        self._session.members.destroyed(conn.id)
         self._describes.forget(conn.id)
         for compiled in self._rules.values():
             if compiled.rate is not None:
@@ -175,28 +171,21 @@ class Engine:
 
     def link_up(self, own_connection_id: str, now: float) -> list[Command]:
         """The session link is (back) up under ``own_connection_id``: announce what we do and how we are."""
-        self._own_id = own_connection_id
-        self._members.destroyed(own_connection_id)
-        self._linked = True
+        dropped = self._session.up(own_connection_id)     # linked from now on: the status says so
         self._announcer.sent(now)
-        out: list[Command] = [SendSignal(CAPABILITIES, self.capabilities),
-                              SendSignal(STATUS, self._status_data())]
-        if self._dropped_in_outage:
-            out.append(Notice(NoticeKind.TELEMETRY_DROPPED, self._dropped_in_outage))
-            self._dropped_in_outage = 0
-        return out
+        return [SendSignal(CAPABILITIES, self.capabilities), SendSignal(STATUS, self._status_data()),
+                *dropped]
 
     def link_down(self, now: float) -> list[Command]:
         """The session link is lost or reconnecting: the safe actions, before anything else."""
-        self._linked = False
-        self._dropped_in_outage = 0
+        self._session.down()
         self._announcer.cancel()
         self._reset_slews(now)
         return list(self._safe.on_disconnect)
 
     def session_left(self) -> None:
         """The bridge's connection is gone for good (a new one lists the members again): forget them."""
-        self._members.clear()
+        self._session.members.clear()
 
     def shutdown(self) -> list[Command]:
         """The on_shutdown actions, after purging every device's queue; the engine is closed from now on."""
@@ -210,7 +199,7 @@ class Engine:
         if matched is not None:
             self._counts.expect_matched += 1
             reply = matched[0].answer(matched[1])
-            return [reply] if reply is not None and self._linked else []
+            return [reply] if reply is not None and self._session.linked else []
         return self._telemetry_out(self._telemetry.serial_line(device, line, now))
 
     def device_bytes(self, device: str, data: bytes, now: float) -> list[Command]:
@@ -259,8 +248,8 @@ class Engine:
         more = f" (+{len(dropped) - 3} more)" if len(dropped) > 3 else ""
         reason = (f"device {device}: past max_age_ms in its link's queue, dropped: "
                   f"{'; '.join(dropped[:3])}{more}")
-        hub_ms = now * 1000.0 + (self._hub_offset_ms or 0.0)
-        return [Audit(AuditRecord(hub_ms / 1000.0, None, None, "", Decision.STALE, reason))]
+        at = self._session.hub_ms(now) / 1000.0
+        return [Audit(AuditRecord(at, None, None, "", Decision.STALE, reason))]
 
     # ------------------------------------------------------------ time
 
@@ -279,10 +268,10 @@ class Engine:
         expired = self._lease.expire(now) if self._lease is not None else None
         if expired is not None:
             out.extend(self._lease_lost(expired, now))
-        if self._announcer.due(now) and self._linked:
+        if self._announcer.due(now) and self._session.linked:
             out.append(SendSignal(STATUS, self._status_data()))
         for sender in self._describes.due(now):
-            if self._linked:
+            if self._session.linked:
                 out += self._describe(sender)
         return out
 
@@ -309,12 +298,13 @@ class Engine:
             fired.extend(self._safe.watchdog[index])
         self._closed = True
         return HandOver(
-            estopped=self._safety.latched, lease_holder=self.lease_holder, own_id=self._own_id,
-            linked=self._linked, members=self._members.snapshot(),
+            estopped=self._safety.latched, lease_holder=self.lease_holder, own_id=self._session.own_id,
+            linked=self._session.linked, members=self._session.members.snapshot(),
             devices=self._devices.states(), owed=self._devices.owed(),
             fired=tuple(fired), counters=self._counts.copy(),
             decisions=MappingProxyType(dict(self._path.decisions)),
-            hub_offset_ms=self._hub_offset_ms, dropped_in_outage=self._dropped_in_outage)
+            hub_offset_ms=self._session.hub_offset_ms,
+            dropped_in_outage=self._session.dropped_in_outage)
 
     def take_over(self, old: HandOver, now: float) -> list[Command]:
         """This (new) engine inherits ``old`` and returns what to carry out: the fired watchdogs' safe
@@ -324,16 +314,12 @@ class Engine:
             self._safety.estop()
         if self._lease is not None and old.lease_holder is not None:
             self._lease.inherit(old.lease_holder, now)
-        self._own_id, self._linked = old.own_id, old.linked
-        for conn in old.members:
-            self._members.created(conn)
+        self._session.inherit(old)
         self._devices.inherit(old.devices, old.owed)
         self._counts.add(old.counters)
         self._path.decisions.update(old.decisions)
-        self._hub_offset_ms = old.hub_offset_ms
-        self._dropped_in_outage = old.dropped_in_outage
         self._reset_slews(now)
-        if self._linked:
+        if self._session.linked:
             self._announcer.sent(now)
             out += [SendSignal(CAPABILITIES, self.capabilities), SendSignal(STATUS, self._status_data())]
         return out
@@ -353,7 +339,7 @@ class Engine:
         """The state and every count now, as a frozen copy (the only way to read the counters)."""
         decisions = self._path.decisions
         return EngineStatus(
-            estopped=self._safety.latched, lease_holder=self.lease_holder, linked=self._linked,
+            estopped=self._safety.latched, lease_holder=self.lease_holder, linked=self._session.linked,
             devices=self._devices.states(), counters=self._counts.copy(),
             decisions=MappingProxyType({d: decisions[d] for d in Decision}))
 
@@ -369,7 +355,7 @@ class Engine:
     @property
     def linked(self) -> bool:
         """The session link is up (the daemon sends the engine's signals only then)."""
-        return self._linked
+        return self._session.linked
 
     @property
     def closed(self) -> bool:
@@ -406,14 +392,7 @@ class Engine:
     # ------------------------------------------------------------ helpers
 
     def _telemetry_out(self, items: list[Outgoing]) -> list[Command]:
-        if not items:
-            return []
-        if not self._linked:
-            first = self._dropped_in_outage == 0
-            self._counts.telemetry_dropped_link_down += len(items)
-            self._dropped_in_outage += len(items)
-            return [Notice(NoticeKind.TELEMETRY_DROPPING)] if first else []
-        return [SendSignal(o.type, o.data, optional=True) for o in items]
+        return self._session.telemetry(items, self._counts)
 
     def _reset_slews(self, now: float) -> None:
         """After a safe action the hardware is stopped: slew again from zero (when in range)."""
@@ -430,7 +409,7 @@ class Engine:
     def _announce(self, now: float) -> list[Command]:
         """The state changed: a status broadcast now, or later (coalesced, see ``tick``), or none while
         the link is down (the next connect sends a fresh one)."""
-        if self._linked and self._announcer.changed(now):
+        if self._session.linked and self._announcer.changed(now):
             return [SendSignal(STATUS, self._status_data())]
         return []
 
