@@ -87,12 +87,14 @@ class Daemon:
 
     def __init__(self, config: BridgeConfig) -> None:
         self.links: dict[str, SerialLink | MqttLink] = {}
-        #: metrics: in the config: served by run() (read from the current engine when scraped).
-        self.metrics = BridgeMetrics(lambda: self.engine) if config.metrics is not None else None
         self.notifier = Notifier.from_env()
         self._stop = asyncio.Event()
         self.timer = EngineTimer(lambda: self.executor.engine, self._execute, self.stop)
-        self.executor = Executor(config, self.links, self.metrics, self.timer.arm)
+        self.executor = Executor(config, self.links, None, self.timer.arm)
+        #: metrics: in the config: served by run() (read from the current engine when scraped; the
+        #: registry reads it once at once, so the executor comes first).
+        self.metrics = BridgeMetrics(lambda: self.engine) if config.metrics is not None else None
+        self.executor.metrics = self.metrics
         self.links.update((name, self._make_link(device)) for name, device in config.devices.items())
         self.session = SessionLoop(self.executor, self.notifier, self._stop, self.stop, self._give_up)
         self.reloader = Reloader(self.executor, self.notifier, self._stop)
