@@ -30,7 +30,7 @@ from pathlib import Path
 
 from bench.common import PYTHON, Child, Stats, scaled
 from bench.rig import hub_session_and_tokens, start_hub, wait_for_connection
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from firmware_stubs import avr_build
 from firmware_stubs.roboclaw_sim import RoboClawSim
 from firmware_stubs.rover_sim import RoverSim

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 from bench.common import Stats
+from bridge.client import SessionClient
 from bridge.core.events import Signal
-from bridge.session.client import SessionClient
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.client import SessionClient
 from bridge.core import wire
-from bridge.core.client_protocol import ConnectionsPage, parse_hub_frame
 from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Reconnected
 from bridge.core.signal import MAX_FRAME_BYTES, Connection
-from bridge.session.client import SessionClient
+from bridge.core.wire import ConnectionsPage, parse_hub_frame
 from tests.conftest import scaled
 from tests.helpers.browser import running_browser
 from tests.helpers.hub import HubHandle, hub_process

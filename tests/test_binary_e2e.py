@@ -20,7 +20,7 @@ import tty
 from pathlib import Path
 from typing import Any
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from firmware_stubs import avr_build
 from firmware_stubs.roboclaw_sim import RoboClawProtocol, RoboClawSim, with_crc
 from firmware_stubs.uno_emulator import EmulatedUno

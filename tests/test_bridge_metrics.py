@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.client import SessionClient
 from bridge.config import ConfigError, load_config
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import free_port

@@ -27,7 +27,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.browser import running_browser
 from tests.helpers.camera import camera_config, camera_process, freeze, viewer_process

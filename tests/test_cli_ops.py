@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from bridge.client import SessionClient
 from bridge.core.events import Signal
 from bridge.core.tokens import verify_client_token
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.pty import PtyPair

@@ -42,7 +42,7 @@ async def test_nowait_keeps_order_with_signal_and_leaves_nothing_pending(hub: Hu
         assert a.stats["sent"] == n + 1 and a.stats["dropped"] == 0
         await a.ping()      # the acks of the nowait signals are in by now: ignored, nothing pending
         assert a.stats["nowait_nacked"] == 0 and a.stats["acked"] == n // 10
-        assert not a._outbox._inflight and not a._requests
+        assert not a._core.outbox._inflight and not a._core.requests
 
 
 async def test_nowait_nack_is_counted_not_raised(hub: HubHandle) -> None:

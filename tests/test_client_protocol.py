@@ -6,17 +6,18 @@ import json
 
 import pytest
 
-from bridge.core.client_protocol import (
+from bridge.core.client import Outbox, SeqFilter
+from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
+from bridge.core.signal import Connection
+from bridge.core.wire import (
     Ack,
     Connected,
     HubDisconnected,
     HubError,
     Nack,
-    Outbox,
     Pong,
     ProtocolError,
     Resume,
-    SeqFilter,
     connect_frame,
     disconnect_frame,
     force_disconnect_frame,
@@ -24,8 +25,6 @@ from bridge.core.client_protocol import (
     ping_frame,
     signal_frame,
 )
-from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
-from bridge.core.signal import Connection
 
 CONN = {"id": "c1", "data": "name=op", "role": "publisher", "creation_time": 1700000000000}
 

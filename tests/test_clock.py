@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from bridge.core.clock import ClockEstimator
+from bridge.client import SessionClient
+from bridge.core.client import ClockEstimator
 from bridge.core.engine.age import is_stale
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import hub_process
 

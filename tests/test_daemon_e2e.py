@@ -20,9 +20,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from bridge.client import SessionClient
 from bridge.config.hub import HubConfig
 from bridge.core.events import Signal
-from bridge.session.client import SessionClient
 from bridge.session.hub import start_hub
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub, test_credentials

@@ -10,8 +10,8 @@ import shlex
 import signal
 import sys
 
+from bridge.client import SessionClient
 from bridge.core.events import Signal
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.mosquitto import free_port
 

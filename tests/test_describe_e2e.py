@@ -12,8 +12,8 @@ import contextlib
 import json
 from pathlib import Path
 
+from bridge.client import SessionClient
 from bridge.core.events import Signal
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair

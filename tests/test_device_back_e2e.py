@@ -20,7 +20,7 @@ from typing import Any
 
 import aiomqtt
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto

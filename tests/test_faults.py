@@ -42,7 +42,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from bridge.session.client import SignalError
+from bridge.client import SignalError
 from tests.helpers.fault_rig import (
     BLACKHOLE_BOUND_S,
     CUT_BOUND_S,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import pytest
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from firmware_stubs.rover_sim import RoverSim
 from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled

@@ -9,7 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair

@@ -24,9 +24,9 @@ from typing import Any
 
 import aiomqtt
 
+from bridge.client import SessionClient
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.serial_link import SerialLink
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.linkstate import (
+from bridge.core.backoff import backoff_delay
+from bridge.core.client.state import (
     TRANSITIONS,
     LinkEvent,
     LinkMachine,
     LinkState,
     LinkStateError,
     Notice,
-    backoff_delay,
 )
 
 

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from bridge.core.client_protocol import ProtocolError, parse_hub_frame
+from bridge.client import SessionClient
 from bridge.core.engine.pacing import Pacer
-from bridge.session.client import SessionClient
+from bridge.core.wire import ProtocolError, parse_hub_frame
 from tests.helpers.hub import raw_connect, running_hub
 
 CONN = {"id": "c1", "data": "", "role": "publisher", "creation_time": 1}

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+from bridge.client import SessionClient
 from bridge.core.engine import Engine
 from bridge.core.model import ParamSpec, RateLimit, Rule, SerialAction
 from bridge.core.signal import Connection
 from bridge.core.tokens import LEGACY_PREFIX, token_identity
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import raw_connect, running_hub
 from tests.helpers.pty import PtyPair

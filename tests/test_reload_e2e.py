@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from opentok import Client
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from opentok import Client
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from firmware_stubs.rover_sim import RoverSim
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub

@@ -15,10 +15,10 @@ import textwrap
 import time
 from pathlib import Path
 
+from bridge.client import SessionClient
 from bridge.core import wire
-from bridge.core.client_protocol import Outbox
+from bridge.core.client import Outbox
 from bridge.core.events import Signal
-from bridge.session.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import hub_process, raw_connect, running_hub
 from tests.helpers.proxy import TcpProxy

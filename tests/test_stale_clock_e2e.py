@@ -11,7 +11,7 @@ import signal
 import textwrap
 from pathlib import Path
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub
 from tests.helpers.proxy import TcpProxy

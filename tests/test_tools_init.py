@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.client import SessionClient
 from bridge.core.tokens import verify_client_token
-from bridge.session.client import SessionClient
 from bridge.tools.init import probe_mqtt
 from tests.conftest import scaled
 from tests.helpers.hub import running_hub

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.session.client import SessionClient
+from bridge.client import SessionClient
 from tests.conftest import scaled
 from tests.test_cli_ops import SID, Rig, rig, sigbridge, until_others
 

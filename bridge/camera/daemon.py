@@ -26,13 +26,13 @@ import time
 from typing import Any
 
 from bridge.adapters.systemd import Notifier, watchdog_loop
+from bridge.client import SessionClient, SignalError
 from bridge.config.camera import CameraConfig, load_camera_config
 from bridge.config.tree import ConfigError
 from bridge.core.camera import viewers as cv
 from bridge.core.camera.signals import STATUS
 from bridge.core.events import ConnectionDestroyed, Disconnected, Reconnected, SessionEvent, Signal
 from bridge.core.signal import FORBIDDEN, UNAUTHORIZED
-from bridge.session.client import SessionClient, SignalError
 
 log = logging.getLogger("bridge.camera")
 EXIT_UNUSABLE = 78

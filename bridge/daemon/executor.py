@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 from bridge.adapters.audit import AuditLog
 from bridge.adapters.metrics import BridgeMetrics
+from bridge.client import SessionClient, SignalError
 from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
 from bridge.core.engine.actions import Notice, NoticeKind
 from bridge.core.engine.decisions import Decision, Verdict
@@ -31,7 +32,6 @@ from bridge.core.engine.pacing import Pacer
 from bridge.core.model import BridgeConfig
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
-from bridge.session.client import SessionClient, SignalError
 
 log = logging.getLogger(__name__)
 

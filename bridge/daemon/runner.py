@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable
 from bridge.adapters.audit import AuditLog
 from bridge.adapters.metrics import BridgeMetrics
 from bridge.adapters.systemd import Notifier, watchdog_loop
+from bridge.client import SessionClient
 from bridge.config import load_or_report
 from bridge.core.engine import Command, Engine
 from bridge.core.engine.frames import FrameEncoder
@@ -52,7 +53,6 @@ from bridge.daemon.session_loop import SessionLoop
 from bridge.daemon.timer import EngineTimer
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
-from bridge.session.client import SessionClient
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 
 from bridge.adapters.systemd import Notifier
+from bridge.client import SessionClient, SignalError
 from bridge.core.engine import Publish, WriteFrame, WriteLine
 from bridge.core.engine.actions import Notice
 from bridge.core.events import (
@@ -34,7 +35,6 @@ from bridge.core.events import (
 )
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, is_bridge_data
 from bridge.daemon.executor import Executor
-from bridge.session.client import SessionClient, SignalError
 
 log = logging.getLogger(__name__)
 

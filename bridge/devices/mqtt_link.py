@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.core.model import MqttDeviceConfig
-from bridge.devices.backoff import Reconnect, report_state
+from bridge.devices.outage import Reconnect, report_state
 from bridge.devices.topics import check_filter, topic_ok
 
 __all__ = ["MqttLink", "availability_topic"]

@@ -32,7 +32,7 @@ from typing import Any
 import serial
 
 from bridge.core.model import SerialDeviceConfig
-from bridge.devices.backoff import Reconnect, report_state
+from bridge.devices.outage import Reconnect, report_state
 from bridge.devices.serial_transport import SerialTransport, open_transport
 
 __all__ = ["ByteFeed", "LineFramer", "SerialLink"]
@@ -302,7 +302,7 @@ class SerialLink:
 
     async def run(self) -> None:
         """Open the port and keep it open: reopen with backoff (``reopen_min_s`` doubling up to
-        ``reopen_max_s``) whenever it is lost or cannot be opened; see ``backoff.Reconnect`` for when an
+        ``reopen_max_s``) whenever it is lost or cannot be opened; see ``outage.Reconnect`` for when an
         outage is logged. Runs until cancelled; on cancellation the port is closed and ``up`` goes False
         before the CancelledError propagates."""
         cfg = self.config

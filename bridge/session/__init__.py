@@ -1,8 +1,10 @@
-"""I/O side of sessions: the session client (and, beside it, the hub and the MQTT session backend).
+"""The public import path of the Python session client (DESIGN.md, "Python client API"): a re-export
+of :mod:`bridge.client` and the session events, nothing else.
 
-Import the client from here: ``from bridge.session import SessionClient, SignalError, Signal``.
+``from bridge.session import SessionClient, SignalError, Signal``.
 """
 
+from bridge.client import SessionClient, SignalError
 from bridge.core.events import (
     ConnectionCreated,
     ConnectionDestroyed,
@@ -12,7 +14,6 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
-from bridge.session.client import SessionClient, SignalError
 
 __all__ = [
     "ConnectionCreated",

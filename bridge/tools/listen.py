@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from bridge.client import SessionClient, SignalError
 from bridge.core.events import (
     ConnectionCreated,
     ConnectionDestroyed,
@@ -30,7 +31,6 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
-from bridge.session.client import SessionClient, SignalError
 from bridge.tools.send import EXIT_TIMEOUT, connection_settings
 
 

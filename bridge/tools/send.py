@@ -23,11 +23,11 @@ import secrets
 import sys
 from typing import Any
 
+from bridge.client import SessionClient, SignalError
 from bridge.core.engine.decisions import Decision
 from bridge.core.engine.params import ID_KEY, decode_data
 from bridge.core.events import Signal
 from bridge.core.signal import is_bridge_data
-from bridge.session.client import SessionClient, SignalError
 
 ACK = "bridge.ack"
 #: The exit status when no answer came in time (as timeout(1)).

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.client import SessionClient
 from bridge.core.events import Signal
 from bridge.core.tokens import mint_client_token
-from bridge.session.client import SessionClient
 from firmware_stubs.rover_sim import TICK_S, WATCHDOG_MS, RoverProtocol, RoverSim
 from tests.helpers.faults import BridgeProc, HubProc, Ledger, Probe, SilentProxy, WakeLateness, scaled
 from tests.helpers.hub import test_credentials

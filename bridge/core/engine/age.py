@@ -2,7 +2,7 @@
 
 The age is ``Signal.age_ms``: the receiving client's estimate, at receipt, of the hub clock now minus
 the hub's timestamp ``ts`` (estimated from the local monotonic clock and the measured offset to the
-hub, ``bridge.core.clock``, so that a step of the local wall clock neither disables nor trips the
+hub, ``bridge.core.client.clock``, so that a step of the local wall clock neither disables nor trips the
 guard). The engine judges age from it alone and never reads a clock of its own; ``ts + age_ms`` is
 the hub's time at receipt (audit records, pongs).
 """

@@ -24,8 +24,8 @@ and raises :class:`LinkStateError`. Everything that changes the link state goes 
 :meth:`LinkMachine.handle`, so the rules are all in this table and nowhere else. ``CLOSED`` absorbs
 every event, because shutdown races (a transport error arriving after ``disconnect()``) are normal.
 
-Also here, because it is part of the same policy: :func:`backoff_delay`, the wait before each
-reconnection attempt.
+The machine is driven by :class:`bridge.core.client.session.ClientSession` only (the wait before each
+reconnection attempt is :func:`bridge.core.backoff.backoff_delay`).
 """
 
 from __future__ import annotations
@@ -116,13 +116,3 @@ class LinkMachine:
         """True while a signal with retry would be queued rather than sent or refused."""
         return self.state is LinkState.RECONNECTING
 
-
-def backoff_delay(attempt: int, min_s: float, max_s: float, jitter: float) -> float:
-    """Wait before reconnection attempt ``attempt`` (0-based): ``min_s * 2**attempt`` capped at ``max_s``,
-    scaled by ``jitter`` in [0.5, 1.0] (the caller draws it) so a fleet of clients dropped by one hub
-    restart does not come back in lockstep. Attempt 0 with the defaults waits 0.25-0.5 s.
-    """
-    if not 0.5 <= jitter <= 1.0:
-        raise ValueError("jitter must be in [0.5, 1.0]")
-    base = min(max_s, min_s * (2.0 ** min(attempt, 30)))
-    return base * jitter
