@@ -17,9 +17,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 from websockets.protocol import State
 
-from bridge.core.client import ClientSession, JoinReader
+from bridge.core.client import ClientSession
 from bridge.core.signal import MAX_FRAME_BYTES
-from bridge.core.wire import Connected, HubError, ProtocolError
+from bridge.core.wire import Connected, HubError, JoinReader, ProtocolError
 
 #: Failures of one connection attempt that are worth another attempt.
 RETRYABLE = (OSError, TimeoutError, WebSocketException, ProtocolError)

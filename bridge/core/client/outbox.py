@@ -6,9 +6,19 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from bridge.core.wire import signal_frame, with_queued_ms
+
+R = TypeVar("R", contravariant=True)
+
+
+class Ticket(Protocol[R]):
+    """What a caller waits on (an ``asyncio.Future`` fits)."""
+
+    def done(self) -> bool: ...
+    def set_result(self, result: R, /) -> None: ...
+    def set_exception(self, exception: BaseException, /) -> None: ...
 
 
 class SeqFilter:

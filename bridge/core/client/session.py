@@ -7,7 +7,7 @@ timers. Times are the caller's monotonic clock in seconds (``now``); nothing her
 
 Calling contract (the adapter's loop, in this order):
 
-1. Joining: send :meth:`ClientSession.connect_frame`; feed the answer to a :class:`JoinReader`
+1. Joining: send :meth:`ClientSession.connect_frame`; feed the answer to a ``wire.JoinReader``
    until it returns the hub's ``connected`` (or ``error``); pass that to :meth:`joined`, which
    returns the events to hand to the user and, when the hub gave us a connection we must not keep,
    a frame to send back.
@@ -29,11 +29,9 @@ settles them when the hub answers, the link drops or the session ends.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
-
 from bridge.core.backoff import Backoff
 from bridge.core.client.clock import ClockEstimator
-from bridge.core.client.outbox import Outbox, Outgoing, SeqFilter
+from bridge.core.client.outbox import Outbox, Outgoing, SeqFilter, Ticket
 from bridge.core.client.state import LinkEvent, LinkMachine, LinkState, Notice
 from bridge.core.errors import SignalError
 from bridge.core.events import (
@@ -56,7 +54,6 @@ from bridge.core.signal import check_signal as _check_signal
 from bridge.core.wire import (
     Ack,
     Connected,
-    ConnectionsPage,
     HubDisconnected,
     HubError,
     Nack,
@@ -69,19 +66,7 @@ from bridge.core.wire import (
     parse_hub_frame,
     ping_frame,
     signal_frame,
-    with_pages,
 )
-
-R = TypeVar("R", contravariant=True)
-
-
-class Ticket(Protocol[R]):
-    """What a caller waits on (an ``asyncio.Future`` fits)."""
-
-    def done(self) -> bool: ...
-    def set_result(self, result: R, /) -> None: ...
-    def set_exception(self, exception: BaseException, /) -> None: ...
-
 
 _Out = Outgoing[Ticket[None]]
 
@@ -93,31 +78,6 @@ def check_signal(type_: str, data: str, to: str | None) -> None:
         raise SignalError(refusal.code, refusal.message)
     if to is not None and (not isinstance(to, str) or not to):
         raise SignalError(BAD_REQUEST, "'to' must be a connection id")
-
-
-class JoinReader:
-    """The hub's answer to ``connect``, read frame by frame: ``connected``, then the ``connections``
-    pages that follow it at once when its member list did not fit (or the ``error`` refusing us)."""
-
-    def __init__(self) -> None:
-        self._hello: Connected | None = None
-        self._pages: list[ConnectionsPage] = []
-
-    def feed(self, text: str | bytes) -> Connected | HubError | None:
-        """One frame of the answer: the whole answer once complete (the member list joined up), else
-        None (read the next frame). Raises ProtocolError for a frame that does not belong here."""
-        frame = parse_hub_frame(text)
-        if self._hello is None:
-            if isinstance(frame, HubError):
-                return frame
-            if not isinstance(frame, Connected):
-                raise ProtocolError(f"expected 'connected', got {type(frame).__name__}")
-            self._hello = frame
-            return None if frame.more else frame
-        if not isinstance(frame, ConnectionsPage):
-            raise ProtocolError(f"expected a 'connections' page, got {type(frame).__name__}")
-        self._pages.append(frame)
-        return None if frame.more else with_pages(self._hello, self._pages)
 
 
 class ClientSession:

@@ -38,6 +38,7 @@ from bridge.core.wire.hub_frames import (
     HubDisconnected,
     HubError,
     HubFrame,
+    JoinReader,
     Nack,
     Pong,
     SignalBody,
@@ -55,8 +56,8 @@ from bridge.core.wire.hub_frames import (
 
 __all__ = [
     "JOIN_FRAME_BUDGET", "LIMITS", "Ack", "ClientFrame", "ConnectFrame", "Connected", "ConnectionsPage",
-    "DisconnectFrame", "ForceDisconnectFrame", "HubDisconnected", "HubError", "HubFrame", "Nack",
-    "PingFrame", "Pong", "ProtocolError", "Resume", "SignalBody", "SignalFrame", "WireError", "ack",
+    "DisconnectFrame", "ForceDisconnectFrame", "HubDisconnected", "HubError", "HubFrame", "JoinReader",
+    "Nack", "PingFrame", "Pong", "ProtocolError", "Resume", "SignalBody", "SignalFrame", "WireError", "ack",
     "connect_frame", "connected_frames", "connection_created", "connection_destroyed", "disconnect_frame",
     "disconnected", "dumps", "error", "force_disconnect_frame", "is_text", "nack", "parse_client_frame",
     "parse_hub_frame", "ping_frame", "pong", "signal_frame", "with_pages", "with_queued_ms",

@@ -302,3 +302,28 @@ def parse_hub_frame(text: str | bytes, hub_now_ms: float | None = None) -> HubFr
     if parser is None:
         raise ProtocolError(f"unknown op {op!r}"[:80])
     return parser(frame)
+
+
+class JoinReader:
+    """The hub's answer to ``connect``, read frame by frame: ``connected``, then the ``connections``
+    pages that follow it at once when its member list did not fit (or the ``error`` refusing us)."""
+
+    def __init__(self) -> None:
+        self._hello: Connected | None = None
+        self._pages: list[ConnectionsPage] = []
+
+    def feed(self, text: str | bytes) -> Connected | HubError | None:
+        """One frame of the answer: the whole answer once complete (the member list joined up), else
+        None (read the next frame). Raises ProtocolError for a frame that does not belong here."""
+        frame = parse_hub_frame(text)
+        if self._hello is None:
+            if isinstance(frame, HubError):
+                return frame
+            if not isinstance(frame, Connected):
+                raise ProtocolError(f"expected 'connected', got {type(frame).__name__}")
+            self._hello = frame
+            return None if frame.more else frame
+        if not isinstance(frame, ConnectionsPage):
+            raise ProtocolError(f"expected a 'connections' page, got {type(frame).__name__}")
+        self._pages.append(frame)
+        return None if frame.more else with_pages(self._hello, self._pages)
