@@ -34,6 +34,7 @@ from urllib.parse import parse_qs
 
 import jwt
 
+from bridge.core.errors import CodedError
 from bridge.core.signal import (
     FORBIDDEN,
     MAX_CONNECTION_DATA_CHARS,
@@ -57,14 +58,9 @@ MAX_TOKEN_CHARS = 32 * 1024
 _MAX_EPOCH = 10**10
 
 
-class TokenError(Exception):
+class TokenError(CodedError):
     """A credential was refused. ``code`` is 401 (not a valid credential), 403 (not allowed) or, for
     REST JWTs only, 429 (the replay cache is full)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

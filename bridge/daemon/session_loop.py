@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from bridge.adapters.systemd import Notifier
 from bridge.client import SessionClient, SignalError
+from bridge.core.backoff import Backoff
 from bridge.core.engine import Publish, WriteFrame, WriteLine
 from bridge.core.engine.actions import Notice
 from bridge.core.events import (
@@ -56,8 +57,7 @@ class SessionLoop:
         self._ready_printed = False
 
     async def run(self) -> None:
-        delay = RESTART_MIN_S
-        failing = False
+        retry = Backoff(RESTART_MIN_S, RESTART_MAX_S)
         x = self._x
         while True:
             s = x.config.session        # read each time: a reload may have brought a new token
@@ -74,15 +74,13 @@ class SessionLoop:
                     self._give_up(f"the hub refused the bridge's token ({exc.code}: {exc.message}); mint "
                                   f"a new one for session {s.session_id} (sigbridge token) and restart")
                     return
-                if not failing:
+                delay, started = retry.failed()
+                if started:
                     log.warning("session: cannot join %s (%s); retrying every <=%.0fs", client.uri, exc,
                                 RESTART_MAX_S)
-                    failing = True
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, RESTART_MAX_S)
                 continue
-            failing = False
-            delay = RESTART_MIN_S
+            retry.stable()
             assert client.connection is not None
             if client.connection.role not in SIGNALLING_ROLES:
                 with contextlib.suppress(Exception):
@@ -107,7 +105,7 @@ class SessionLoop:
             if self._stopping.is_set():
                 return
             log.warning("session: left for good; joining again as a new connection")
-            await asyncio.sleep(delay)
+            await asyncio.sleep(retry.min_s)
 
     def _event_handler(self, client: SessionClient, ended: asyncio.Event) -> Callable[[SessionEvent], None]:
         def on_event(event: SessionEvent) -> None:
