@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import Future
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bridge.core import wire
 from bridge.core.client import ClientSession, LinkState
@@ -253,3 +256,36 @@ def test_a_nowait_nack_is_counted_and_waits_for_nothing() -> None:
     assert core.nowait_written(True) and core.stats["sent"] == 1
     core.receive(wire.nack(json.loads(frame)["id"], 429, "slow down"), now=11.0)
     assert core.stats["nowait_nacked"] == 1
+
+
+HUB_OPS = ["signal", "ack", "nack", "pong", "connected", "connections", "connection_created",
+           "connection_destroyed", "error", "disconnected"]
+VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                 max_size=3), max_leaves=8)
+HUB_KEYS = st.sampled_from(["id", "seq", "ts", "type", "data", "from", "code", "message", "server_time",
+                            "connection", "connections", "reason", "more", "limits", "last_id", "nacks"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.fixed_dictionaries({"op": st.sampled_from(HUB_OPS) | st.text(max_size=4)})
+                .flatmap(lambda f: st.dictionaries(HUB_KEYS, VALUES, max_size=6).map(lambda d: {**d, **f})),
+                max_size=6))
+def test_any_hub_frames_give_events_or_protocol_errors_and_nothing_else(frames: list[dict[str, Any]]) -> None:
+    """A hostile or broken hub: whatever it sends, the session returns an event, None, or raises
+    ProtocolError (the adapter logs and skips it); pending tickets are settled at most once."""
+    core = joined()
+    ticket: Future[None] = Future()
+    core.signal("a", "", None, True, ticket, now=11.0)
+    for f in frames:
+        try:
+            text = json.dumps(f)
+        except ValueError:
+            continue
+        try:
+            event = core.receive(text, now=11.5)
+        except wire.ProtocolError:
+            continue
+        assert event is None or isinstance(event, Signal | ConnectionCreated | ConnectionDestroyed
+                                           | Disconnected)
+    assert core.state in (LinkState.CONNECTED, LinkState.CLOSED)
