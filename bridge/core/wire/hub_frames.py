@@ -268,7 +268,7 @@ def _signal(f: dict[str, Any], hub_now_ms: float | None = None) -> Signal:
         raise ProtocolError("signal: 'from' must be a string or null")
     ts = _int(f, "ts")
     return Signal(_str(f, "type", ""), _str(f, "data", ""), sender, _int(f, "seq"), ts,
-                  0 if hub_now_ms is None else int(hub_now_ms) - ts)
+                  0 if hub_now_ms is None else round(hub_now_ms) - ts)
 
 
 _PARSERS: dict[str, Callable[[dict[str, Any]], HubFrame]] = {
