@@ -17,6 +17,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.codecs import h264, vpx
 from aiortc.sdp import candidate_from_sdp
 
+from bridge.camera import vp8
 from bridge.camera.source import Fanout, ViewerTrack, open_source
 from bridge.config.camera import CameraConfig
 from bridge.core.camera.signals import Candidate
@@ -56,6 +57,7 @@ class Peers:
         self._ice = [RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential)
                      for s in config.ice_servers]
         _apply_bitrate(cam.bitrate_kbps * 1000)
+        vp8.install()
 
     def _task(self, stream: str, coro: Coroutine[Any, Any, None]) -> None:
         peer = self._peers.get(stream)

@@ -17,7 +17,8 @@
 //   carry the synthetic camera's frame code, bridge/core/framecode.py: capture time on the hub's
 //   clock, read back from the picture; else an estimate from WebRTC stats: jitter buffer + RTT/2),
 //   latencySource ('frame code' | 'estimate'), counter (the last frame number read), codeFrames,
-//   badCodes, latencies (the last 600 glass-to-glass figures).
+//   badCodes (frames whose code did not decode; a frame with no code in view counts as neither),
+//   latencies (the last 600 glass-to-glass figures).
 
 import { Emitter } from './signal-model.js';
 
@@ -265,6 +266,9 @@ export class CameraViewer extends Emitter {
         bits.push((px[i] + px[i + 1] + px[i + 2]) / 3 > 128 ? 1 : 0);
       }
     }
+    // Every cell alike: no code in view (Chromium's first frame callback can come before the frame
+    // can be drawn, giving a blank canvas; a real camera has no code). Neither a code nor a bad one.
+    if (bits.every((b) => b === bits[0])) return;
     const code = decodeCode(bits);
     if (!code) { this.stats.badCodes += 1; return; }
     this.stats.codeFrames += 1;
