@@ -30,3 +30,9 @@ def mosquitto() -> Iterator[Mosquitto]:
     """A fresh broker for one test (restartable: ``mosquitto.restart()``)."""
     with running_mosquitto() as broker:
         yield broker
+
+
+# Fixtures that several test modules use, defined with their helpers (imported last: the helpers
+# import ``scaled`` from here). A test module never imports another one (tests/test_layout_tests.py).
+from tests.helpers.cli import rig  # noqa: E402, F401
+from tests.helpers.systemd import short_dir  # noqa: E402, F401

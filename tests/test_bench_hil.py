@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 from tests.conftest import scaled
+from tests.helpers.cli import ROOT
 from tests.helpers.uno import uno_build
-from tests.test_cli_check import ROOT
 
 __all__ = ["uno_build"]
 

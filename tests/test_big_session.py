@@ -27,10 +27,10 @@ from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Reconnect
 from bridge.core.signal import MAX_FRAME_BYTES, Connection
 from bridge.core.wire import ConnectionsPage, parse_hub_frame
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
 from tests.helpers.browser import running_browser
 from tests.helpers.hub import HubHandle, hub_process
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 SESSION = "crowd"
 MEMBERS = 3000

@@ -18,24 +18,18 @@ import random
 import time
 import tty
 from pathlib import Path
-from typing import Any
 
 from bridge.client import SessionClient
 from firmware_stubs import avr_build
 from firmware_stubs.roboclaw_sim import RoboClawProtocol, RoboClawSim, with_crc
 from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
+from tests.helpers.cli import ROOT
 from tests.helpers.hub import running_hub
-from tests.test_cli_check import ROOT
-from tests.test_daemon_e2e import Operator, bridge_process
+from tests.helpers.poll import until
 
 EXAMPLE = ROOT / "config" / "roboclaw.example.yaml"
-
-
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(scaled(timeout)):
-        while not condition():
-            await asyncio.sleep(0.005)
 
 
 async def test_roboclaw_example_drives_the_simulated_controller(tmp_path: Path) -> None:

@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.client import SessionClient
 from bridge.config import ConfigError, load_config
 from tests.conftest import scaled
+from tests.helpers.bridge import bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import free_port
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import bridge_process
 
 SID = "metrics"
 CONFIG = """\

@@ -29,11 +29,11 @@ from playwright.async_api import Browser, Page, expect
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
-from tests.helpers.browser import running_browser
+from tests.helpers.bridge import Operator, bridge_process
+from tests.helpers.browser import join, new_page, running_browser
 from tests.helpers.camera import camera_config, camera_process, freeze, viewer_process
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,13 +56,9 @@ def new_session() -> str:
 
 async def console(browser: Browser, hub: HubHandle, sid: str, role: str = "moderator",
                   errors: list[Any] | None = None) -> Page:
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    page = await context.new_page()
+    page = await new_page(browser, [] if errors is None else errors)
     page.set_default_timeout(scaled(20) * 1000)
-    if errors is not None:
-        page.on("pageerror", lambda e: errors.append(e))
-    await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, role=role, data=f'op-{role}')}")
-    await expect(page.locator("#link-state")).to_have_text("connected")
+    await join(page, hub, sid, role, f"op-{role}")
     return page
 
 

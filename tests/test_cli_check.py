@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def check(path: Path | str, env: dict[str, str] | None = None,
-          cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_")}
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "bridge", "check", "-c", str(path)], capture_output=True,
-                          text=True, env=full_env, cwd=cwd, timeout=scaled(60))
+from tests.helpers.cli import ROOT, check
 
 
 def test_good_demo_config_exits_0_with_a_summary() -> None:

@@ -9,12 +9,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,77 +19,7 @@ from bridge.client import SessionClient
 from bridge.core.events import Signal
 from bridge.core.tokens import verify_client_token
 from tests.conftest import scaled
-from tests.helpers.hub import HubHandle, running_hub
-from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, bridge_process
-
-SID = "ops-lab"
-ROOT = Path(__file__).resolve().parent.parent
-#: The console script pip installed (the real entry point), not `python -m bridge`.
-SIGBRIDGE = shutil.which("sigbridge", path=str(Path(sys.executable).parent)) or "sigbridge"
-
-CONFIG = """\
-session: {{url: "{url}", session_id: {sid}, token: "{token}"}}
-devices: {{base: {{serial: {{port: "{port}"}}}}}}
-rules:
-  - signal: robot.move
-    params: {{x: {{type: float, min: -1, max: 1, on_range: clamp}}, y: {{type: float, min: -1, max: 1}}}}
-    send: {{device: base, line: "M {{x:.2f}} {{y:.2f}}"}}
-    ack: true
-  - signal: robot.quiet
-    send: {{device: base, line: "Q"}}
-  - signal: robot.admin
-    send: {{device: base, line: "A"}}
-    from_roles: [moderator]
-    ack: true
-safety:
-  estop: {{signal: robot.estop, reset: robot.estop_reset, send: [{{device: base, line: "S"}}]}}
-"""
-
-
-@dataclass
-class Rig:
-    hub: HubHandle
-    pty: PtyPair
-    bridge: Bridge
-    config: Path
-
-    def env(self, role: str = "publisher", **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_") or k.endswith("_SCALE")}
-        env.update(SIGBRIDGE_URL=self.hub.url, SIGBRIDGE_SESSION=SID,
-                   SIGBRIDGE_TOKEN=self.hub.token(SID, role))
-        env.update(extra)
-        return env
-
-
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    async with running_hub() as hub:
-        with PtyPair(tmp_path / "rover") as pair:
-            config = tmp_path / "bridge.yaml"
-            token = hub.token(SID, "moderator", "bridge:rover")
-            config.write_text(CONFIG.format(url=hub.url, sid=SID, token=token, port=pair.path))
-            async with bridge_process(config) as bridge:
-                await bridge.wait_for(r"device base: up")
-                await bridge.wait_for(r"session: connected as")
-                yield Rig(hub, pair, bridge, config)
-
-
-async def sigbridge(*args: str, env: dict[str, str] | None = None, stdin: bytes | None = None,
-                    timeout: float = 30) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        SIGBRIDGE, *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE if stdin is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(stdin), scaled(timeout))
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
-async def until_others(client: SessionClient, n: int) -> None:
-    """Until ``client`` sees ``n`` other connections."""
-    async with asyncio.timeout(scaled(20)):
-        while len(client.connections) < n:
-            await asyncio.sleep(0.02)
+from tests.helpers.cli import SID, SIGBRIDGE, Rig, sigbridge, until_others
 
 
 def one_json_line(out: str) -> dict[str, object]:
@@ -256,9 +182,6 @@ def test_token_takes_its_session_from_the_environment(tmp_path: Path) -> None:
     proc = subprocess.run([SIGBRIDGE, "token", "--state-dir", str(state)], env=env, capture_output=True,
                           text=True, timeout=scaled(30))
     assert proc.returncode == 2 and "SIGBRIDGE_SESSION" in proc.stderr
-
-
-
 
 
 async def test_send_ack_refused_by_the_hub_exits_1_without_waiting(rig: Rig) -> None:

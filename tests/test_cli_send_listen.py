@@ -15,8 +15,8 @@ import pytest
 
 from bridge.session import ConnectionCreated, SessionClient, Signal
 from tests.conftest import scaled
+from tests.helpers.client import next_of, signals_until
 from tests.helpers.hub import HubHandle, running_hub
-from tests.test_client_session import next_of, signals_until
 
 SID = "lab-1"
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,10 +23,9 @@ from bridge.core.tokens import mint_client_token
 from bridge.session import Disconnected, Reconnected, Reconnecting, SessionClient, SignalError
 from bridge.session.hub import start_hub
 from tests.conftest import scaled
+from tests.helpers.client import FAST, next_of, signals_until
 from tests.helpers.hub import test_credentials
 from tests.helpers.proxy import TcpProxy
-from tests.test_client_reconnect import FAST
-from tests.test_client_session import next_of, signals_until
 
 SID = "lab-1"
 

@@ -11,8 +11,8 @@ import pytest
 from bridge.core.signal import MAX_DATA_BYTES
 from bridge.session import Reconnecting, SessionClient, Signal, SignalError
 from tests.conftest import scaled
+from tests.helpers.client import signals_until
 from tests.helpers.hub import HubHandle, running_hub
-from tests.test_client_session import signals_until
 
 SID = "lab-1"
 

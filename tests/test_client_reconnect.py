@@ -24,14 +24,11 @@ from bridge.session import (
     SignalError,
 )
 from tests.conftest import scaled
+from tests.helpers.client import FAST, next_of, signals_until
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.proxy import TcpProxy
-from tests.test_client_session import next_of, signals_until
 
 SID = "lab-1"
-# Short timers so that each test takes about a second.
-FAST = {"ping_interval_s": 0.2, "link_timeout_s": 1.0, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2,
-        "open_timeout_s": 1.0}
 
 
 @dataclass

@@ -21,6 +21,7 @@ from bridge.session import (
     SignalError,
 )
 from tests.conftest import scaled
+from tests.helpers.client import next_of, signals_until
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.mosquitto import free_port
 
@@ -36,30 +37,6 @@ async def hub() -> AsyncIterator[HubHandle]:
 
 def client(h: HubHandle, role: str = "publisher", data: str = "", **kw: float) -> SessionClient:
     return SessionClient(h.url, SID, h.token(SID, role, data), **kw)  # type: ignore[arg-type]
-
-
-async def next_of(s: SessionClient, kind: type[E], timeout: float = 10.0) -> E:
-    """The next event of ``kind`` (others skipped)."""
-    async def find() -> E:
-        async for ev in s.events():
-            if isinstance(ev, kind):
-                return ev
-        raise AssertionError(f"events ended before a {kind.__name__}")
-    return await asyncio.wait_for(find(), scaled(timeout))
-
-
-async def signals_until(s: SessionClient, marker: str, timeout: float = 10.0) -> list[Signal]:
-    """Signals received up to (not including) the one whose data is ``marker``."""
-    got: list[Signal] = []
-
-    async def collect() -> list[Signal]:
-        async for ev in s.events():
-            if isinstance(ev, Signal):
-                if ev.data == marker:
-                    return got
-                got.append(ev)
-        raise AssertionError("events ended before the marker")
-    return await asyncio.wait_for(collect(), scaled(timeout))
 
 
 async def test_connect_sees_the_others_and_a_sane_clock(hub: HubHandle) -> None:

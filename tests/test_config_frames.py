@@ -14,8 +14,8 @@ from bridge.core.engine import Engine, SendSignal, WriteFrame
 from bridge.core.events import Signal
 from bridge.core.model import SerialAction
 from bridge.core.signal import Connection
-from tests.test_cli_check import ROOT, check
-from tests.test_frames import manual_crc16
+from tests.helpers.cli import ROOT, check
+from tests.helpers.frames import manual_crc16
 
 BASE = """\
 session: {url: ws://hub:8765, session_id: lab-1, token: abc}

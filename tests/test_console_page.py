@@ -25,11 +25,11 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import scaled
+from tests.helpers.bridge import bridge_process
 from tests.helpers.browser import WirePeer, running_browser
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import bridge_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -19,10 +19,10 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import scaled
-from tests.helpers.browser import WirePeer, running_browser
+from tests.helpers.bridge import Bridge, bridge_process
+from tests.helpers.browser import WirePeer, join, new_page, running_browser
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, bridge_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,21 +51,6 @@ safety:
 async def browser() -> AsyncIterator[Browser]:
     async with running_browser() as b:
         yield b
-
-
-async def new_page(browser: Browser, errors: list[Any], width: int = 1280, height: int = 900,
-                   **kw: Any) -> Page:
-    context = await browser.new_context(viewport={"width": width, "height": height}, **kw)
-    page = await context.new_page()
-    page.set_default_timeout(scaled(15) * 1000)
-    page.on("pageerror", lambda e: errors.append(e))
-    return page
-
-
-async def join(page: Page, hub: HubHandle, sid: str, role: str, data: str) -> str:
-    await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, role=role, data=data)}")
-    await expect(page.locator("#link-state")).to_have_text("connected")
-    return str(await page.evaluate("() => sigbridgeConsole.session.connection.id"))
 
 
 async def robot_state(page: Page, state: str) -> None:
@@ -227,7 +212,6 @@ async def test_keyboard_moves_the_knob_and_the_phone_layout(browser: Browser, ri
         await expect(phone.locator("#knob")).not_to_have_attribute("style", re.compile("translate"))
         await expect(phone.locator("#log-list")).to_be_attached()
     assert errors == []
-
 
 
 async def test_the_lease_holder_you_another_operator_or_free(browser: Browser, rig: Rig) -> None:

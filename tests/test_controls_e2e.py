@@ -13,10 +13,9 @@ from pathlib import Path
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, ack, bridge_process, next_status
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
-from tests.test_safety_e2e import ack, next_status
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,13 +8,12 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiomqtt
@@ -22,9 +21,9 @@ import pytest
 
 from bridge.client import SessionClient
 from bridge.config.hub import HubConfig
-from bridge.core.events import Signal
 from bridge.session.hub import start_hub
 from tests.conftest import scaled
+from tests.helpers.bridge import Bridge, Operator, bridge_process
 from tests.helpers.hub import HubHandle, running_hub, test_credentials
 from tests.helpers.mosquitto import Mosquitto, free_port
 from tests.helpers.proxy import TcpProxy
@@ -55,82 +54,6 @@ telemetry:
   - {{device: base, match: '^T (?P<battery>\\d+) (?P<speed>-?[\\d.]+)$', signal: robot.telemetry}}
   - {{device: arm, topic: "arm/state/#", signal: arm.state}}
 """
-
-
-@dataclass
-class Bridge:
-    proc: asyncio.subprocess.Process
-    stderr: list[str] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_for(self, pattern: str, timeout: float = 20.0, after: int = 0) -> str:
-        """The first stderr line (from index ``after``) matching ``pattern``."""
-        rx = re.compile(pattern)
-        async with asyncio.timeout(scaled(timeout)):
-            while True:
-                for line in self.stderr[after:]:
-                    if rx.search(line):
-                        return line
-                if self.proc.returncode is not None:
-                    raise AssertionError(f"bridge exited: {''.join(self.stderr)}")
-                self.changed.clear()
-                await self.changed.wait()
-
-
-async def _pump_stderr(bridge: Bridge) -> None:
-    assert bridge.proc.stderr is not None
-    while line := await bridge.proc.stderr.readline():
-        bridge.stderr.append(line.decode(errors="replace"))
-        bridge.changed.set()
-    bridge.changed.set()
-
-
-@contextlib.asynccontextmanager
-async def bridge_process(config_path: Path, env: dict[str, str] | None = None,
-                         module: str = "bridge") -> AsyncIterator[Bridge]:
-    """`python -m MODULE -v run -c CONFIG` (MODULE: the CLI, or a test wrapper around it), stderr
-    collected; SIGTERM (then SIGKILL) on exit. ``env`` is added to this process's environment."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", module, "-v", "run", "-c", str(config_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env=None if env is None else dict(os.environ, **env))
-    bridge = Bridge(proc)
-    pump = asyncio.create_task(_pump_stderr(bridge))
-    try:
-        yield bridge
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), scaled(10))
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        await pump
-
-
-class Operator:
-    """A moderator SessionClient whose received signals are queued for the test."""
-
-    def __init__(self, client: SessionClient) -> None:
-        self.client = client
-        self.signals: asyncio.Queue[Signal] = asyncio.Queue()
-        self._task = asyncio.create_task(self._collect())
-
-    async def _collect(self) -> None:
-        async for event in self.client.events():
-            if isinstance(event, Signal):
-                self.signals.put_nowait(event)
-
-    async def next(self, type_: str, timeout: float = 10.0) -> Signal:
-        async with asyncio.timeout(scaled(timeout)):
-            while True:
-                sig = await self.signals.get()
-                if sig.type == type_:
-                    return sig
-
-    async def send(self, type_: str, data: object) -> None:
-        await self.client.signal(type_, json.dumps(data))
 
 
 @dataclass

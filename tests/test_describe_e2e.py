@@ -15,9 +15,9 @@ from pathlib import Path
 from bridge.client import SessionClient
 from bridge.core.events import Signal
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 CONFIG = """\
 session: {{url: "{url}", session_id: ds, token: "{token}", signal_rate: {{hz: 15, burst: 15}}}}

@@ -22,10 +22,10 @@ import aiomqtt
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
+from tests.helpers.bridge import Bridge, Operator, ack, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, Operator, bridge_process
 
 CONFIG = """\
 session: {{url: "{url}", session_id: back, token: "{token}"}}
@@ -49,11 +49,6 @@ safety:
     reset: robot.estop_reset
     send: [{{device: base, line: ESTOP}}, {{device: arm, topic: arm/grip/set, payload: {{force: 0}}, qos: 1}}]
 """
-
-
-async def ack(op: Operator) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((await op.next("bridge.ack")).data)
-    return data
 
 
 async def status(op: Operator, **want: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from bridge.core.engine import Engine, SendSignal
 from bridge.core.engine.ping import PING, PING_BURST, PING_HZ, PONG
 from bridge.core.model import ParamSpec, Rule, SerialAction
 from bridge.core.signal import Connection
-from tests.test_engine import MOD, NOW_MS, OP, acks, engine, make_config, send, writes
+from tests.helpers.engine import MOD, NOW_MS, OP, acks, engine, make_config, send, writes
 
 
 def pongs(out: list[Any]) -> list[tuple[str | None, dict[str, Any]]]:

@@ -9,7 +9,7 @@ from typing import Any
 from bridge.core.engine import Engine, Purge, SendSignal, WriteLine
 from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.engine.outcomes import DeviceState, WriteRefused
-from tests.test_engine import MOD, acks, engine, send, writes
+from tests.helpers.engine import MOD, acks, engine, send, writes
 
 DOWN = Verdict(Decision.DEVICE_DOWN, "device base is down")
 

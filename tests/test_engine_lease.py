@@ -14,7 +14,7 @@ from bridge.config import ConfigError, load_config
 from bridge.core.engine import STATUS, Engine, SendSignal, WriteLine
 from bridge.core.model import Control, Rule, Safety, SerialAction
 from bridge.core.signal import Connection
-from tests.test_engine import MOD, OP, XY, acks, make_config, send, writes
+from tests.helpers.engine import MOD, OP, XY, acks, make_config, send, writes
 
 LOST = SerialAction("base", "LOST")
 SUB = Connection("sub1", "", "subscriber", 0)

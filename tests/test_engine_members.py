@@ -13,7 +13,7 @@ from bridge.core.engine.decisions import Decision
 from bridge.core.engine.handover import HandOver
 from bridge.core.events import Signal
 from bridge.core.signal import Connection
-from tests.test_engine import MOD, NOW_MS, OP, acks, engine, make_config, sig, writes
+from tests.helpers.engine import MOD, NOW_MS, OP, acks, engine, make_config, sig, writes
 
 TOKEN_OP = Connection("op9", "", "publisher", 0, "tok-1")
 

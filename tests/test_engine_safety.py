@@ -11,7 +11,7 @@ from bridge.core.engine import CAPABILITIES, STATUS, Engine, SendSignal, WriteLi
 from bridge.core.engine.outcomes import DeviceState
 from bridge.core.engine.status import StatusAnnouncer
 from bridge.core.model import Control, MqttAction, ParamSpec, Rule, SerialAction, Watchdog
-from tests.test_engine import MOD, OP, STOP, XY, acks, make_config, send, writes
+from tests.helpers.engine import MOD, OP, STOP, XY, acks, make_config, send, writes
 
 
 def statuses(out: list[Any]) -> list[dict[str, Any]]:

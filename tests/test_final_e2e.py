@@ -27,10 +27,10 @@ import aiomqtt
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
+from tests.helpers.bridge import Bridge, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, bridge_process
 
 TRIALS = 10
 HZ = 20

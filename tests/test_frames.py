@@ -21,6 +21,7 @@ from bridge.core.engine.frames import (
 from bridge.core.engine.templates import FillError
 from bridge.core.model import Checksum, FrameField, FrameSpec
 from firmware_stubs.roboclaw_sim import RoboClawProtocol
+from tests.helpers.frames import manual_crc16
 
 CRC16 = Checksum("crc16-xmodem")
 
@@ -35,18 +36,6 @@ def param(name: str, type_: str, order: str = "big") -> FrameField:
 
 def named(name: str, type_: str, scale: float | None = None) -> FrameField:
     return FrameField(type=type_, name=name, scale=scale)
-
-
-def manual_crc16(packet: bytes) -> int:
-    """The RoboClaw user manual's "CRC16 Checksum Calculation" C function, transcribed line by line:
-    crc ^= byte << 8; eight times: crc = (crc << 1) ^ 0x1021 if bit 15 else crc << 1."""
-    crc = 0
-    for byte in packet:
-        crc = crc ^ (byte << 8)
-        for _bit in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-        crc &= 0xFFFF        # the C code's `unsigned int` keeps 16 bits on the AVR it was written for
-    return crc
 
 
 def test_checksums_match_the_published_check_values() -> None:

@@ -25,9 +25,9 @@ from bridge.client import SessionClient
 from firmware_stubs.rover_sim import RoverSim
 from firmware_stubs.uno_emulator import EmulatedUno
 from tests.conftest import scaled
+from tests.helpers.bridge import Bridge, Operator, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.uno import uno_build
-from tests.test_daemon_e2e import Bridge, Operator, bridge_process
 
 __all__ = ["uno_build"]
 

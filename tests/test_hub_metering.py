@@ -16,10 +16,9 @@ import websockets
 
 from bridge.session import Reconnected, SessionClient
 from tests.helpers.attack import flooder, flooder_report, hub_yaml, latency_ms, metrics, summary
+from tests.helpers.client import FAST, next_of
 from tests.helpers.hub import HubHandle, RawClient, hub_process, raw_connect, running_hub
 from tests.helpers.proxy import TcpProxy
-from tests.test_client_reconnect import FAST
-from tests.test_client_session import next_of
 
 
 async def _dropped(h: HubHandle, role: str = "publisher", data: str = "") -> RawClient:

@@ -11,12 +11,13 @@ import sys
 import urllib.request
 
 from tests.conftest import scaled
+from tests.helpers.cli import ROOT
 from tests.helpers.hub import test_credentials
 from tests.helpers.mosquitto import free_port
-from tests.test_systemd_notify import ROOT, FakeSystemd, short_dir  # noqa: F401  (fixture)
+from tests.helpers.systemd import FakeSystemd
 
 
-def test_hub_ready_watchdog_status_and_stopping(short_dir: str) -> None:  # noqa: F811
+def test_hub_ready_watchdog_status_and_stopping(short_dir: str) -> None:
     systemd = FakeSystemd(os.path.join(short_dir, "notify"))
     key, secret = test_credentials()
     port = free_port()

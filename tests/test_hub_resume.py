@@ -4,20 +4,12 @@ never late, bounded buffers, heartbeat detection of a silent link, and forced di
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import websockets
 
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, RawClient, raw_connect, running_hub
-
-
-async def _until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition on the hub's state (which has no event to wait on from outside)."""
-    async def poll() -> None:
-        while not cond():
-            await asyncio.sleep(0.01)
-    await asyncio.wait_for(poll(), scaled(timeout))
+from tests.helpers.poll import until
 
 
 def _cut(c: RawClient) -> None:
@@ -53,7 +45,7 @@ async def test_retry_signals_are_replayed_once_after_resume_and_no_retry_never_l
         _cut(b)
         # Sent at once: the hub may not have noticed the drop yet, frames may die in the socket.
         await _send_ok(a, "r1", b.id, True)
-        await _until(lambda: not _linked(h, "s", b.id))
+        await until(lambda: not _linked(h, "s", b.id))
         await _send_ok(a, "f1", b.id, False)
         await _send_ok(a, "r2", b.id, True)
         await _send_ok(a, "rb", None, True)
@@ -83,7 +75,7 @@ async def test_resume_buffer_is_bounded_and_counts_drops() -> None:
         b = await raw_connect(h, "s")
         assert (await a.recv())["op"] == "connection_created"
         _cut(b)
-        await _until(lambda: not _linked(h, "s", b.id))
+        await until(lambda: not _linked(h, "s", b.id))
         for i in range(5):
             await _send_ok(a, f"m{i}", b.id, True)
         assert h.hub.state.metrics.dropped == 2 and h.hub.state.metrics.buffered == 5
@@ -97,7 +89,7 @@ async def test_resume_with_a_wrong_secret_is_refused_and_the_connection_kept() -
     async with running_hub(reconnect_grace_s=30.0) as h:
         a = await raw_connect(h, "s")
         _cut(a)
-        await _until(lambda: not _linked(h, "s", a.id))
+        await until(lambda: not _linked(h, "s", a.id))
         bad = await raw_connect(h, "s", resume={"connection_id": a.id, "secret": "guess", "last_seq": 0})
         assert bad.connected["op"] == "error" and bad.connected["code"] == 403
         good = await _resume(h, a, 0)
@@ -163,7 +155,7 @@ async def test_force_disconnect_over_websocket() -> None:
         assert f["op"] == "connection_destroyed" and f["reason"] == "forceDisconnected"
         # a member inside its grace window can be forced out too
         _cut(gone)
-        await _until(lambda: not _linked(h, "s", gone.id))
+        await until(lambda: not _linked(h, "s", gone.id))
         await mod.send(op="force_disconnect", id=4, connection_id=gone.id)
         assert await mod.recv() == {"op": "ack", "id": 4}
         assert (await mod.recv())["connection"]["id"] == gone.id
@@ -179,7 +171,7 @@ async def test_rest_signals_are_buffered_for_a_reconnecting_connection() -> None
     async with running_hub(reconnect_grace_s=30.0) as h:
         b = await raw_connect(h, "s")
         _cut(b)
-        await _until(lambda: not _linked(h, "s", b.id))
+        await until(lambda: not _linked(h, "s", b.id))
         url = f"{h.http_url}/v2/project/{h.api_key}/session/s/connection/{b.id}/signal"
         async with aiohttp.ClientSession() as http, http.post(
                 url, json={"type": "rest", "data": "d"}, headers={"X-OPENTOK-AUTH": h.rest_jwt()}) as r:
@@ -202,7 +194,7 @@ async def test_resume_tells_last_id_and_a_client_restarting_its_ids_is_not_dropp
         refused = await a.recv()
         assert refused["op"] == "nack" and refused["code"] == 404
         _cut(a)  # as if both answers had been lost with the link
-        await _until(lambda: not _linked(h, "s", a.id))
+        await until(lambda: not _linked(h, "s", a.id))
         a2 = await _resume(h, a, last_seq=0)
         assert a2.connected["resumed"] is True
         # The hub tells what it processed: the client settles 5 and 6 from this, re-sends nothing.
@@ -217,7 +209,7 @@ async def test_resume_tells_last_id_and_a_client_restarting_its_ids_is_not_dropp
         await a2.send(op="signal", id=3, type="t", data="x", to="nobody")
         assert (await a2.recv())["code"] == 404
         _cut(a2)
-        await _until(lambda: not _linked(h, "s", a.id))
+        await until(lambda: not _linked(h, "s", a.id))
         a3 = await _resume(h, a2, last_seq=0)  # with the secret of the latest resume
         # The highest id so far, and only the nacks of the link that just dropped.
         assert (a3.connected["last_id"], [n["id"] for n in a3.connected["nacks"]]) == (6, [3])

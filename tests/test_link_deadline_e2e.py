@@ -28,10 +28,10 @@ from bridge.client import SessionClient
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.serial_link import SerialLink
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 MAX_AGE_MS = 1000      # room for a loaded machine: every move is decided well within it
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.topics import check_filter
 from tests.conftest import scaled
 from tests.helpers.mosquitto import Mosquitto
+from tests.helpers.poll import until
 
 LOGGER = "bridge.devices.mqtt_link"
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +42,6 @@ class Harness:
 
     async def state(self) -> bool:
         return await asyncio.wait_for(self.states.get(), scaled(10))
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that has no event of its own (counters); fails loudly on timeout."""
-    async with asyncio.timeout(scaled(timeout)):
-        while not pred():
-            await asyncio.sleep(0.005)
 
 
 def config(broker: Mosquitto, **kw: object) -> MqttDeviceConfig:
@@ -307,7 +301,6 @@ async def test_tls_with_username_and_password(tmp_path: Path, caplog: pytest.Log
         assert len(warnings) == 1 and "Not authorized" in warnings[0], warnings
     finally:
         broker.close()
-
 
 
 async def _collect(c: aiomqtt.Client, n: int) -> list[int]:

@@ -8,7 +8,7 @@ import pytest
 from bridge.core.engine import CAPABILITIES, STATUS, SendSignal
 from bridge.core.engine.describe import DescribeLimiter
 from bridge.core.engine.pacing import MAX_WAITING, Pacer
-from tests.test_engine import OP, engine, send
+from tests.helpers.engine import OP, engine, send
 
 
 def test_essential_signals_wait_in_order_and_never_exceed_the_rate() -> None:

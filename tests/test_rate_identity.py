@@ -19,10 +19,10 @@ from bridge.core.model import ParamSpec, RateLimit, Rule, SerialAction
 from bridge.core.signal import Connection
 from bridge.core.tokens import LEGACY_PREFIX, token_identity
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
+from tests.helpers.engine import acks, make_config, send
 from tests.helpers.hub import raw_connect, running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
-from tests.test_engine import acks, make_config, send
 
 RULES = "  - {signal: go, params: {n: {type: int}}, send: {device: base, line: 'GO {n}'}, " \
         "rate_limit: {hz: 0.2}, ack: true}\n"

@@ -21,9 +21,9 @@ from opentok import Client
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import textwrap
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from opentok import Client
@@ -21,31 +20,11 @@ from opentok import Client
 from bridge.client import SessionClient
 from firmware_stubs.rover_sim import RoverSim
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, ack, bridge_process, next_status
 from tests.helpers.hub import running_hub
+from tests.helpers.poll import until
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
-
-
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    """Wait for ``condition()`` (a state of the in-process rover simulator, polled every 10 ms)."""
-    async with asyncio.timeout(scaled(timeout)):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-async def next_status(op: Operator, **want: Any) -> dict[str, Any]:
-    """The next bridge.status whose fields include ``want`` (``devices`` compared as a dict)."""
-    while True:
-        status: dict[str, Any] = json.loads((await op.next("bridge.status")).data)
-        if all(status.get(k) == v for k, v in want.items()):
-            return status
-
-
-async def ack(op: Operator) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((await op.next("bridge.ack")).data)
-    return data
-
 
 # ---------------------------------------------------------------- bridge.status
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import pytest
 from bridge.core.model import SerialDeviceConfig
 from bridge.devices.serial_link import LineFramer, SerialLink
 from tests.conftest import scaled
+from tests.helpers.poll import until
 from tests.helpers.pty import PtyPair
 
 LOGGER = "bridge.devices.serial_link"
@@ -31,13 +32,6 @@ class Harness:
 
     async def state(self) -> bool:
         return await asyncio.wait_for(self.states.get(), scaled(10))
-
-
-async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for a condition that has no event of its own (counters); fails loudly on timeout."""
-    async with asyncio.timeout(scaled(timeout)):
-        while not pred():
-            await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

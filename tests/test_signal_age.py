@@ -20,10 +20,10 @@ from bridge.core import wire
 from bridge.core.client import Outbox
 from bridge.core.events import Signal
 from tests.conftest import scaled
+from tests.helpers.bridge import Operator, bridge_process
 from tests.helpers.hub import hub_process, raw_connect, running_hub
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Operator, bridge_process
 
 
 def test_a_frame_that_waited_says_how_long() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
+from tests.helpers.bridge import Bridge, Operator, bridge_process
 from tests.helpers.hub import running_hub
 from tests.helpers.proxy import TcpProxy
 from tests.helpers.pty import PtyPair
-from tests.test_daemon_e2e import Bridge, Operator, bridge_process
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,11 +17,11 @@ from bridge.client import SessionClient
 from bridge.core.tokens import verify_client_token
 from bridge.tools.init import probe_mqtt
 from tests.conftest import scaled
+from tests.helpers.bridge import bridge_process
+from tests.helpers.cli import sigbridge, until_others
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import Mosquitto, free_port
 from tests.helpers.pty import PtyPair
-from tests.test_cli_ops import sigbridge, until_others
-from tests.test_daemon_e2e import bridge_process
 
 KEY, SECRET = "12345678", "s" * 40
 

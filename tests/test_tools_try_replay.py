@@ -13,9 +13,7 @@ import pytest
 
 from bridge.client import SessionClient
 from tests.conftest import scaled
-from tests.test_cli_ops import SID, Rig, rig, sigbridge, until_others
-
-__all__ = ["rig"]   # the fixture
+from tests.helpers.cli import SID, Rig, sigbridge, until_others
 
 CONFIG = """\
 session: {url: "ws://127.0.0.1:9", session_id: s, token: "t"}

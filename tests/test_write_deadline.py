@@ -14,7 +14,7 @@ from bridge.core.engine import Audit, Engine, Publish, SendSignal, WriteLine
 from bridge.core.engine.decisions import Decision
 from bridge.core.engine.outcomes import WritesExpired
 from bridge.core.model import Audit as AuditConfig
-from tests.test_engine import NOW_MS, engine, make_config, send, writes
+from tests.helpers.engine import NOW_MS, engine, make_config, send, writes
 
 
 def test_a_move_carries_the_deadline_of_its_issue_time_plus_max_age() -> None:

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import websockets
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from tests.conftest import scaled
+from tests.helpers.hub import HubHandle
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -139,3 +142,20 @@ class WirePeer:
         """Wait for at least ``count`` signals of ``type_``; returns all of them so far."""
         await self.wait_for(lambda _: len(self.signals(type_)) >= count, timeout)
         return self.signals(type_)
+
+
+async def new_page(browser: Browser, errors: list[Any], width: int = 1280, height: int = 900,
+                   **kw: Any) -> Page:
+    """A page in a context of its own; its uncaught errors go to ``errors``."""
+    context = await browser.new_context(viewport={"width": width, "height": height}, **kw)
+    page = await context.new_page()
+    page.set_default_timeout(scaled(15) * 1000)
+    page.on("pageerror", lambda e: errors.append(e))
+    return page
+
+
+async def join(page: Page, hub: HubHandle, sid: str, role: str, data: str) -> str:
+    """Open the console on ``hub`` in session ``sid``; the page's connection id once connected."""
+    await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, role=role, data=data)}")
+    await expect(page.locator("#link-state")).to_have_text("connected")
+    return str(await page.evaluate("() => sigbridgeConsole.session.connection.id"))
