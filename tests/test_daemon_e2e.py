@@ -23,7 +23,7 @@ import pytest
 from bridge.client import SessionClient
 from bridge.config.hub import HubConfig
 from bridge.core.events import Signal
-from bridge.session.hub import start_hub
+from bridge.hub.run import start_hub
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub, test_credentials
 from tests.helpers.mosquitto import Mosquitto, free_port
