@@ -346,8 +346,13 @@ class HubState:
     def find(self, session_id: str, connection_id: str) -> Member | None:
         return self.engine.find(session_id, connection_id)
 
+    @property
+    def connection_count(self) -> int:
+        """Members this hub holds (linked or in their grace window)."""
+        return sum(len(m) for m in self.engine.sessions.values())
+
     def metric_rows(self, links: int) -> list[MetricRow]:
         """What /metrics shows, as data; ``links`` is the adapter's count of open links."""
-        sessions = self.engine.sessions
-        return metric_rows(self.metrics, connections=sum(len(m) for m in sessions.values()),
-                           sessions=len(sessions), links=links, buffered_bytes=self.engine.buffered_bytes)
+        return metric_rows(self.metrics, connections=self.connection_count,
+                           sessions=len(self.engine.sessions), links=links,
+                           buffered_bytes=self.engine.buffered_bytes)
