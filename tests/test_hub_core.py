@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bridge.core import wire
-from bridge.core.hub import Admitted, Join, Member, MemoryEngine, Resume
+from bridge.core.hub import Admitted, JoinRequest, Member, MemoryEngine, ResumeRequest
 from bridge.core.hub.limits import Budget, ResumeThrottle
 from bridge.core.hub.member import MAX_REMEMBERED_NACKS, Link
 from bridge.core.signal import Connection
@@ -87,14 +87,14 @@ class _Link:
 def join(st: MemoryEngine, link: Link, role: str = "publisher", data: str = "", *, sid: str = "s",
          now: float = 0.0, token_id: str = "") -> Member:
     out: list[object] = []
-    st.join(Join(sid, role, data, token_id, now, 0), link, out.append)
+    st.join(JoinRequest(sid, role, data, token_id, now, 0), link, out.append)
     assert len(out) == 1 and isinstance(out[0], Admitted), out  # answered before join() returned
     return out[0].member
 
 
 def join_refused(st: MemoryEngine, token_id: str, sid: str = "s") -> object:
     out: list[object] = []
-    st.join(Join(sid, "publisher", "", token_id, 0.0, 0), _Link(), out.append)
+    st.join(JoinRequest(sid, "publisher", "", token_id, 0.0, 0), _Link(), out.append)
     return out[0]
 
 
@@ -102,7 +102,7 @@ def resume(st: MemoryEngine, m: Member, link: Link, last_seq: int, *, secret: st
            role: str | None = None, data: str | None = None, token_id: str = "X", now: float = 0.0) -> object:
     out: list[object] = []
     c = m.connection
-    st.resume(Resume(m.session_id, c.id, m.secret if secret is None else secret, last_seq,
+    st.resume(ResumeRequest(m.session_id, c.id, m.secret if secret is None else secret, last_seq,
                      c.role if role is None else role, c.data if data is None else data, token_id, now),
               link, out.append)
     return out[0]

@@ -5,7 +5,7 @@ interface where sessions live (:mod:`~bridge.core.hub.engine`) and its in-memory
 bounds (:mod:`~bridge.core.hub.limits`), counters (:mod:`~bridge.core.hub.counters`) and the REST
 credentials (:mod:`~bridge.core.hub.restauth`). The I/O adapters are in :mod:`bridge.hub`."""
 
-from bridge.core.hub.engine import Admitted, HubEngine, Join, Refusal, Resume
+from bridge.core.hub.engine import Admitted, HubEngine, JoinRequest, Refusal, ResumeRequest
 from bridge.core.hub.limits import Budget, LogGate, ResumeThrottle
 from bridge.core.hub.member import Link, Member
 from bridge.core.hub.memory import MemoryEngine
@@ -13,5 +13,5 @@ from bridge.core.hub.restauth import ReplayCache, verify_app_jwt, verify_project
 from bridge.core.hub.state import CONTINUE, FLOODED, PONG, STOP, HubLog, HubState
 
 __all__ = ["CONTINUE", "FLOODED", "PONG", "STOP", "Admitted", "Budget", "HubEngine", "HubLog", "HubState",
-           "Join", "Link", "LogGate", "Member", "MemoryEngine", "Refusal", "ReplayCache", "Resume",
-           "ResumeThrottle", "verify_app_jwt", "verify_project_jwt"]
+           "JoinRequest", "Link", "LogGate", "Member", "MemoryEngine", "Refusal", "ReplayCache",
+           "ResumeRequest", "ResumeThrottle", "verify_app_jwt", "verify_project_jwt"]

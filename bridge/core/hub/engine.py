@@ -60,7 +60,7 @@ Answer = Callable[[Member | None, int, Refusal | None], None]
 
 
 @dataclass(frozen=True, slots=True)
-class Join:
+class JoinRequest:
     """A new connection, its token checked: ``token_id`` is ``tokens.token_identity`` of it; ``now``
     monotonic seconds (rate-limit buckets), ``now_ms`` the hub clock (``creation_time``)."""
 
@@ -73,7 +73,7 @@ class Join:
 
 
 @dataclass(frozen=True, slots=True)
-class Resume:
+class ResumeRequest:
     """A resume of ``connection_id`` by a checked token granting ``role``/``data`` (``token_id``),
     presenting ``secret`` and the last ``seq`` it received."""
 
@@ -109,10 +109,11 @@ class HubEngine(Protocol):
     def sessions(self) -> Mapping[str, Mapping[str, Member]]:
         """The members this hub holds a handle on, by session then connection id."""
 
-    def join(self, req: Join, link: Link, done: Callable[[Admitted | Refusal], None]) -> None:
+    def join(self, req: JoinRequest, link: Link, done: Callable[[Admitted | Refusal], None]) -> None:
         """Admit a new member (or refuse it 429 for a session or token cap) and tell the others."""
 
-    def resume(self, req: Resume, link: Link, done: Callable[[Admitted | Refusal | None], None]) -> None:
+    def resume(self, req: ResumeRequest, link: Link,
+               done: Callable[[Admitted | Refusal | None], None]) -> None:
         """Re-attach a member in its grace window (or still linked) to ``link``; None when there is no
         such connection any more (the caller joins afresh, ``resumed: false``)."""
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from bridge.core import wire
 from bridge.core.hub.admission import NO_SUCH_CONNECTION, cap_message, caps_refusal, resume_refusal
 from bridge.core.hub.counters import Metrics
-from bridge.core.hub.engine import Admitted, Answer, Join, Refusal, Resume
+from bridge.core.hub.engine import Admitted, Answer, JoinRequest, Refusal, ResumeRequest
 from bridge.core.hub.limits import Budget, ResumeThrottle
 from bridge.core.hub.member import EXPIRED, LEFT, LINK_LOST, RESUMED, Link, Member
 from bridge.core.signal import NETWORK_DISCONNECTED, Connection
@@ -41,7 +41,7 @@ class MemoryEngine:
 
     # ---- joining and resuming --------------------------------------------------------------------
 
-    def join(self, req: Join, link: Link, done: Callable[[Admitted | Refusal], None]) -> None:
+    def join(self, req: JoinRequest, link: Link, done: Callable[[Admitted | Refusal], None]) -> None:
         cap = caps_refusal(len(self.sessions.get(req.session_id, ())), self._per_token.get(req.token_id, 0),
                            self.max_per_session, self.max_per_token)
         if cap is not None:
@@ -62,7 +62,8 @@ class MemoryEngine:
         members[conn.id] = member
         done(Admitted(member, others))
 
-    def resume(self, req: Resume, link: Link, done: Callable[[Admitted | Refusal | None], None]) -> None:
+    def resume(self, req: ResumeRequest, link: Link,
+               done: Callable[[Admitted | Refusal | None], None]) -> None:
         member = self.find(req.session_id, req.connection_id)
         if member is None:
             done(None)

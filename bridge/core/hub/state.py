@@ -34,7 +34,7 @@ from bridge.core.hub.admission import (
     socket_refusal,
 )
 from bridge.core.hub.counters import MetricRow, metric_rows
-from bridge.core.hub.engine import Admitted, HubEngine, Join, Refusal, Resume
+from bridge.core.hub.engine import Admitted, HubEngine, JoinRequest, Refusal, ResumeRequest
 from bridge.core.hub.member import Link, Member
 from bridge.core.signal import (
     BAD_REQUEST,
@@ -133,7 +133,7 @@ class HubState:
         if not wire.is_text(grant.data):
             return self._refuse(link, BAD_REQUEST, "the token's connection data is not valid UTF-8 text",
                                 done)
-        join = Join(session_id, grant.role, grant.data, token_identity(frame.token), now, now_ms)
+        join = JoinRequest(session_id, grant.role, grant.data, token_identity(frame.token), now, now_ms)
         r = frame.resume
         cid = "" if r is None else r.connection_id
         if r is None:
@@ -150,14 +150,14 @@ class HubState:
             else:
                 self._admitted(out, link, join, now_ms, done)
 
-        self.engine.resume(Resume(session_id, r.connection_id, r.secret, r.last_seq, grant.role,
+        self.engine.resume(ResumeRequest(session_id, r.connection_id, r.secret, r.last_seq, grant.role,
                                   grant.data, join.token_id, now), link, resumed)
 
     def no_connect_frame(self, link: Link, timeout_s: float) -> None:
         """No connect frame came within ``timeout_s`` of the upgrade: refuse the link."""
         self._refuse(link, UNAUTHORIZED, f"no connect frame within {timeout_s:g} s", None)
 
-    def _admitted(self, out: Admitted | Refusal, link: Link, join: Join, now_ms: int,
+    def _admitted(self, out: Admitted | Refusal, link: Link, join: JoinRequest, now_ms: int,
                   done: Callable[[Member | None], None]) -> None:
         if isinstance(out, tuple):
             self.log.warn("cap", "session %s: refused a connection: %s", join.session_id, out[1])
