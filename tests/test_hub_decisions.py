@@ -39,7 +39,7 @@ def _state(rate: float = 0, burst: float = 0, max_per_session: int = 0) -> HubSt
 
 def _token(role: str = "publisher", data: str = "", sid: str = SID, age: float = 0) -> str:
     return mint_client_token(api_key=KEY, api_secret=SECRET, session_id=sid, role=role, data=data,
-                             ttl_s=60, now=time.time() - age)
+                             ttl_s=3600, now=time.time() - age)
 
 
 def _connect(st: HubState, frame: object, link: _Link | None = None,
@@ -133,7 +133,7 @@ def test_a_subscriber_may_not_signal_and_only_a_moderator_may_force() -> None:
 @pytest.mark.parametrize(("frame", "code"), [
     ("not json", 400), ('{"op":"ping","id":1}', 400), ({"op": "connect", "token": "x.y.z"}, 401),
     ({"op": "connect", "token": _token(sid="other")}, 403),
-    ({"op": "connect", "token": _token(age=600)}, 401),
+    ({"op": "connect", "token": _token(age=7200)}, 401),
 ])
 def test_connect_refusals_close_the_link_and_admit_nobody(frame: object, code: int) -> None:
     st = _state()
