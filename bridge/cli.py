@@ -16,7 +16,7 @@ from bridge.tools.parsers import TOOL_HANDLERS, add_tool_parsers
 _HANDLERS: dict[str, tuple[str, str]] = {
     "hub": ("bridge.hub.run", "main"),
     "token": ("bridge.config.hub", "token_main"),
-    "app": ("bridge.hub.apps", "app_main"),
+    "app": ("bridge.config.apps", "app_main"),
     "run": ("bridge.daemon.runner", "run_main"),
     "check": ("bridge.config", "check_main"),
     "send": ("bridge.tools.send", "send_main"),
