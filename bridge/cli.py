@@ -14,9 +14,9 @@ from bridge.tools.parsers import TOOL_HANDLERS, add_tool_parsers
 
 # command -> (module, function); the function takes the parsed Namespace and returns an exit code.
 _HANDLERS: dict[str, tuple[str, str]] = {
-    "hub": ("bridge.session.hub", "main"),
+    "hub": ("bridge.hub.run", "main"),
     "token": ("bridge.config.hub", "token_main"),
-    "app": ("bridge.session.hubapps", "app_main"),
+    "app": ("bridge.config.apps", "app_main"),
     "run": ("bridge.daemon.runner", "run_main"),
     "check": ("bridge.config", "check_main"),
     "send": ("bridge.tools.send", "send_main"),

@@ -201,7 +201,7 @@ def test_frame_code_round_trip_and_check() -> None:
 
 
 def test_the_bridge_never_imports_the_media_stack() -> None:
-    code = ("import sys, bridge.cli, bridge.daemon.runner, bridge.session.hub, bridge.tools.demo, "
+    code = ("import sys, bridge.cli, bridge.daemon.runner, bridge.hub.run, bridge.tools.demo, "
             "bridge.config.camera\n"
             "print(','.join(m for m in ('aiortc', 'av') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -20,8 +20,8 @@ import websockets
 from bridge.config.hub import HubConfig
 from bridge.core.signal import NETWORK_DISCONNECTED
 from bridge.core.tokens import mint_client_token
+from bridge.hub.run import start_hub
 from bridge.session import Disconnected, Reconnected, Reconnecting, SessionClient, SignalError
-from bridge.session.hub import start_hub
 from tests.conftest import scaled
 from tests.helpers.client import FAST, next_of, signals_until
 from tests.helpers.hub import test_credentials

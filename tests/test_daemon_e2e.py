@@ -21,7 +21,7 @@ import pytest
 
 from bridge.client import SessionClient
 from bridge.config.hub import HubConfig
-from bridge.session.hub import start_hub
+from bridge.hub.run import start_hub
 from tests.conftest import scaled
 from tests.helpers.bridge import Bridge, Operator, bridge_process
 from tests.helpers.hub import HubHandle, running_hub, test_credentials

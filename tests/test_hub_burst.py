@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.core.signal import MAX_DATA_BYTES
+from bridge.hub.run import HUB_KEY
 from bridge.session import SessionClient, Signal
-from bridge.session.hub import _HUB_KEY
 from tests.conftest import scaled
 from tests.helpers.hub import HubHandle, running_hub
 
@@ -81,7 +81,7 @@ async def test_a_burst_sent_in_one_loop_turn_costs_a_few_writes_end_to_end(hub: 
         assert b.connection is not None and hub.hub is not None
         to_b = b.connection.id
         client_writes = _WriteCounter(a._ws.transport)  # type: ignore[union-attr]
-        hub_links = hub.hub.runner.app[_HUB_KEY].links
+        hub_links = hub.hub.runner.app[HUB_KEY].links
         hub_writes = [_WriteCounter(link._transport) for link in hub_links]
         n = 200
         # Scheduled together: each runs up to its write in the same loop turn.

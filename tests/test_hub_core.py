@@ -1,4 +1,4 @@
-"""bridge.core.wire and bridge.core.hubstate without any socket: frames in, frames out."""
+"""bridge.core.wire and the hub memory engine (bridge.core.hub) without any socket: frames in and out."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import pytest
 
 from bridge.core import wire
-from bridge.core.hublimits import Budget, ResumeThrottle
-from bridge.core.hubstate import MAX_REMEMBERED_NACKS, HubState, TokenBucket
+from bridge.core.hub import Admitted, JoinRequest, Member, MemoryEngine, ResumeRequest
+from bridge.core.hub.limits import Budget, ResumeThrottle
+from bridge.core.hub.member import MAX_REMEMBERED_NACKS, Link
 from bridge.core.signal import Connection
+from bridge.core.tokenbucket import TokenBucket
 
 
 def test_parse_client_frames() -> None:
@@ -66,6 +68,8 @@ def test_token_bucket() -> None:
     assert [b.take(0.0) for _ in range(4)] == [True, True, True, False]
     assert b.take(0.1) and not b.take(0.1)
     assert all(TokenBucket(0, 0, 0.0).take(0.0) for _ in range(10_000))
+    assert not b.take(-5.0) and not b.take(0.1)  # a clock stepping back adds nothing
+    assert all(TokenBucket(100, 1, 0.0).take(i / 100) for i in range(1000))  # exactly at the rate
 
 
 class _Link:
@@ -80,12 +84,40 @@ class _Link:
         self.closed = True
 
 
+def join(st: MemoryEngine, link: Link, role: str = "publisher", data: str = "", *, sid: str = "s",
+         now: float = 0.0, token_id: str = "") -> Member:
+    out: list[object] = []
+    st.join(JoinRequest(sid, role, data, token_id, now, 0), link, out.append)
+    assert len(out) == 1 and isinstance(out[0], Admitted), out  # answered before join() returned
+    return out[0].member
+
+
+def join_refused(st: MemoryEngine, token_id: str, sid: str = "s") -> object:
+    out: list[object] = []
+    st.join(JoinRequest(sid, "publisher", "", token_id, 0.0, 0), _Link(), out.append)
+    return out[0]
+
+
+def resume(st: MemoryEngine, m: Member, link: Link, last_seq: int, *, secret: str | None = None,
+           role: str | None = None, data: str | None = None, token_id: str = "X", now: float = 0.0) -> object:
+    out: list[object] = []
+    c = m.connection
+    st.resume(ResumeRequest(m.session_id, c.id, m.secret if secret is None else secret, last_seq,
+                     c.role if role is None else role, c.data if data is None else data, token_id, now),
+              link, out.append)
+    return out[0]
+
+
+def leave(st: MemoryEngine, m: Member, reason: str = "clientDisconnected") -> None:
+    st.leave(m.session_id, m.connection.id, reason, lambda _m: None)
+
+
 def test_state_grace_replay_and_expiry() -> None:
-    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
+    st = MemoryEngine(grace_s=5.0, replay_size=2)
     la, lb = _Link(), _Link()
-    a = st.join("s", "publisher", "", la, now=0.0, now_ms=0)
-    b = st.join("s", "publisher", "", lb, now=0.0, now_ms=0)
-    assert la.sent[0]["op"] == "connection_created" and st.others(b) == [a.connection]
+    a = join(st, la)
+    b = join(st, lb)
+    assert la.sent[0]["op"] == "connection_created"
     b.deliver_signal(wire.SignalBody("t", "1", a.connection.id, 1), retry=True)
     st.link_lost(b, lb, now=1.0)
     for i in (2, 3, 4):
@@ -94,46 +126,47 @@ def test_state_grace_replay_and_expiry() -> None:
     assert (st.metrics.buffered, st.metrics.dropped) == (3, 2)  # "2" pushed out; "nr" not buffered
     assert st.expire(now=5.9) == [] and len(la.sent) == 1  # nobody told yet
     lb2 = _Link()
-    resumed = st.resume(b, lb2, last_seq=1)
+    resumed = resume(st, b, lb2, last_seq=1)
+    assert isinstance(resumed, Admitted) and resumed.others == [a.connection]
     assert [json.loads(f)["data"] for f in resumed.replay] == ["3", "4"]
     assert (resumed.last_id, resumed.nacks) == (0, ())
-    st.link_lost(b, lb2, now=10.0)
-    st.link_lost(b, lb, now=10.0)  # a stale link dropping later changes nothing
-    assert b.grace_deadline == 15.0
-    assert st.expire(now=15.0) == [b]
+    assert st.link_lost(b, lb2, now=10.0)
+    assert not st.link_lost(b, lb, now=10.0)  # a stale link dropping later changes nothing
+    assert b.grace_deadline == 15.0 and b.state == "grace"
+    assert st.expire(now=15.0) == [b] and b.state == "gone"
     assert la.sent[-1]["op"] == "connection_destroyed" and la.sent[-1]["reason"] == "networkDisconnected"
-    st.leave(a, "clientDisconnected")
-    assert st.sessions == {} and st.connection_count == 0
+    leave(st, a)
+    assert st.sessions == {} and a.state == "gone"
 
 
 def test_resume_tells_last_id_and_the_nacks_of_the_previous_link() -> None:
-    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
+    st = MemoryEngine(grace_s=5.0, replay_size=2)
     link = _Link()
-    m = st.join("s", "publisher", "", link, now=0.0, now_ms=0)
+    m = join(st, link)
     assert m.last_id == 0  # a new connection starts from 0
     m.answered(1)
     m.answered(2, (404, "no such connection"))
     m.answered(5)
     st.link_lost(m, link, now=1.0)
-    r = st.resume(m, _Link(), last_seq=0)
-    assert (r.last_id, r.nacks) == (5, ((2, 404, "no such connection"),))
+    r = resume(st, m, _Link(), last_seq=0)
+    assert isinstance(r, Admitted) and (r.last_id, r.nacks) == (5, ((2, 404, "no such connection"),))
     # The next resume lists only the nacks of the link in between; last_id is the highest id so far,
     # also when the client restarted its ids on the new link.
     m.answered(1, (429, "slow down"))
-    r = st.resume(m, _Link(), last_seq=0)
-    assert (r.last_id, r.nacks) == (5, ((1, 429, "slow down"),))
+    r = resume(st, m, _Link(), last_seq=0)
+    assert isinstance(r, Admitted) and (r.last_id, r.nacks) == (5, ((1, 429, "slow down"),))
     for i in range(6, 6 + MAX_REMEMBERED_NACKS + 10):
         m.answered(i, (429, "slow down"))
-    r = st.resume(m, _Link(), last_seq=0)
-    assert r.last_id == 5 + MAX_REMEMBERED_NACKS + 10
+    r = resume(st, m, _Link(), last_seq=0)
+    assert isinstance(r, Admitted) and r.last_id == 5 + MAX_REMEMBERED_NACKS + 10
     assert [n[0] for n in r.nacks] == list(range(16, 6 + MAX_REMEMBERED_NACKS + 10))  # the latest ones
 
 
 def test_replay_buffers_are_bounded_in_bytes_and_by_the_shared_budget() -> None:
     budget = Budget(200_000)  # resume buffers may use at most half: 100,000 bytes
-    st = HubState(grace_s=5.0, replay_size=1000, rate=0, burst=0, replay_bytes=50_000, budget=budget)
+    st = MemoryEngine(grace_s=5.0, replay_size=1000, replay_bytes=50_000, budget=budget)
     links = [_Link() for _ in range(3)]
-    members = [st.join("s", "publisher", "", link, now=0.0, now_ms=0) for link in links]
+    members = [join(st, link) for link in links]
     for m, link in zip(members, links, strict=True):
         st.link_lost(m, link, now=1.0)
     for i in range(40):
@@ -146,38 +179,62 @@ def test_replay_buffers_are_bounded_in_bytes_and_by_the_shared_budget() -> None:
         seqs = [seq for seq, _, _ in m.replay]
         assert seqs == sorted(seqs) and (not seqs or seqs[-1] == 40)
     assert st.metrics.dropped == 3 * 40 - sum(len(m.replay) for m in members)
-    st.leave(members[0], "clientDisconnected")
+    leave(st, members[0])
     assert budget.used == sum(sizes[1:])  # a member leaving gives its bytes back
 
 
-def test_admit_caps_sessions_and_tokens_grace_members_included() -> None:
-    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0, max_per_session=3, max_per_token=2)
+def test_join_caps_sessions_and_tokens_grace_members_included() -> None:
+    st = MemoryEngine(grace_s=5.0, replay_size=2, max_per_session=3, max_per_token=2)
     link = _Link()
-    a = st.join("s", "publisher", "", link, now=0.0, now_ms=0, token_id="T")
-    st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0, token_id="T")
-    assert st.admit("s", "T") == "token" and st.admit("other", "T") == "token"
+    a = join(st, link, token_id="T")
+    join(st, _Link(), token_id="T")
+    assert join_refused(st, "T") == join_refused(st, "T", sid="other") == (
+        429, "too many connections for this token (hub.yaml max_connections_per_token)")
     st.link_lost(a, link, now=1.0)
-    assert st.admit("s", "T") == "token"  # still in its grace window
-    st.join("s", "publisher", "", _Link(), now=0.0, now_ms=0, token_id="U")
-    assert st.admit("s", "V") == "session" and st.admit("t", "V") is None
-    st.leave(a, "clientDisconnected")
-    assert st.admit("t", "T") is None
+    assert isinstance(join_refused(st, "T"), tuple)  # still in its grace window
+    join(st, _Link(), token_id="U")
+    assert join_refused(st, "V")[1].startswith("too many connections for this session")  # type: ignore[index]
+    assert isinstance(join_refused(st, "V", sid="t"), Admitted)
+    leave(st, a)
+    assert isinstance(join_refused(st, "T", sid="t"), Admitted)
     assert st.metrics.caps_refused == {"token": 3, "session": 1}
 
 
 def test_resume_check_grant_secret_rotation_and_throttle() -> None:
-    st = HubState(grace_s=5.0, replay_size=2, rate=0, burst=0)
-    link = _Link()
-    m = st.join("s", "moderator", "ops", link, now=0.0, now_ms=0)
+    st = MemoryEngine(grace_s=5.0, replay_size=2)
+    m = join(st, _Link(), "moderator", "ops")
     secret = m.secret
-    assert (st.resume_check(m, "subscriber", "ops", "X", secret, 1.0) or (0,))[0] == 403
-    assert (st.resume_check(m, "moderator", "ops", "X", "é\ud800", 1.0) or (0,))[0] == 403
-    assert (st.resume_check(m, "moderator", "ops", "X", secret, 1.1) or (0,))[0] == 429
-    assert st.resume_check(m, "moderator", "ops", "Y", secret, 1.1) is None  # another token: not locked
-    st.resume(m, _Link(), last_seq=0)
-    assert m.secret != secret and st.resume_check(m, "moderator", "ops", "Y", secret, 2.0) is not None
-    assert st.resume_check(m, "moderator", "ops", "X", m.secret, 1.6) is None  # 0.5 s after the guess
+    assert (resume(st, m, _Link(), 0, role="subscriber", now=1.0) or (0,))[0] == 403  # type: ignore[index]
+    assert resume(st, m, _Link(), 0, secret="é\ud800", now=1.0)[0] == 403  # type: ignore[index]
+    assert resume(st, m, _Link(), 0, now=1.1)[0] == 429  # type: ignore[index]  # X throttled
+    link = _Link()
+    assert isinstance(resume(st, m, link, 0, token_id="Y", now=1.1), Admitted)  # another token: not locked
+    assert m.secret != secret and m.link is link
+    assert isinstance(resume(st, m, _Link(), 0, secret=secret, token_id="Y", now=2.0), tuple)
+    assert isinstance(resume(st, m, _Link(), 0, now=1.6), Admitted)  # 0.5 s after the guess
+    assert link.closed  # the link it replaced is closed
     assert st.metrics.resume_refused == 4
+
+
+def test_resume_of_a_connection_gone_is_none_so_the_hub_joins_afresh() -> None:
+    st = MemoryEngine(grace_s=5.0, replay_size=2)
+    m = join(st, _Link())
+    leave(st, m)
+    assert resume(st, m, _Link(), 0) is None
+
+
+def test_member_life_cycle_follows_its_table() -> None:
+    from bridge.core.hub.member import EXPIRED, GONE, LEFT, LINK_LOST, RESUMED, TRANSITIONS
+
+    st = MemoryEngine(grace_s=5.0, replay_size=2)
+    link = _Link()
+    m = join(st, link)
+    assert not m.to(EXPIRED)  # not in the table for a linked member
+    assert m.to(LINK_LOST, link, 3.0) and m.state == "grace" and m.grace_deadline == 3.0
+    assert not m.to(LINK_LOST, link, 9.0) and m.grace_deadline == 3.0
+    assert m.to(RESUMED, _Link()) and m.grace_deadline is None
+    assert m.to(LEFT) and m.state == GONE and not any(m.to(e) for e in (LEFT, EXPIRED, RESUMED))
+    assert TRANSITIONS[GONE] == {}
 
 
 def test_resume_throttle_backs_off_and_forgets_the_oldest() -> None:

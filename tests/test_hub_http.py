@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.config.hub import HubConfigError, load_hub_config
 from bridge.core.tokens import mint_rest_jwt
-from bridge.session.hub import CONSOLE_DIR
+from bridge.hub.server import CONSOLE_DIR
 from tests.helpers.hub import hub_process, raw_connect, running_hub
 
 

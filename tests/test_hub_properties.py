@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
+from bridge.core.hub.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
 from bridge.core.tokens import TokenError, mint_rest_jwt, verify_client_token
 from tests.helpers.hub import HubHandle, hub_process
 

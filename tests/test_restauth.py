@@ -1,4 +1,4 @@
-"""REST credentials (bridge.core.restauth), pure: project JWTs as the opentok SDKs make them,
+"""REST credentials (bridge.core.hub.restauth), pure: project JWTs as the opentok SDKs make them,
 application RS256 JWTs as the vonage SDKs make them, and the replay cache. Every refusal is a
 TokenError 403 (429 for a full replay cache) and nothing else is ever raised."""
 
@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bridge.core.restauth import (
+from bridge.core.hub.restauth import (
     MAX_APP_JWT_LIFE_S,
     MAX_PROJECT_JWT_LIFE_S,
     ReplayCache,

@@ -28,11 +28,11 @@ from typing import Any
 
 import yaml
 
+from bridge.config.apps import AppError, Application, load_applications
 from bridge.config.loader import read_document
 from bridge.config.schema import Block, Custom, Int, Key, Nested, Num, Str, mapping, read_fields
 from bridge.config.tree import ConfigError, Reader, join
 from bridge.core.tokens import mint_client_token
-from bridge.session.hubapps import AppError, Application, load_applications
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ holds: 401 when the token is not a valid credential here (malformed, not ASCII, 
 :data:`MAX_TOKEN_CHARS`, tampered, expired, living longer than 30 days, other key, unknown
 application), 403 when it is valid but does not grant what was asked (another session, a session of
 another application, an unknown role, connection data too long). Messages never echo the token.
-The REST API's JWTs are in :mod:`bridge.core.restauth`.
+The REST API's JWTs are in :mod:`bridge.core.hub.restauth`.
 """
 
 from __future__ import annotations

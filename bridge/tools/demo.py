@@ -27,7 +27,7 @@ from pathlib import Path
 from bridge.camera.demo import start_demo_camera
 from bridge.config.hub import HubConfig, HubConfigError, load_or_create_credentials, parse_listen
 from bridge.core.tokens import mint_client_token, new_session_id
-from bridge.session.hub import start_hub
+from bridge.hub.run import start_hub
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: bridge/tools/demo.py -> ../..
 DEMO_CONFIG = ROOT / "config" / "demo.yaml"

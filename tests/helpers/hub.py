@@ -26,7 +26,7 @@ import websockets
 
 from bridge.config.hub import HubConfig
 from bridge.core.tokens import mint_client_token, mint_rest_jwt
-from bridge.session.hub import RunningHub, start_hub
+from bridge.hub.run import RunningHub, start_hub
 from tests.helpers.mosquitto import free_port
 
 

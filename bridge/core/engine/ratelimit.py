@@ -24,16 +24,9 @@ from collections.abc import Hashable
 
 from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.model import RateLimit
+from bridge.core.tokenbucket import TokenBucket
 
 DEFAULT_MAX_SENDERS = 1024
-
-
-class _Bucket:
-    __slots__ = ("last", "tokens")
-
-    def __init__(self, tokens: float, last: float) -> None:
-        self.tokens = tokens
-        self.last = last
 
 
 class RateLimiter:
@@ -51,7 +44,7 @@ class RateLimiter:
         self._hz = float(hz)
         self._burst = float(burst)
         self._max = max_senders
-        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
         # Shared, immutable: refusing a flood allocates nothing.
         self._refusal = Verdict(Decision.RATE_LIMITED, f"more than {hz:g}/s (burst {burst})")
 
@@ -72,16 +65,10 @@ class RateLimiter:
         if bucket is None:
             if len(buckets) >= self._max:
                 buckets.popitem(last=False)          # least recently used
-            bucket = buckets[sender] = _Bucket(self._burst, now)
+            bucket = buckets[sender] = TokenBucket(self._hz, self._burst, now)
         else:
             buckets.move_to_end(sender)
-            elapsed = now - bucket.last
-            if elapsed > 0:
-                bucket.tokens = min(self._burst, bucket.tokens + elapsed * self._hz)
-                bucket.last = now
-        # The epsilon absorbs float error: a sender keeping exactly to 1/hz must never be refused.
-        if bucket.tokens >= 1.0 - 1e-9:
-            bucket.tokens -= 1.0
+        if bucket.take(now):
             return None
         return self._refusal
 

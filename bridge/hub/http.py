@@ -109,7 +109,7 @@ def bad_request_logger(count: Callable[[], None], warn: Callable[..., None]) -> 
     def hook(status: int, exc: BaseException | None) -> None:
         count()
         if status >= 500:
-            logging.getLogger("bridge.session.hub").debug("error handling a request", exc_info=exc)
+            logging.getLogger("bridge.hub").debug("error handling a request", exc_info=exc)
             warn("http-500", "error handling a request: %s", type(exc).__name__ if exc else "unknown")
         else:
             warn(f"http-{status}", "refused a request aiohttp could not parse (%s): %s", status,

@@ -1,11 +1,11 @@
 """The hub's side of one WebSocket: how frames leave (see :class:`WsLink`).
 
-Kept apart from :mod:`bridge.session.hub` (the handlers) because this is the hub's hot path: every
+Kept apart from :mod:`bridge.hub.server` (the handlers) because this is the hub's hot path: every
 frame a hub sends goes through :meth:`WsLink.send`.
 
 Memory. Frames a link cannot write at once wait in its outbox; what waits there (and in a burst not yet
 written) is counted in bytes (``sys.getsizeof``, i.e. what the strings really hold) against the link's
-own bound and the hub-wide :class:`~bridge.core.hublimits.Budget` shared by every link of a
+own bound and the hub-wide :class:`~bridge.core.hub.limits.Budget` shared by every link of a
 :class:`LinkPool`. A link past its bound, or the largest outbox when the budget is spent, is *cut*: its
 queue is dropped, a close frame with :data:`CLOSE_TOO_SLOW` is written behind what the socket already
 holds, and the socket is aborted if it has not drained :data:`CLOSE_LINGER_S` later (a peer that never
@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from bridge.core.hublimits import Budget
+from bridge.core.hub.limits import Budget
 
-log = logging.getLogger("bridge.session.hub")
+log = logging.getLogger("bridge.hub")
 
 _sizeof = sys.getsizeof  # what a queued frame holds in memory (looked up once: the hot path)
 
@@ -54,7 +54,7 @@ def _text_frame(payload: bytes) -> bytes:
 
 
 class WsLink:
-    """A :class:`bridge.core.hubstate.Link` over one aiohttp WebSocket.
+    """A :class:`bridge.core.hub.member.Link` over one aiohttp WebSocket.
 
     The first frame of a loop turn is written straight to the socket when nothing is waiting before it
     (one ``send`` syscall, no task switch: a lone signal leaves at once); the frames that follow it in

@@ -1,7 +1,7 @@
 """The hub's ``GET /metrics`` page rendered with prometheus-client (the exposition format is theirs,
-not hand-written): the samples come from ``HubState.metric_rows`` (pure data) plus the configured
-bounds as ``sigbridge_limit{key}`` gauges. A fresh registry per scrape: the hub's counters live in its
-state, prometheus-client only formats them."""
+not hand-written): the samples come from ``HubState.metric_rows`` (pure data,
+:mod:`bridge.core.hub.counters`) plus the configured bounds as ``sigbridge_limit{key}`` gauges. A
+fresh registry per scrape: the hub's counters live in its state, prometheus-client only formats them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.core.hubstate import MetricRow
+from bridge.core.hub.counters import MetricRow
 
 __all__ = ["CONTENT_TYPE_LATEST", "render"]
 

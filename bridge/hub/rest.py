@@ -13,14 +13,17 @@ Routes (``{key}`` is the API key or an application id):
 * anything else under ``/v2/project/`` (streams, archives, broadcasts, SIP...) -> 501: the hub serves
   signaling only.
 
-Auth (:mod:`bridge.core.restauth`): ``X-OPENTOK-AUTH`` with the project's key, ``Authorization:
+Auth (:mod:`bridge.core.hub.restauth`): ``X-OPENTOK-AUTH`` with the project's key, ``Authorization:
 Bearer`` with an application's. An application reaches only the sessions created for it; the project
-reaches every session. Errors are ``{"code": N, "message": ...}`` with 400/403/404/413/429/501, never a
-500 and never an echo of the request: every malformed body is a 400, counted as a nack.
+reaches every session. Every decision on a signal or a force-disconnect is
+:class:`~bridge.core.hub.state.HubState`'s, the same as for a WebSocket's. Errors are
+``{"code": N, "message": ...}`` with 400/403/404/413/429/501, never a 500 and never an echo of the
+request: every malformed body is a 400, counted as a nack.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -30,10 +33,9 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from bridge.config.hub import HubConfig
-from bridge.core import wire
-from bridge.core.hubstate import HubState
-from bridge.core.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
-from bridge.core.signal import BAD_REQUEST, FORBIDDEN, MAX_FRAME_BYTES, NOT_FOUND, TOO_LARGE, check_signal
+from bridge.core.hub import HubState, Refusal
+from bridge.core.hub.restauth import ReplayCache, verify_app_jwt, verify_project_jwt
+from bridge.core.signal import BAD_REQUEST, FORBIDDEN, MAX_FRAME_BYTES, TOO_LARGE, Connection
 from bridge.core.tokens import (
     TokenError,
     check_token_text,
@@ -41,7 +43,7 @@ from bridge.core.tokens import (
     session_owner,
     unverified_claims,
 )
-from bridge.session.hubguard import QuietLog
+from bridge.hub.guard import QuietLog
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,16 @@ def _is_text(*values: str) -> bool:
     return True
 
 
-def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
-               force_disconnect: Callable[[str, str], bool]) -> None:
-    """Register the REST endpoints; ``force_disconnect(session_id, connection_id)`` is the hub's."""
+async def _outcome(start: Callable[[Callable[[Refusal | None], None]], None]) -> web.Response:
+    """Run a state call that answers through a callback; 204 or the refusal's JSON error."""
+    future: asyncio.Future[Refusal | None] = asyncio.get_running_loop().create_future()
+    start(future.set_result)
+    refusal = await future  # already done with the memory engine
+    return web.Response(status=204) if refusal is None else error(*refusal)
+
+
+def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState) -> None:
+    """Register the REST endpoints over the hub's ``state``."""
     apps = {a.id: a.public_key for a in config.applications}
     replay = ReplayCache()
     refusals = QuietLog()
@@ -163,36 +172,20 @@ def add_routes(router: web.UrlDispatcher, config: HubConfig, state: HubState,
             return malformed(_SIGNAL_BODY)
         type_, data = obj.get("type"), obj.get("data")
         type_, data = ("" if type_ is None else type_), ("" if data is None else data)
-        refusal = check_signal(type_, data)
-        if refusal is not None:
-            state.metrics.nack(refusal.code)
-            return error(refusal.code, refusal.message)
-        if not _is_text(str(type_), str(data)):
-            return malformed(_SIGNAL_BODY)
-        session_id = request.match_info["session_id"]
-        cid = request.match_info.get("connection_id")
-        members = state.members(session_id)
-        if cid is not None:
-            members = [m for m in members if m.connection.id == cid]
-            if not members:
-                state.metrics.nack(NOT_FOUND)
-                return error(NOT_FOUND, "no connection with that id in this session")
-        state.metrics.rest_signals += 1
-        body = wire.SignalBody(str(type_), str(data), None, int(time.time() * 1000))
-        for m in members:
-            m.deliver_signal(body, True)
-        return web.Response(status=204)
+        session_id, cid = request.match_info["session_id"], request.match_info.get("connection_id")
+        return await _outcome(lambda done: state.rest_signal(session_id, cid, type_, data,
+                                                             int(time.time() * 1000), done))
 
     async def delete_connection(request: web.Request, who: str) -> web.Response:
-        if not force_disconnect(request.match_info["session_id"], request.match_info["connection_id"]):
-            return error(NOT_FOUND, "no connection with that id in this session")
-        return web.Response(status=204)
+        session_id, cid = request.match_info["session_id"], request.match_info["connection_id"]
+        return await _outcome(lambda done: state.force(session_id, cid, None, done))
 
     async def list_connections(request: web.Request, who: str) -> web.Response:
         session_id = request.match_info["session_id"]
-        items = [{"connectionId": m.connection.id,
-                  "connectionState": "Connected" if m.link is not None else "Connecting",
-                  "createdAt": m.connection.creation_time} for m in state.members(session_id)]
+        listed: asyncio.Future[list[tuple[Connection, bool]]] = asyncio.get_running_loop().create_future()
+        state.connections(session_id, listed.set_result)
+        items = [{"connectionId": c.id, "connectionState": "Connected" if linked else "Connecting",
+                  "createdAt": c.creation_time} for c, linked in await listed]
         return _json({"count": len(items), "projectId": who, "sessionId": session_id, "items": items})
 
     async def media(request: web.Request) -> web.Response:

@@ -21,7 +21,7 @@ class Budget:
 
     def __init__(self, limit: int) -> None:
         self.limit = max(int(limit), 0)
-        self.resume_limit = self.limit // 2  # read directly by the hot path (hubstate.Member._keep)
+        self.resume_limit = self.limit // 2  # read directly by the hot path (member.Member._keep)
         self.used = 0
 
     def take(self, n: int, *, resume: bool = False) -> bool:

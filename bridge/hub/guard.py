@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bridge.core.hublimits import LogGate
+from bridge.core.hub.limits import LogGate
 
-log = logging.getLogger("bridge.session.hub")
+log = logging.getLogger("bridge.hub")
 
 #: At most one log line per kind of refusal (and per accept-error) in this many seconds.
 LOG_INTERVAL_S = 10.0
