@@ -28,8 +28,9 @@ _HANDLERS: dict[str, tuple[str, str]] = {
 
 
 def _add_connection_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=os.environ.get("SIGBRIDGE_URL"),
-                   help="hub base URL, e.g. ws://127.0.0.1:8765 (env SIGBRIDGE_URL)")
+    p.add_argument("--url", action="append", metavar="URL",
+                   help="hub base URL, e.g. ws://127.0.0.1:8765 (env SIGBRIDGE_URL); for hubs that share "
+                        "sessions repeat it or separate URLs with commas: tried in order")
     p.add_argument("--session", default=os.environ.get("SIGBRIDGE_SESSION"),
                    help="session id (env SIGBRIDGE_SESSION)")
     p.add_argument("--token", default=os.environ.get("SIGBRIDGE_TOKEN"),

@@ -132,7 +132,7 @@ class CameraDaemon:
         s = self.config.session
         delay = 0.5
         while not self._stop.is_set():
-            client = SessionClient(s.url, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
+            client = SessionClient(s.hub_urls, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
                                    link_timeout_s=s.link_timeout_ms / 1000)
             try:
                 await client.connect()

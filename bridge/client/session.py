@@ -23,7 +23,7 @@ import logging
 import random
 import ssl as _ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from urllib.parse import quote
 
@@ -50,18 +50,22 @@ class SessionClient:
     (when full, the oldest is dropped and counted in ``stats["events_dropped"]``); ``ssl`` the TLS
     context for a ``wss://`` hub (None: the system's default CA store; e.g.
     ``ssl.create_default_context(cafile="hub-ca.pem")`` for a private CA or a self-signed hub).
+
+    ``url`` is one hub base URL, or several (a list, or one string of URLs separated by commas) of
+    hubs that share sessions (docs/cluster.md): the first connect tries them in order, and after a
+    drop the resume goes to the next one, then round the list (``bridge.core.client.hubs``).
     """
 
-    def __init__(self, url: str, session_id: str, token: str, *, ping_interval_s: float = 2.0,
+    def __init__(self, url: str | Sequence[str], session_id: str, token: str, *, ping_interval_s: float = 2.0,
                  link_timeout_s: float = 6.0, reconnect_min_s: float = 0.5, reconnect_max_s: float = 5.0,
                  give_up_s: float | None = 60.0, open_timeout_s: float = 10.0,
                  event_queue_size: int = 1000, ssl: _ssl.SSLContext | None = None) -> None:
-        self.uri = f"{url.rstrip('/')}/v1/session/{quote(session_id, safe='')}"
+        self._path = f"/v1/session/{quote(session_id, safe='')}"
         self._token = token
         self._ssl = ssl
         self._core = ClientSession(ping_interval_s=ping_interval_s, link_timeout_s=link_timeout_s,
                                    reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s,
-                                   give_up_s=give_up_s, open_timeout_s=open_timeout_s)
+                                   give_up_s=give_up_s, open_timeout_s=open_timeout_s, urls=url)
         self._writer = Writer()
         self._events: asyncio.Queue[SessionEvent] = asyncio.Queue(max(1, event_queue_size))
         #: When set (set_event_handler), events are handed to it instead of the queue.
@@ -72,6 +76,16 @@ class SessionClient:
         self._closing = False
 
     # ---- public state --------------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        """The session's WebSocket URI on the hub dialled now (the current link's, while connected)."""
+        return self._core.hubs.url.rstrip("/") + self._path
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The hub base URLs this client may dial, in order."""
+        return self._core.hubs.urls
 
     @property
     def state(self) -> str:
@@ -136,13 +150,17 @@ class SessionClient:
         the hub cannot be reached within ``open_timeout_s``."""
         if self._core.state is not LinkState.CONNECTING or self._supervisor is not None:
             raise RuntimeError("connect() may be called once")
-        try:
-            ws, answer, sent, received = await open_link(self._core, self.uri, self._token, self._ssl,
-                                                         self._core.open_timeout_s)
-        except RETRYABLE as exc:
-            self._core.attempt_failed()
-            raise SignalError(NOT_CONNECTED, f"cannot connect to {self.uri}: {exc or type(exc).__name__}") \
-                from None
+        failures: list[str] = []
+        while True:
+            try:
+                ws, answer, sent, received = await open_link(self._core, self.uri, self._token, self._ssl,
+                                                             self._core.open_timeout_s)
+                break
+            except RETRYABLE as exc:
+                failures.append(f"{self.uri}: {exc or type(exc).__name__}")
+                if not self._core.first_failed():
+                    raise SignalError(NOT_CONNECTED, f"cannot connect to {'; '.join(failures)}") from None
+                log.info("cannot connect to %s; trying %s", failures[-1], self.uri)
         events, _ = self._core.joined(answer, sent, received)  # SignalError when refused
         self._ws = ws  # usable at once, before the supervisor task first runs
         self._emit_all(events)
@@ -332,7 +350,7 @@ class SessionClient:
             try:
                 ws, answer, sent, received = await open_link(core, self.uri, self._token, self._ssl, timeout)
             except RETRYABLE as exc:
-                log.debug("reconnection attempt %d failed: %r", attempt, exc)
+                log.debug("reconnection attempt %d to %s failed: %r", attempt, self.uri, exc)
                 core.attempt_failed()
                 continue
             events, reply = core.joined(answer, sent, received)

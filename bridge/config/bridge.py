@@ -67,28 +67,44 @@ class BridgeBuilder:
         m = mapping(self.r, node, path, keys.SESSION)
         if m is None:
             return None
-        url = self.r.string(m["url"], "session.url") if "url" in m else None
-        if url is not None:
-            try:
-                parts = urlsplit(url)
-                good = parts.scheme in ("ws", "wss") and bool(parts.hostname)
-            except ValueError:      # e.g. an unclosed IPv6 bracket
-                good = False
-            if not good:
-                self.r.error(m["url"], "session.url",
-                             f"expected a ws:// or wss:// URL with a host, got {url!r}")
-                url = None
+        urls = self._urls(m["url"]) if "url" in m else None
         session_id = self.r.string(m["session_id"], "session.session_id") if "session_id" in m else None
         token = self._token(m, node)
         timing = self._session_timing(m)
         pace = self._signal_rate(m["signal_rate"]) if "signal_rate" in m else (None, None)
-        if url is None or session_id is None or token is None or timing is None or pace is None:
+        if urls is None or session_id is None or token is None or timing is None or pace is None:
             return None
         defaults = SessionSettings("", "", "")
-        return SessionSettings(url=url, session_id=session_id, token=token,
+        return SessionSettings(url=urls[0], urls=urls, session_id=session_id, token=token,
                                keepalive_ms=timing[0], link_timeout_ms=timing[1],
                                signal_rate_hz=pace[0] or defaults.signal_rate_hz,
                                signal_burst=pace[1] or defaults.signal_burst)
+
+    def _urls(self, node: yaml.Node) -> tuple[str, ...] | None:
+        """``session.url``: one hub URL or a non-empty list of them, each ws:// or wss:// with a host
+        (no repeats, no commas: a comma separates URLs on the command line)."""
+        nodes = [(n, join("session.url", i)) for i, n in enumerate(node.value)] \
+            if isinstance(node, yaml.SequenceNode) else [(node, "session.url")]
+        if not nodes:
+            self.r.error(node, "session.url", "expected at least one hub URL")
+            return None
+        urls: list[str] = []
+        for n, path in nodes:
+            url = self.r.string(n, path)
+            if url is None:
+                continue
+            try:
+                parts = urlsplit(url)
+                good = parts.scheme in ("ws", "wss") and bool(parts.hostname) and "," not in url
+            except ValueError:      # e.g. an unclosed IPv6 bracket
+                good = False
+            if not good:
+                self.r.error(n, path, f"expected a ws:// or wss:// URL with a host, got {url!r}")
+            elif url in urls:
+                self.r.error(n, path, f"{url!r} is listed twice")
+            else:
+                urls.append(url)
+        return tuple(urls) if len(urls) == len(nodes) else None
 
     def _signal_rate(self, node: yaml.Node) -> tuple[float, int | None] | None:
         path = "session.signal_rate"

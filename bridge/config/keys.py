@@ -37,9 +37,12 @@ TOP = Block("", (
 ))
 
 SESSION = Block("session", (
-    Key("url", Custom("string", {"type": "string", "pattern": r"^(wss?://|.*\$\{)"}),
-        "the hub's base URL, `ws://` or `wss://` with a host; the client appends `/v1/session/{session_id}`",
-        required=True),
+    Key("url", Custom("URL or list of URLs", {"anyOf": [
+        {"type": "string", "pattern": r"^(wss?://|.*\$\{)"},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^(wss?://|.*\$\{)"}}]}),
+        "the hub's base URL, `ws://` or `wss://` with a host; the client appends `/v1/session/{session_id}`. "
+        "A list: hubs that share sessions (docs/cluster.md), tried in order; after a drop the bridge resumes "
+        "on the next one", required=True),
     Key("session_id", Str(), "the session to join", required=True),
     Key("token", Str(), "the client token (JWT); prefer `${SIGBRIDGE_TOKEN}` or `token_file`",
         default="one of token / token_file"),

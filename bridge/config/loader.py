@@ -102,7 +102,7 @@ def summary(config: BridgeConfig) -> str:
     safety = config.safety
     lines = [
         f"{config.source}: OK",
-        f"  session: {config.session.url} session {config.session.session_id}",
+        f"  session: {', '.join(config.session.hub_urls)} session {config.session.session_id}",
         f"  devices: {devices}",
         f"  rules: {len(config.rules)} ({', '.join(r.signal for r in config.rules) or 'none'})",
         f"  telemetry: {len(config.telemetry)} stream(s) "

@@ -26,6 +26,10 @@
 // - Link liveness: a ping every pingIntervalMs (2 s); the link counts as lost after linkTimeoutMs
 //   (6 s) without any frame. Reconnection retries with capped exponential backoff and jitter and
 //   gives up after giveUpMs (60 s) with sessionDisconnected {reason: 'networkDisconnected'}.
+// - Several hubs that share sessions (docs/cluster.md): `url` may be a list (or one string of URLs
+//   separated by commas). connect() tries them in order; after a drop the resume goes to the next
+//   URL, and a failed attempt moves on again at once: the backoff grows once per round of the list.
+//   s.url is the session URL on the hub in use.
 // No dependency, no build step: an ES module served as-is by the hub.
 
 import { Emitter, SignalError, checkSignal, sessionUrl, toConnection } from './signal-model.js';
@@ -45,15 +49,31 @@ const DEFAULTS = Object.freeze({
 
 /** Connect to a session; resolves to a Session once the hub has accepted the token. */
 export async function connect(url, sessionId, token, options = {}) {
-  const session = new Session(sessionUrl(url, sessionId), token, options);
+  const session = new Session(hubUrls(url).map((u) => sessionUrl(u, sessionId)), token, options);
   await session._start();
   return session;
 }
 
+/** The hub URLs of a string (one, or several separated by commas) or an array; repeats dropped. */
+export function hubUrls(url) {
+  const items = Array.isArray(url) ? url : String(url).split(',');
+  const urls = [];
+  for (const item of items) {
+    const u = String(item).trim();
+    if (u === '') throw new SignalError(400, 'empty hub URL');
+    if (!urls.includes(u)) urls.push(u);
+  }
+  if (urls.length === 0) throw new SignalError(400, 'no hub URL');
+  return urls;
+}
+
 export class Session extends Emitter {
-  constructor(wsUrl, token, options) {
+  constructor(wsUrls, token, options) {
     super();
-    this.url = wsUrl;
+    this.urls = Array.isArray(wsUrls) ? wsUrls : [wsUrls];
+    this._hub = 0;                       // index of the hub URL in use (or to dial next)
+    this._tried = 0;                     // failed attempts in this round of the list
+    this.url = this.urls[0];
     this.options = Object.freeze({ ...DEFAULTS, ...options });
     this.connection = null;              // own connection object
     this.connections = new Map();        // id -> connection object of the others
@@ -186,8 +206,28 @@ export class Session extends Emitter {
   }
 
   async _start() {
-    const { ws, msg } = await this._open(null);
-    this._adopt(ws, msg, false);
+    const failures = [];
+    for (;;) {
+      try {
+        const { ws, msg } = await this._open(null);
+        this._adopt(ws, msg, false);
+        return;
+      } catch (err) {
+        // A refused token is refused by every hub; an unreachable hub: try the next one.
+        if (err.code !== 500) throw err;
+        failures.push(err.message);
+        if (this._hub + 1 >= this.urls.length) {
+          throw new SignalError(500, failures.length > 1 ? failures.join('; ') : err.message);
+        }
+        this._nextHub();
+      }
+    }
+  }
+
+  /** Move to the next hub URL (round the list). */
+  _nextHub() {
+    this._hub = (this._hub + 1) % this.urls.length;
+    this.url = this.urls[this._hub];
   }
 
   /** Take over an authenticated link: update identity and members, start pings, flush the queue. */
@@ -348,6 +388,8 @@ export class Session extends Emitter {
     this.state = 'reconnecting';
     this._lostAt = Date.now();
     this._attempt = 0;
+    this._tried = 0;
+    this._nextHub();                     // the hub that dropped us is the likeliest to be dead
     // Unacked signals: retry=true ones wait for the resume (settled by its last_id, or sent again);
     // retry=false ones fail now, their fate is unknown and they must not be replayed late.
     const inflight = [...this._pending.values()];
@@ -382,7 +424,11 @@ export class Session extends Emitter {
     } catch (err) {
       if (this.state !== 'reconnecting') return;
       // A refused token will not get better by retrying.
-      if (err.code === 401 || err.code === 403) this._close('networkDisconnected', false);
+      if (err.code === 401 || err.code === 403) { this._close('networkDisconnected', false); return; }
+      this._nextHub();
+      this._tried = (this._tried + 1) % this.urls.length;
+      // Within a round of the list the next hub is dialled at once; the backoff grows per round.
+      if (this._tried !== 0) this._retryTimer = setTimeout(() => this._retry(), 0);
       else this._scheduleRetry();
     }
   }

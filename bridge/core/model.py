@@ -35,6 +35,14 @@ class SessionSettings:
     #: burst 2000) so that acks and status are paced, not refused (see bridge.core.engine.pacing).
     signal_rate_hz: float = 500.0
     signal_burst: int = 1000
+    #: Every hub URL of ``session.url`` in order (a fleet sharing sessions); ``url`` is the first.
+    #: Empty: ``url`` alone.
+    urls: tuple[str, ...] = ()
+
+    @property
+    def hub_urls(self) -> tuple[str, ...]:
+        """The hub URLs to dial, in order (at least one)."""
+        return self.urls or (self.url,)
 
 
 # ---------------------------------------------------------------- binary frames

@@ -175,7 +175,7 @@ class Daemon:
         devices = ", ".join(f"{d.name} ({d.serial.port if d.serial else 'mqtt'})"
                             for d in self.config.devices.values())
         print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
-              f"joining {self.config.session.url} session {self.config.session.session_id}",
+              f"joining {', '.join(self.config.session.hub_urls)} session {self.config.session.session_id}",
               file=sys.stderr, flush=True)
         if self.metrics is not None and self.config.metrics is not None:
             try:

@@ -61,7 +61,7 @@ class SessionLoop:
         x = self._x
         while True:
             s = x.config.session        # read each time: a reload may have brought a new token
-            client = SessionClient(s.url, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
+            client = SessionClient(s.hub_urls, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
                                    link_timeout_s=s.link_timeout_ms / 1000)
             ended = asyncio.Event()
             # Events by callback from the start: the members listed at the join reach the engine as

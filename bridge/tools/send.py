@@ -19,11 +19,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from typing import Any
 
 from bridge.client import SessionClient, SignalError
+from bridge.core.client.hubs import hub_urls
 from bridge.core.engine.decisions import Decision
 from bridge.core.engine.params import ID_KEY, decode_data
 from bridge.core.events import Signal
@@ -37,13 +39,26 @@ _WROTE = frozenset({Decision.APPLIED.value, Decision.CLAMPED.value})
 
 def connection_settings(args: argparse.Namespace) -> tuple[str, str, str] | None:
     """(url, session, token) from the flags (which default to the environment), or None after
-    printing which one is missing."""
-    missing = [f"--{name} (or SIGBRIDGE_{name.upper()})" for name in ("url", "session", "token")
-               if not getattr(args, name, None)]
+    printing which one is missing or wrong. ``url`` is every hub URL given (``--url`` repeated, or
+    commas; else SIGBRIDGE_URL), comma-separated, as SessionClient takes it."""
+    url = ",".join(args.url) if getattr(args, "url", None) else os.environ.get("SIGBRIDGE_URL")
+    missing = [f"--{name} (or SIGBRIDGE_{name.upper()})" for name, value in
+               (("url", url), ("session", getattr(args, "session", None)),
+                ("token", getattr(args, "token", None))) if not value]
     if missing:
         print(f"error: missing connection setting: {', '.join(missing)}", file=sys.stderr)
         return None
-    return args.url, args.session, args.token
+    assert url is not None
+    try:
+        urls = hub_urls(url)
+    except ValueError as exc:
+        print(f"error: --url: {exc}", file=sys.stderr)
+        return None
+    bad = [u for u in urls if not u.startswith(("ws://", "wss://"))]
+    if bad:
+        print(f"error: --url: expected ws:// or wss:// URLs, got {', '.join(bad)}", file=sys.stderr)
+        return None
+    return ",".join(urls), args.session, args.token
 
 
 def send_main(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ Calling contract (the adapter's loop, in this order):
    anything new, in order). Every ``keepalive_tick_s`` call :meth:`keepalive`.
 3. When the socket drops (or :meth:`keepalive` said it went silent): :meth:`link_lost`, then
    :meth:`reconnect_delay`, sleep, :meth:`attempt_timeout` (None: :meth:`give_up`), try to join
-   again (a failed attempt: :meth:`attempt_failed`).
+   again (a failed attempt: :meth:`attempt_failed`). Every attempt dials ``hubs.url``: with several
+   hub URLs the session moves to the next one on a drop and on a failed attempt (``.hubs``).
 4. :meth:`finish` ends the session (idempotent): every pending ticket fails.
 
 Callers wait on *tickets*: any object with ``done()``, ``set_result()`` and ``set_exception()``
@@ -29,8 +30,11 @@ settles them when the hub answers, the link drops or the session ends.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from bridge.core.backoff import Backoff
 from bridge.core.client.clock import ClockEstimator
+from bridge.core.client.hubs import HubList
 from bridge.core.client.outbox import Outbox, Outgoing, SeqFilter, Ticket
 from bridge.core.client.state import LinkEvent, LinkMachine, LinkState, Notice
 from bridge.core.errors import SignalError
@@ -85,12 +89,15 @@ class ClientSession:
 
     Options (seconds): ``ping_interval_s`` between keep-alive pings; ``link_timeout_s`` of silence
     after which the link is lost; ``reconnect_min_s``/``reconnect_max_s`` bound the backoff;
-    ``give_up_s`` after a drop before the session ends (None: never); ``open_timeout_s`` per attempt.
+    ``give_up_s`` after a drop before the session ends (None: never); ``open_timeout_s`` per attempt;
+    ``urls`` the hub base URL(s) to dial, in order (:class:`bridge.core.client.hubs.HubList`).
     """
 
     def __init__(self, *, ping_interval_s: float = 2.0, link_timeout_s: float = 6.0,
                  reconnect_min_s: float = 0.5, reconnect_max_s: float = 5.0,
-                 give_up_s: float | None = 60.0, open_timeout_s: float = 10.0) -> None:
+                 give_up_s: float | None = 60.0, open_timeout_s: float = 10.0,
+                 urls: str | Iterable[str] = "ws://127.0.0.1:8765") -> None:
+        self.hubs = HubList(urls)
         self.ping_interval_s = ping_interval_s
         self.link_timeout_s = link_timeout_s
         self.give_up_s = give_up_s
@@ -345,6 +352,7 @@ class ClientSession:
         the others and every request fail with 500; the give-up clock starts."""
         events: list[SessionEvent] = []
         if self.link.handle(LinkEvent.LOST) is Notice.RECONNECTING:
+            self.hubs.link_lost()
             events.append(Reconnecting())
             self._give_up_at = None if self.give_up_s is None else now + self.give_up_s
             self.backoff.stable()
@@ -356,7 +364,10 @@ class ClientSession:
         return events
 
     def reconnect_delay(self, now: float, jitter: float) -> float:
-        """The wait before the next attempt (``jitter`` in [0.5, 1]), never past the give-up time."""
+        """The wait before the next attempt (``jitter`` in [0.5, 1]), never past the give-up time;
+        0 while URLs of this round are left untried (the backoff grows once per round)."""
+        if not self.hubs.round_done:
+            return 0.0
         delay, _ = self.backoff.failed(jitter)
         if self._give_up_at is not None:
             delay = min(delay, max(0.0, self._give_up_at - now))
@@ -370,8 +381,19 @@ class ClientSession:
         return min(self.open_timeout_s, left) if left > 0 else None
 
     def attempt_failed(self) -> None:
-        """A connection attempt failed in a way worth another one (the first ``connect`` ends here)."""
+        """A connection attempt failed in a way worth another one (the first ``connect`` ends here);
+        the next attempt goes to the next hub URL."""
         self.link.handle(LinkEvent.LOST)
+        if self.link.state is LinkState.RECONNECTING:
+            self.hubs.attempt_failed()
+
+    def first_failed(self) -> bool:
+        """The first connect to ``hubs.url`` failed (unreachable, not refused): True when another URL
+        is left to try (dial ``hubs.url`` again); False ends the attempt (as :meth:`attempt_failed`)."""
+        if self.link.state is LinkState.CONNECTING and self.hubs.first_failed():
+            return True
+        self.attempt_failed()
+        return False
 
     def give_up(self) -> list[SessionEvent]:
         return self.finish(NETWORK_DISCONNECTED, LinkEvent.GAVE_UP)
