@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import camera, footprint, hubmem, latency, mqtt, onehop, scale, telemetry, throughput
+from bench import camera, cluster, footprint, hubmem, latency, mqtt, onehop, scale, telemetry, throughput
 from bench.common import Results, Row, raise_fd_limit
 from bench.rig import Rig
 
@@ -46,6 +46,10 @@ async def _main(args: argparse.Namespace) -> int:
         print("== scale", flush=True)
         with tempfile.TemporaryDirectory(prefix="sigbridge-scale-") as tmp:
             await scale.run(results, quick=args.quick, workdir=Path(tmp))
+    if "cluster" in wanted:
+        print("== cluster", flush=True)
+        with tempfile.TemporaryDirectory(prefix="sigbridge-cluster-") as tmp:
+            await cluster.run(results, quick=args.quick, workdir=Path(tmp))
     if "hubmem" in wanted:
         print("== hubmem", flush=True)
         with tempfile.TemporaryDirectory(prefix="sigbridge-hubmem-") as tmp:
@@ -84,7 +88,7 @@ def _show_complaints(rig: Rig) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("what", choices=[*ORDER, "camera", "all"])
+    p.add_argument("what", choices=[*ORDER, "camera", "cluster", "all"])
     p.add_argument("--quick", action="store_true", help="smallest configuration (a smoke run, not figures)")
     p.add_argument("--baseline-only", action="store_true", help="do not start the hub and bridge")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as Markdown")
