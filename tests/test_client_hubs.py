@@ -7,11 +7,16 @@ client does when the next hub does not know the connection (``resumed: false``).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
+from bridge.config import ConfigError, load_config
 from bridge.core import wire
 from bridge.core.client import ClientSession, LinkState
 from bridge.core.client.hubs import HubList, hub_urls
+from bridge.core.model import BridgeConfig
 from bridge.core.signal import NETWORK_DISCONNECTED, Connection
 from bridge.session import (
     ConnectionCreated,
@@ -23,6 +28,7 @@ from bridge.session import (
     Signal,
     SignalError,
 )
+from tests.helpers.cli import sigbridge
 from tests.helpers.client import FAST, next_of
 from tests.helpers.hub import running_hub
 from tests.helpers.mosquitto import free_port
@@ -172,3 +178,53 @@ async def test_next_hub_without_the_session_gives_a_fresh_connection_back_and_en
         assert fresh.connection.id != mine
         gone = await next_of(on_b, ConnectionDestroyed)
         assert gone.connection.id == fresh.connection.id and gone.reason == "clientDisconnected"
+
+
+# ---- the list in bridge.yaml and on the command line ---------------------------------------------
+
+BRIDGE_YAML = """\
+session:
+  url: {url}
+  session_id: lab-1
+  token: T1
+devices:
+  base: {{serial: {{port: /dev/null}}}}
+"""
+
+
+def load(tmp_path: Path, url: str) -> BridgeConfig:
+    path = tmp_path / "bridge.yaml"
+    path.write_text(BRIDGE_YAML.format(url=url), encoding="utf-8")
+    return load_config(path, {})
+
+
+def test_session_url_may_be_a_list(tmp_path: Path) -> None:
+    config = load(tmp_path, f"[{A}, {B}]")
+    assert config.session.hub_urls == (A, B) and config.session.url == A
+    assert load(tmp_path, A).session.hub_urls == (A,)
+
+
+@pytest.mark.parametrize(("url", "where", "what"), [
+    (f"[{A}, http://b:2]", "session.url[1]", "ws:// or wss://"),
+    (f"[{A}, {A}]", "session.url[1]", "listed twice"),
+    ("[]", "session.url", ""),
+    (f"'{A},{B}'", "session.url", "ws:// or wss://"),      # a list is a YAML list, not commas
+])
+def test_a_bad_url_in_the_list_is_a_clear_error(tmp_path: Path, url: str, where: str, what: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load(tmp_path, url)
+    assert where in str(e.value) and what in str(e.value)
+
+
+async def test_send_takes_url_repeated_or_comma_separated() -> None:
+    async with running_hub() as h, SessionClient(h.url, SID, h.token(SID)) as watcher:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIGBRIDGE_") or k.endswith("_SCALE")}
+        dead = f"ws://127.0.0.1:{free_port()}"
+        for urls in (["--url", dead, "--url", h.url], ["--url", f"{dead},{h.url}"]):
+            code, _, err = await sigbridge("send", "t", "via-list", *urls, "--session", SID,
+                                           "--token", h.token(SID), env=env)
+            assert (code, err) == (0, "")
+            assert (await next_of(watcher, Signal)).data == "via-list"
+        code, _, err = await sigbridge("send", "t", "--url", f"{h.url},http://x", "--session", SID,
+                                       "--token", h.token(SID), env=env)
+        assert code == 2 and "http://x" in err
