@@ -53,7 +53,8 @@ class SessionClient:
 
     ``url`` is one hub base URL, or several (a list, or one string of URLs separated by commas) of
     hubs that share sessions (docs/cluster.md): the first connect tries them in order, and after a
-    drop the resume goes to the next one, then round the list (``bridge.core.client.hubs``).
+    drop the resume goes to the next one, then round the list (``bridge.core.client.hubs``); an
+    empty one raises ValueError.
     """
 
     def __init__(self, url: str | Sequence[str], session_id: str, token: str, *, ping_interval_s: float = 2.0,

@@ -90,7 +90,8 @@ class ClientSession:
     Options (seconds): ``ping_interval_s`` between keep-alive pings; ``link_timeout_s`` of silence
     after which the link is lost; ``reconnect_min_s``/``reconnect_max_s`` bound the backoff;
     ``give_up_s`` after a drop before the session ends (None: never); ``open_timeout_s`` per attempt;
-    ``urls`` the hub base URL(s) to dial, in order (:class:`bridge.core.client.hubs.HubList`).
+    ``urls`` the hub base URL(s) to dial, in order (:class:`bridge.core.client.hubs.HubList`; the
+    default is the hub's own default address, for callers that never dial).
     """
 
     def __init__(self, *, ping_interval_s: float = 2.0, link_timeout_s: float = 6.0,
