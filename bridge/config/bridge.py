@@ -14,13 +14,14 @@ import yaml
 from bridge.config import keys
 from bridge.config.frames import read_frame
 from bridge.config.rules import Sections
-from bridge.config.schema import mapping, read_fields
+from bridge.config.schema import Nested, mapping, read_fields
 from bridge.config.tree import Reader, join
 from bridge.core.model import (
     Audit,
     BridgeConfig,
     Control,
     Device,
+    EmbeddedSession,
     Heartbeat,
     Metrics,
     MqttDeviceConfig,
@@ -67,18 +68,51 @@ class BridgeBuilder:
         m = mapping(self.r, node, path, keys.SESSION)
         if m is None:
             return None
-        urls = self._urls(m["url"]) if "url" in m else None
+        got = self._embedded(m, node)
+        if got is False:
+            return None
+        embedded = got if isinstance(got, EmbeddedSession) else None
+        urls: tuple[str, ...] | None = ("",) if embedded is not None else \
+            self._urls(m["url"]) if "url" in m else None
+        if urls is None and "url" not in m:
+            self.r.error(node, "session", "give url (join a hub) or embedded (host the session here)")
         session_id = self.r.string(m["session_id"], "session.session_id") if "session_id" in m else None
-        token = self._token(m, node)
+        token = "" if embedded is not None else self._token(m, node)
         timing = self._session_timing(m)
         pace = self._signal_rate(m["signal_rate"]) if "signal_rate" in m else (None, None)
         if urls is None or session_id is None or token is None or timing is None or pace is None:
             return None
         defaults = SessionSettings("", "", "")
-        return SessionSettings(url=urls[0], urls=urls, session_id=session_id, token=token,
+        return SessionSettings(url=urls[0], urls=urls if embedded is None else (), session_id=session_id,
+                               token=token,
                                keepalive_ms=timing[0], link_timeout_ms=timing[1],
                                signal_rate_hz=pace[0] or defaults.signal_rate_hz,
-                               signal_burst=pace[1] or defaults.signal_burst)
+                               signal_burst=pace[1] or defaults.signal_burst, embedded=embedded)
+
+    def _embedded(self, m: dict[str, yaml.Node], node: yaml.Node) -> EmbeddedSession | bool | None:
+        """``session.embedded`` read (paths made relative to the config file), None when absent, False
+        when wrong (reported). A remote ``url`` or a token beside it is an error, never a guess: which
+        session would the operators be in?"""
+        if "embedded" not in m:
+            return None
+        clash = [k for k in ("url", "token", "token_file") if k in m]
+        if clash:
+            self.r.error(m[clash[0]], f"session.{clash[0]}",
+                         f"session.embedded hosts the session in this bridge: {' and '.join(clash)} "
+                         "(a separate hub's) cannot go with it; remove one")
+            return False
+        e = keys.SESSION.key("embedded").value
+        assert isinstance(e, Nested)
+        got = e.read(self.r, m["embedded"], "session.embedded")
+        if not isinstance(got, EmbeddedSession):
+            return False
+        _host, sep, port = got.listen.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            self.r.error(m["embedded"], "session.embedded.listen",
+                         f"expected HOST:PORT, e.g. 0.0.0.0:8765, got {got.listen!r}")
+            return False
+        hub = str(self.base / Path(got.hub_config).expanduser()) if got.hub_config else None
+        return EmbeddedSession(got.listen, str(self.base / Path(got.state_dir).expanduser()), hub)
 
     def _urls(self, node: yaml.Node) -> tuple[str, ...] | None:
         """``session.url``: one hub URL or a non-empty list of them, each ws:// or wss:// with a host

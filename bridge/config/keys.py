@@ -5,7 +5,7 @@ dataclass's fields (beside the YAML-only ones named in ``YAML_ONLY``)."""
 
 from __future__ import annotations
 
-from bridge.config.schema import Block, Bool, Choice, Custom, Int, Key, Num, Str
+from bridge.config.schema import Block, Bool, Choice, Custom, Int, Key, Nested, Num, Str
 from bridge.core import model as mdl
 
 _ACTIONS = {"anyOf": [{"$ref": "#/$defs/action"}, {"type": "array", "items": {"$ref": "#/$defs/action"}}]}
@@ -36,16 +36,29 @@ TOP = Block("", (
     Key("metrics", Custom("mapping", {"$block": "metrics"}), "Prometheus metrics over HTTP", default="off"),
 ))
 
+EMBEDDED = Block("session.embedded", (
+    Key("listen", Str(text="HOST:PORT"), "where the bridge serves its session (WebSocket, REST, console); "
+        "`0.0.0.0:8765` for the LAN"),
+    Key("state_dir", Str(text="path"), "the hub's state: its API credentials (`credentials.json`, made on "
+        "first start, 0600); `sigbridge token --state-dir DIR` mints tokens against it; relative to the "
+        "config file"),
+    Key("hub_config", Str(text="path"), "a hub.yaml for the hub's other settings (limits, `tls`, "
+        "`allowed_origins`); its `listen` is overridden; relative to the config file", default="none"),
+), mdl.EmbeddedSession)
+
 SESSION = Block("session", (
     Key("url", Custom("URL or list of URLs", {"anyOf": [
         {"type": "string", "pattern": r"^(wss?://|.*\$\{)"},
         {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^(wss?://|.*\$\{)"}}]}),
         "the hub's base URL, `ws://` or `wss://` with a host; the client appends `/v1/session/{session_id}`. "
         "A list: hubs that share sessions (docs/cluster.md), tried in order; after a drop the bridge resumes "
-        "on the next one", required=True),
+        "on the next one", default="required unless `embedded`"),
+    Key("embedded", Nested(EMBEDDED), "host the session in the bridge itself: operators on the LAN reach "
+        "the devices in one hop, no separate hub (`docs/embedded.md`); not with `url`, `token` or "
+        "`token_file` (the bridge is admitted by its own credentials)", default="none (join `url`)"),
     Key("session_id", Str(), "the session to join", required=True),
     Key("token", Str(), "the client token (JWT); prefer `${SIGBRIDGE_TOKEN}` or `token_file`",
-        default="one of token / token_file"),
+        default="one of token / token_file (none with `embedded`)"),
     Key("token_file", Str(text="path"), "a file holding the token; read once, surrounding whitespace "
         "stripped; a missing, unreadable or empty file is an error"),
     Key("keepalive_ms", Int(minimum=50), "how often the bridge pings the hub"),
@@ -303,9 +316,9 @@ CHECKSUM = Block("frame.checksum", (
         "bytes not on the wire covered first", default="`[]`"),
 ))
 
-BLOCKS = {b.path: b for b in (TOP, SESSION, SIGNAL_RATE, DEVICE, SERIAL, MQTT, HEARTBEAT, RULE, PARAM, ACTION,
-                              EXPECT, WATCHDOG, RATE_LIMIT, TELEMETRY, FIELD, SAFETY, ESTOP, CONTROL, AUDIT,
-                              METRICS, FRAME, FRAME_FIELD, CHECKSUM)}
+BLOCKS = {b.path: b for b in (TOP, SESSION, EMBEDDED, SIGNAL_RATE, DEVICE, SERIAL, MQTT, HEARTBEAT, RULE,
+                              PARAM, ACTION, EXPECT, WATCHDOG, RATE_LIMIT, TELEMETRY, FIELD, SAFETY, ESTOP,
+                              CONTROL, AUDIT, METRICS, FRAME, FRAME_FIELD, CHECKSUM)}
 #: YAML keys that are no field of the block's dataclass (the loader turns them into one).
 YAML_ONLY = {"session": {"token_file", "signal_rate"}, "devices.NAME": set(), "action": {"topic", "payload",
              "qos"}, "telemetry[i]": {"topic", "frame"}, "rules[i]": set()}

@@ -97,12 +97,14 @@ def check_main(args: argparse.Namespace) -> int:
 
 def summary(config: BridgeConfig) -> str:
     """A few lines describing a loaded config (what `sigbridge check` prints)."""
+    e = config.session.embedded
+    where = ", ".join(config.session.hub_urls) if e is None else f"hosted here (embedded) on {e.listen}"
     devices = ", ".join(f"{d.name} ({d.kind}{_framing(d)}: {d.serial.port if d.serial else _mqtt_where(d)})"
                         for d in config.devices.values())
     safety = config.safety
     lines = [
         f"{config.source}: OK",
-        f"  session: {', '.join(config.session.hub_urls)} session {config.session.session_id}",
+        f"  session: {where} session {config.session.session_id}",
         f"  devices: {devices}",
         f"  rules: {len(config.rules)} ({', '.join(r.signal for r in config.rules) or 'none'})",
         f"  telemetry: {len(config.telemetry)} stream(s) "

@@ -19,6 +19,19 @@ Scalar = int | float | bool | str
 
 
 @dataclass(frozen=True, slots=True)
+class EmbeddedSession:
+    """``session.embedded:`` - the bridge hosts its session itself (one hop for an operator on the LAN):
+    the hub's engine in the bridge process, serving the same wire protocol, REST API and console on
+    ``listen`` (``HOST:PORT``), with the hub's API credentials in ``state_dir`` (``credentials.json``,
+    created on first start; ``sigbridge token --state-dir`` mints against it). ``hub_config``: an
+    optional hub.yaml for the rest of the hub's settings (limits, TLS, origins); ``listen`` wins."""
+
+    listen: str = "127.0.0.1:8765"
+    state_dir: str = "hub-state"
+    hub_config: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     """``session:`` - where the bridge joins. ``url`` is the hub's base URL (ws:// or wss://); the client
     appends ``/v1/session/{session_id}``. ``token`` is already resolved from ``token`` / ``token_file``."""
@@ -38,6 +51,9 @@ class SessionSettings:
     #: Every hub URL of ``session.url`` in order (a fleet sharing sessions); ``url`` is the first.
     #: Empty: ``url`` alone.
     urls: tuple[str, ...] = ()
+
+    #: Set: the bridge hosts the session (``url`` and ``token`` are then unused and empty).
+    embedded: EmbeddedSession | None = None
 
     @property
     def hub_urls(self) -> tuple[str, ...]:

@@ -23,13 +23,14 @@ from collections.abc import Callable, Iterable
 
 from bridge.adapters.audit import AuditLog
 from bridge.adapters.metrics import BridgeMetrics
-from bridge.client import SessionClient, SignalError
+from bridge.client import SignalError
 from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
 from bridge.core.engine.actions import Notice, NoticeKind
 from bridge.core.engine.decisions import Decision, Verdict
 from bridge.core.engine.outcomes import WriteRefused
 from bridge.core.engine.pacing import Pacer
 from bridge.core.model import BridgeConfig
+from bridge.daemon.port import SessionPort
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
 
@@ -54,7 +55,7 @@ class Executor:
         self.metrics = metrics
         self.audit: AuditLog | None = None
         #: The session client while one is joined (set by the session loop).
-        self.client: SessionClient | None = None
+        self.client: SessionPort | None = None
         self.counters: dict[str, int] = {"signals_failed": 0, "signals_overflow": 0, "sessions": 0}
         self._after_batch = after_batch
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -78,7 +79,7 @@ class Executor:
         self._pacer.clear()        # acks and status still waiting would be stale after the outage
         self.execute(self.engine.link_down(now))
 
-    def pace(self, client: SessionClient) -> None:
+    def pace(self, client: SessionPort) -> None:
         """Pace under the lower of ``session.signal_rate`` and the hub's announced limit (re-read on
         every (re)connect), the latter with HUB_RATE_MARGIN to spare (clock drift, network jitter)."""
         s = self.config.session
@@ -169,7 +170,7 @@ class Executor:
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    def _send_now(self, client: SessionClient, cmd: SendSignal) -> None:
+    def _send_now(self, client: SessionPort, cmd: SendSignal) -> None:
         try:
             if not client.send_nowait(cmd.type, cmd.data, cmd.to):
                 self.counters["signals_failed"] += 1
@@ -190,7 +191,7 @@ class Executor:
             self._pacer_timer = asyncio.get_running_loop().call_later(max(0.0, at - time.monotonic()),
                                                                       self._paced)
 
-    async def _signal(self, client: SessionClient, cmd: SendSignal) -> None:
+    async def _signal(self, client: SessionPort, cmd: SendSignal) -> None:
         try:
             await client.signal(cmd.type, cmd.data, cmd.to, retry_after_reconnect=cmd.retry)
         except SignalError as exc:

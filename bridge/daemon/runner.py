@@ -37,22 +37,26 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from bridge.adapters.audit import AuditLog
 from bridge.adapters.metrics import BridgeMetrics
 from bridge.adapters.systemd import Notifier, watchdog_loop
-from bridge.client import SessionClient
 from bridge.config import load_or_report
 from bridge.core.engine import Command, Engine
 from bridge.core.engine.frames import FrameEncoder
 from bridge.core.engine.outcomes import DeviceState, WritesExpired
 from bridge.core.model import BridgeConfig, Device, MqttTelemetry
 from bridge.daemon.executor import Executor
+from bridge.daemon.port import SessionPort
 from bridge.daemon.reload import Reloader
 from bridge.daemon.session_loop import SessionLoop
 from bridge.daemon.timer import EngineTimer
 from bridge.devices.mqtt_link import MqttLink
 from bridge.devices.serial_link import SerialLink
+
+if TYPE_CHECKING:
+    from bridge.daemon.embedded import EmbeddedHub
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +82,26 @@ def prepare(path: str) -> Daemon | None:
     """Everything `sigbridge run` does before its event loop: the config loaded through the same code
     as `sigbridge check` (errors printed as ``file:line: ...``; None), then the daemon built from it."""
     config = load_or_report(path, consequence="; not starting")
-    return None if config is None else Daemon(config)
+    if config is None:
+        return None
+    embedded = None
+    if config.session.embedded is not None:     # the hub's code only for a bridge that hosts its session
+        from bridge.daemon.embedded import EmbeddedHub, HubConfigError, hub_config
+        try:
+            embedded = EmbeddedHub(hub_config(config.session.embedded))
+        except HubConfigError as exc:
+            print(f"sigbridge run: session.embedded: {exc}; not starting", file=sys.stderr)
+            return None
+    return Daemon(config, embedded)
 
 
 class Daemon:
     """One running bridge. ``run()`` returns 0 after SIGTERM/SIGINT (or ``stop()``), EXIT_AUTH when its
     token can never work."""
 
-    def __init__(self, config: BridgeConfig) -> None:
+    def __init__(self, config: BridgeConfig, embedded: EmbeddedHub | None = None) -> None:
+        #: The session this bridge hosts (session.embedded), else None: it joins session.url.
+        self.embedded = embedded
         self.links: dict[str, SerialLink | MqttLink] = {}
         self.notifier = Notifier.from_env()
         self._stop = asyncio.Event()
@@ -96,7 +112,8 @@ class Daemon:
         self.metrics = BridgeMetrics(lambda: self.engine) if config.metrics is not None else None
         self.executor.metrics = self.metrics
         self.links.update((name, self._make_link(device)) for name, device in config.devices.items())
-        self.session = SessionLoop(self.executor, self.notifier, self._stop, self.stop, self._give_up)
+        self.session = SessionLoop(self.executor, self.notifier, self._stop, self.stop, self._give_up,
+                                   embedded.client if embedded is not None else None)
         self.reloader = Reloader(self.executor, self.notifier, self._stop)
         #: What run() returns: 0, or EXIT_AUTH after _give_up().
         self._exit_status = 0
@@ -111,7 +128,7 @@ class Daemon:
         return self.executor.engine
 
     @property
-    def client(self) -> SessionClient | None:
+    def client(self) -> SessionPort | None:
         return self.executor.client
 
     @property
@@ -174,9 +191,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reloader.ask)
         devices = ", ".join(f"{d.name} ({d.serial.port if d.serial else 'mqtt'})"
                             for d in self.config.devices.values())
+        where = f"joining {', '.join(self.config.session.hub_urls)}" if self.embedded is None else "hosting"
         print(f"sigbridge run: {self.config.source}: {len(self.config.rules)} rule(s), devices: {devices}; "
-              f"joining {', '.join(self.config.session.hub_urls)} session {self.config.session.session_id}",
-              file=sys.stderr, flush=True)
+              f"{where} session {self.config.session.session_id}", file=sys.stderr, flush=True)
+        if self.embedded is not None and not await self._host():
+            return 1
         if self.metrics is not None and self.config.metrics is not None:
             try:
                 await self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
@@ -212,9 +231,13 @@ class Daemon:
                 if client is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(client.disconnect(), 2.0)
+                if self.embedded is not None:   # after the bridge left: the operators saw it go
+                    await self.embedded.close()
                 for task in tasks:
                     task.cancel()
         finally:
+            if self.embedded is not None:
+                await self.embedded.close()
             self.timer.stop()
             self.executor.close()
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -226,6 +249,20 @@ class Daemon:
                 await self.metrics.close()
         print("sigbridge run: stopped", file=sys.stderr, flush=True)
         return self._exit_status
+
+    async def _host(self) -> bool:
+        """session.embedded: serve the session (WebSocket, REST, console) before joining it."""
+        assert self.embedded is not None
+        cfg = self.embedded.config
+        try:
+            hub = await self.embedded.start()
+        except OSError as exc:
+            print(f"sigbridge run: cannot serve the embedded session on {cfg.host}:{cfg.port}: {exc}",
+                  file=sys.stderr, flush=True)
+            return False
+        print(f"sigbridge run: serving session {self.config.session.session_id} on {hub.url} (console "
+              f"{hub.http_url}/); API credentials from {cfg.credentials_source}", file=sys.stderr, flush=True)
+        return True
 
     # ------------------------------------------------------------ devices
 

@@ -34,8 +34,10 @@ from bridge.core.events import (
     SessionEvent,
     Signal,
 )
+from bridge.core.model import SessionSettings
 from bridge.core.signal import FORBIDDEN, SIGNALLING_ROLES, UNAUTHORIZED, is_bridge_data
 from bridge.daemon.executor import Executor
+from bridge.daemon.port import SessionPort
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +46,22 @@ RESTART_MIN_S = 0.5
 RESTART_MAX_S = 10.0
 
 
+def remote_client(s: SessionSettings) -> SessionPort:
+    """A WebSocket client to the hub of ``session.url``."""
+    return SessionClient(s.hub_urls, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
+                         link_timeout_s=s.link_timeout_ms / 1000)
+
+
 class SessionLoop:
     """``run()`` joins, serves and rejoins until the daemon stops (``stopping``) or gives up."""
 
     def __init__(self, executor: Executor, notifier: Notifier, stopping: asyncio.Event,
-                 stop: Callable[[], None], give_up: Callable[[str], None]) -> None:
+                 stop: Callable[[], None], give_up: Callable[[str], None],
+                 make_client: Callable[[SessionSettings], SessionPort] | None = None) -> None:
         self._x = executor
+        #: A client per join: a SessionClient to the configured hub, unless the daemon hosts the
+        #: session itself (bridge.daemon.embedded gives the in-process member instead).
+        self._make_client = make_client or remote_client
         self._notifier = notifier
         self._stopping = stopping
         self._stop = stop
@@ -61,8 +73,7 @@ class SessionLoop:
         x = self._x
         while True:
             s = x.config.session        # read each time: a reload may have brought a new token
-            client = SessionClient(s.hub_urls, s.session_id, s.token, ping_interval_s=s.keepalive_ms / 1000,
-                                   link_timeout_s=s.link_timeout_ms / 1000)
+            client = self._make_client(s)
             ended = asyncio.Event()
             # Events by callback from the start: the members listed at the join reach the engine as
             # ConnectionCreated, none queued (a queue could drop some in a crowded session).
@@ -107,7 +118,7 @@ class SessionLoop:
             log.warning("session: left for good; joining again as a new connection")
             await asyncio.sleep(retry.min_s)
 
-    def _event_handler(self, client: SessionClient, ended: asyncio.Event) -> Callable[[SessionEvent], None]:
+    def _event_handler(self, client: SessionPort, ended: asyncio.Event) -> Callable[[SessionEvent], None]:
         def on_event(event: SessionEvent) -> None:
             try:
                 if self._on_event(client, event):
@@ -120,7 +131,7 @@ class SessionLoop:
                 ended.set()
         return on_event
 
-    def _on_event(self, client: SessionClient, event: SessionEvent) -> bool:
+    def _on_event(self, client: SessionPort, event: SessionEvent) -> bool:
         """One session event; True when it ends the client (Disconnected)."""
         x = self._x
         now = time.monotonic()
@@ -149,7 +160,7 @@ class SessionLoop:
             return True
         return False
 
-    def _link_up(self, client: SessionClient) -> None:
+    def _link_up(self, client: SessionPort) -> None:
         assert client.connection is not None
         x = self._x
         x.pace(client)
