@@ -126,6 +126,10 @@ class _CameraBuilder:
         if top is None:
             return None
         session = self.bridge.session(top["session"]) if "session" in top else None
+        if session is not None and session.embedded is not None:
+            self.r.error(top["session"], "session.embedded", "a camera joins a session (session.url: a "
+                         "hub's, or the one a bridge hosts with session.embedded); it hosts none")
+            session = None
         camera = self._camera(top["camera"]) if "camera" in top else None
         viewers = self._viewers(top["viewers"], camera) if "viewers" in top else ViewerPolicy(
             name=camera.name if camera else "camera")
