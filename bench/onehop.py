@@ -6,37 +6,78 @@
   ``robot.move`` frame into the pty line (how a one-hop tool such as Node-RED's ws-in -> serial is
   shaped); the operator is a bare `websockets` client.
 
-Until the bridge can host its session, :func:`start_embedded_side` says so and the rows put the
-two-hop path (hub + bridge, the rig's bridge side) beside the one-hop baseline instead, marked as such
-and without a verdict: what one hop has to beat. The three are interleaved round by round like every
-other latency measurement, and the ratios are medians of per-round ratios.
+Should the embedded side fail to start (:func:`start_embedded_side` returns None only then), the rows
+put the two-hop path (hub + bridge, the rig's bridge side) beside the one-hop baseline instead, marked
+as such and without a verdict. The sides are interleaved round by round like every other latency
+measurement, and the ratios are medians of per-round ratios.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
 from bench.common import PYTHON, Child, Pty, Results, Row, Stats
 from bench.latency import COMMAND
 from bench.pingpong import ping_pong, report_latency
-from bench.rig import Rig, Side
+from bench.rig import Operator, Rig, Side, _prefix, bridge_yaml, wait_for_connection
 from tests.helpers.mosquitto import free_port
 
 #: Why the embedded row is missing, until :func:`start_embedded_side` can start one.
-EMBEDDED_MISSING = "the bridge cannot host its session yet (issue 16, phase 2)"
+EMBEDDED_MISSING = "the embedded side did not start"
 
 
 async def start_embedded_side(workdir: Path, mqtt_port: int) -> Side | None:
-    """The bridge daemon with its embedded session, the operator connected to it directly; None while
-    the daemon has no such mode (then :data:`EMBEDDED_MISSING` says why). To plug it in: write the
-    bridge.yaml of :func:`bench.rig.bridge_yaml` with the embedded session block instead of
-    ``session.url``, start ``python -m bridge run -c FILE`` as a :class:`bench.common.Child`, join it
-    with :class:`bench.rig.Operator` and return a ``Side("bridge", pty, topic, send, {"bridge": child})``
-    as :func:`bench.rig.start_bridge_side` does."""
-    return None
+    """The bridge daemon hosting its session (``session.embedded``, no hub process), the operator a
+    SessionClient connected to the bridge's own listener with a token minted from the credentials the
+    bridge made in its state dir. The bridge.yaml is :func:`bench.rig.bridge_yaml`'s with the
+    embedded block instead of ``url``/``token_file``."""
+    from bridge.core.events import Signal
+    from bridge.core.tokens import mint_client_token
+
+    port = free_port()
+    pty = Pty()
+    sid = "bench-onehop"
+    topic = "bench/embedded/grip"
+    conf = workdir / "embedded.yaml"
+    state = workdir / "embedded-state"
+    text = bridge_yaml(0, sid, workdir / "unused.token", pty.path, mqtt_port, topic, "bench-embedded")
+    _, _, rest = text.partition("\n")
+    conf.write_text(f'session: {{session_id: "{sid}", embedded: {{listen: "127.0.0.1:{port}", '
+                    f'state_dir: "{state}"}}}}\n{rest}')
+    bridge = await Child("embedded", [*_prefix("BENCH_BRIDGE_PREFIX"), "run", "-c", str(conf)]).start()
+    side_box: list[Side] = []
+    try:
+        await bridge.wait_line("READY", 30)
+        creds = json.loads((state / "credentials.json").read_text())
+        token = mint_client_token(api_key=creds["api_key"], api_secret=creds["api_secret"], session_id=sid,
+                                  role="moderator", data="bench-operator", now=time.time())
+
+        def on_event(event: Any, t: float) -> None:
+            if isinstance(event, Signal) and side_box:
+                side_box[0].on_signal(event.type, event.data, t)
+
+        op = await Operator.join(f"ws://127.0.0.1:{port}", sid, token, on_event)
+        bridge_id = await wait_for_connection(op.client, "bridge", 20)
+        client = op.client
+
+        async def send(kind: str, data: str) -> None:
+            await client.signal(type=kind, data=data, to=bridge_id, retry_after_reconnect=True)
+
+        side = Side("bridge", pty, topic, send, {"bridge": bridge})
+        side.close = [op.close, bridge.stop]
+        side.info = {"session_id": sid, "hub_port": port, "bridge_id": bridge_id, "conf": conf,
+                     "operator": client}
+        side_box.append(side)
+        return side
+    except BaseException:
+        await bridge.stop()
+        pty.close()
+        raise
 
 
 async def start_onehop_baseline(workdir: Path) -> Side:
