@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with config/demo.yaml; Ctrl-C stops everything.")
     p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8765",
                    help="hub address (default 127.0.0.1:8765)")
+    p.add_argument("--embedded", action="store_true",
+                   help="no hub: the bridge hosts the session itself on --listen (session.embedded), "
+                        "one hop from operator to rover; without it, a separate hub, as across networks")
     p = sub.add_parser("camera", help="run the camera daemon (WebRTC video to operators)",
                        description="Join the session as the robot's camera and stream it to each "
                                    "operator who asks, over WebRTC, signaled with camera.* signals "

@@ -10,16 +10,21 @@ import shlex
 import signal
 import sys
 
+import pytest
+
 from bridge.client import SessionClient
 from bridge.core.events import Signal
 from tests.conftest import scaled
 from tests.helpers.mosquitto import free_port
 
 
-async def test_demo_prints_settings_drives_rover_and_stops_on_sigint() -> None:
+@pytest.mark.parametrize("embedded", [False, True], ids=["hub", "embedded"])
+async def test_demo_prints_settings_drives_rover_and_stops_on_sigint(embedded: bool) -> None:
+    """Both shapes: a separate hub, and (--embedded) the bridge hosting the session, one hop."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bridge", "demo", "--listen", f"127.0.0.1:{port}",
+        *(["--embedded"] if embedded else []),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
@@ -33,6 +38,8 @@ async def test_demo_prints_settings_drives_rover_and_stops_on_sigint() -> None:
         assert f"http://127.0.0.1:{port}/#session=" in text
         assert "sigbridge send robot.move '{\"x\":0.5,\"y\":0}'" in text
         assert "sigbridge listen" in text
+        # Each shape names the other one's command.
+        assert ("sigbridge demo\n" in text) if embedded else ("sigbridge demo --embedded" in text), text
         [export] = [ln for ln in printed if ln.strip().startswith("export ")]
         env = dict(item.split("=", 1) for item in shlex.split(export)[1:])
         assert env["SIGBRIDGE_URL"] == f"ws://127.0.0.1:{port}"

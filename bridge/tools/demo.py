@@ -9,6 +9,10 @@ session id, an operator (moderator) token, the console URL, the `sigbridge send`
 and the `sigbridge token` command that mints a second operator's token (from the demo's state dir) are
 printed on stdout. Ctrl-C or SIGTERM stops the bridge (its on_shutdown actions run), the rover and
 the hub, and removes the temporary state; exit 0.
+
+``--embedded``: no hub; the bridge hosts the session itself (``session.embedded`` on ``--listen``,
+the demo's state dir holding its credentials): the operator reaches the rover in one hop. The config is
+config/demo.yaml with its ``session:`` block swapped for the embedded one (written to the state dir).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import signal
 import sys
@@ -48,24 +53,39 @@ def demo_main(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
     try:
-        return asyncio.run(_demo(host, port))
+        return asyncio.run(_demo(host, port, bool(getattr(args, "embedded", False))))
     except KeyboardInterrupt:
         return 130
 
 
-async def _demo(host: str, port: int) -> int:
+def embedded_config(state: Path, host: str, port: int) -> Path:
+    """config/demo.yaml with its ``session:`` block replaced by ``session.embedded`` (in ``state``)."""
+    text = DEMO_CONFIG.read_text(encoding="utf-8")
+    block = (f'session:\n  session_id: ${{SIGBRIDGE_SESSION}}\n  embedded: {{listen: "{host}:{port}", '
+             f'state_dir: "{state}"}}\n')
+    path = state / "demo-embedded.yaml"
+    path.write_text(re.sub(r"^session:\n(?:[ ]+.*\n)+", block, text, count=1, flags=re.M), encoding="utf-8")
+    return path
+
+
+async def _demo(host: str, port: int, embedded: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     with tempfile.TemporaryDirectory(prefix="sigbridge-demo-") as state:
         key, secret, _ = load_or_create_credentials(Path(state))
-        try:
-            hub = await start_hub(HubConfig(api_key=key, api_secret=secret, host=host, port=port,
-                                            credentials_source="demo"))
-        except OSError as exc:
-            print(f"sigbridge demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-            return 1
+        hub = None
+        if not embedded:
+            try:
+                hub = await start_hub(HubConfig(api_key=key, api_secret=secret, host=host, port=port,
+                                                credentials_source="demo"))
+            except OSError as exc:
+                print(f"sigbridge demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+                return 1
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else f"[{host}]" if ":" in host else host
+        ws_url, http_url = (hub.url, hub.http_url) if hub else (f"ws://{shown}:{port}", f"http://{shown}:{port}")
+        config = DEMO_CONFIG if hub else embedded_config(Path(state), host, port)
         children: list[asyncio.subprocess.Process] = []
         try:
             now = time.time()
@@ -79,10 +99,10 @@ async def _demo(host: str, port: int) -> int:
                 sys.executable, str(ROVER_SIM), stdout=asyncio.subprocess.PIPE)
             children.append(rover)
             rover_port = await _rover_port(rover)
-            env = dict(os.environ, SIGBRIDGE_ROVER_PORT=rover_port, SIGBRIDGE_URL=hub.url,
+            env = dict(os.environ, SIGBRIDGE_ROVER_PORT=rover_port, SIGBRIDGE_URL=ws_url,
                        SIGBRIDGE_SESSION=session, SIGBRIDGE_TOKEN=bridge_token)
             bridge = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bridge", "run", "-c", str(DEMO_CONFIG), env=env,
+                sys.executable, "-m", "bridge", "run", "-c", str(config), env=env,
                 stderr=asyncio.subprocess.PIPE)
             children.append(bridge)
             await _wait_ready(bridge)
@@ -90,7 +110,7 @@ async def _demo(host: str, port: int) -> int:
                 api_key=key, api_secret=secret, session_id=session, role="publisher", data="camera",
                 ttl_s=TOKEN_TTL_S, now=now)))
             children += [camera] if camera is not None else []
-            _print_instructions(hub.url, hub.http_url, session, op_token, state)
+            _print_instructions(ws_url, http_url, session, op_token, state, embedded=hub is None)
             print(camera_line, flush=True)
             relay = asyncio.create_task(_relay(bridge))
             ended = asyncio.create_task(bridge.wait())
@@ -108,7 +128,8 @@ async def _demo(host: str, port: int) -> int:
             return 1
         finally:
             await _stop_all(children)
-            await hub.close()
+            if hub is not None:
+                await hub.close()
 
 
 async def _rover_port(rover: asyncio.subprocess.Process) -> str:
@@ -154,15 +175,22 @@ async def _stop_all(children: list[asyncio.subprocess.Process]) -> None:
                 await proc.wait()
 
 
-def _print_instructions(ws_url: str, http_url: str, session: str, token: str, state: str) -> None:
+def _print_instructions(ws_url: str, http_url: str, session: str, token: str, state: str,
+                        embedded: bool = False) -> None:
     env = (f"export SIGBRIDGE_URL={shlex.quote(ws_url)} SIGBRIDGE_SESSION={shlex.quote(session)} "
            f"SIGBRIDGE_TOKEN={shlex.quote(token)}")
     # The demo hub's credentials live in its temporary state dir: `sigbridge token` must read them
     # there (its default state dir holds other credentials, or none), never generate its own.
     mint = (f"sigbridge token {shlex.quote(session)} --role moderator --data operator-2 "
             f"--state-dir {shlex.quote(state)}")
+    if embedded:
+        what = f"no hub: the bridge hosts the session on {ws_url} (one hop), simulated rover"
+        other = ("The same with a separate hub (the way across networks): sigbridge demo")
+    else:
+        what = f"hub {ws_url}, simulated rover, bridge with {DEMO_CONFIG.name}"
+        other = ("The same in one hop, the bridge hosting its session (no hub): sigbridge demo --embedded")
     print(f"""
-signal-bridge demo is running: hub {ws_url}, simulated rover, bridge with {DEMO_CONFIG.name}
+signal-bridge demo is running: {what}
 
   session:         {session}
   operator token:  {token}
@@ -180,6 +208,8 @@ A token for a second operator (valid while the demo runs):
 
   state directory: {state}  (the demo hub's credentials; removed when it stops)
   sigbridge on your PATH: export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH
+
+{other}
 
 Ctrl-C stops everything.
 """, flush=True)
