@@ -21,7 +21,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from bench.common import PYTHON, Child, Pty, Results, Row, Stats
+from bench.common import PYTHON, Child, Pty, Results, Row, Stats, median_ratio
 from bench.latency import COMMAND
 from bench.pingpong import ping_pong, report_latency
 from bench.rig import Operator, Rig, Side, _prefix, bridge_yaml, wait_for_connection
@@ -123,14 +123,26 @@ async def run(rig: Rig, results: Results, *, quick: bool = False) -> None:
         if embedded is not None:
             embedded.start()
         sides = {"bridge": mine, "baseline": base}
+        if embedded is not None and rig.bridge is not None:
+            sides["two-hop"] = rig.bridge   # what the embedded session saves: the hub process and a hop
         for side in sides.values():  # warm-up, not recorded
             await ping_pong(side, COMMAND, warmup)
         got: dict[str, list[tuple[list[float], int]]] = {name: [] for name in sides}
+        names = list(sides)
         for r in range(rounds):
-            for name in (list(sides) if r % 2 == 0 else list(reversed(sides))):
+            for name in names[r % len(names):] + names[:r % len(names)]:   # each first in turn
                 got[name].append(await ping_pong(sides[name], COMMAND, samples))
         if embedded is not None:
+            two_hop = got.pop("two-hop", None)
             report_latency(results, section, got, rounds=rounds, p50_target=0.8, p99_target=None)
+            if two_hop is not None:
+                for q in ("p50", "p99"):
+                    pairs = [(getattr(Stats.of(e), q), getattr(Stats.of(t), q))
+                             for (e, _), (t, _) in zip(got["bridge"], two_hop, strict=True)]
+                    results.add(Row(section, f"{q} vs 2-hop", getattr(Stats.of(
+                        [x for xs, _ in got["bridge"] for x in xs]), q), "ms",
+                        getattr(Stats.of([x for xs, _ in two_hop for x in xs]), q), median_ratio(pairs),
+                        note="embedded against hub + bridge, same rounds"))
         else:
             report_latency(results, section + " (2-hop bridge)", got, rounds=rounds, p50_target=None,
                            p99_target=None)
