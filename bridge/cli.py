@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the private key (default ./APPLICATION_ID.key; never overwritten)")
 
     p = sub.add_parser("run", help="run the bridge daemon",
-                       description="Join the session and drive the devices of a bridge.yaml. Exit 0 after "
+                       description="Join the session (session.url; or host it, session.embedded: one hop "
+                                   "for operators on the LAN, see docs/embedded.md) and drive the devices "
+                                   "of a bridge.yaml. Exit 0 after "
                                    "SIGTERM/SIGINT; 2 when the config has errors (the same file:line "
                                    "errors as 'sigbridge check'); 78 when its token can never work (the "
                                    "hub refuses it, or its role cannot send signals).")
@@ -133,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="hub + simulated rover + bridge, prints the console URL",
                        description="Start a hub, the rover simulator on a pseudo-terminal and a bridge "
-                                   "with config/demo.yaml; Ctrl-C stops everything.")
+                                   "with config/demo.yaml (--embedded: no hub, the bridge hosts the "
+                                   "session, one hop); Ctrl-C stops everything.")
     p.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:8765",
                    help="hub address (default 127.0.0.1:8765)")
     p.add_argument("--embedded", action="store_true",
