@@ -8,6 +8,7 @@ What each test proves:
 - refusals are the separate hub's: no token, a forged token, a subscriber's signal (403), a stale
   signal (``queued_ms`` ages it past ``max_age_ms``: refused, nothing written);
 - SIGTERM mid-stream: STOP is the device's last line, exit 0, and the operator sees the bridge leave;
+- a moderator forcing the bridge out: on_disconnect on the device, the bridge joins again and drives;
 - a config with both ``url`` and ``embedded`` is refused by ``sigbridge run`` (exit 2).
 """
 
@@ -31,6 +32,7 @@ from tests.conftest import scaled
 from tests.helpers.bridge import Bridge, Operator, ack, bridge_process
 from tests.helpers.hub import HubHandle, raw_connect
 from tests.helpers.mosquitto import free_port
+from tests.helpers.poll import until
 from tests.helpers.pty import PtyPair
 
 CONFIG = """\
@@ -49,6 +51,7 @@ rules:
 telemetry:
   - {{device: base, match: '^T (?P<battery>\\d+)$', signal: robot.telemetry}}
 safety:
+  on_disconnect: [{{device: base, line: OFFLINE}}]
   on_shutdown: [{{device: base, line: STOP}}]
 {lease}"""
 
@@ -212,6 +215,27 @@ async def test_sigterm_leaves_the_device_safe(tmp_path: Path) -> None:
             # The bridge left its session before the hub closed: the operator was told.
             left = [e for e in seen if isinstance(e, ConnectionDestroyed) and e.connection.data == "bridge"]
             assert left, seen
+
+
+async def test_forced_out_the_bridge_runs_on_disconnect_and_joins_again(tmp_path: Path) -> None:
+    """A moderator forcing the bridge's own member out ends its membership: on_disconnect on the
+    device, then the bridge joins its session again as a new connection and drives again."""
+    with PtyPair() as pair:
+        config, port = write_config(tmp_path, pair.path)
+        async with bridge_process(config) as bridge:
+            await started(bridge)
+            h = handle(tmp_path, port)
+            async with SessionClient(h.url, "lab", h.token("lab", role="moderator")) as client:
+                [first] = [c.id for c in client.connections.values() if c.data == "bridge"]
+                mark = bridge.mark()
+                await client.force_disconnect(first)
+                assert await pair.read_line(scaled(10)) == "OFFLINE"
+                await bridge.wait_for(r"session: connected as", after=mark)
+                await until(lambda: [c for c in client.connections.values() if c.data == "bridge"])
+                [again] = [c.id for c in client.connections.values() if c.data == "bridge"]
+                assert again != first
+                await client.signal("robot.move", json.dumps({"x": 0.2}))
+                assert await pair.read_line(scaled(10)) == "M 0.20"
 
 
 def test_url_and_embedded_together_are_refused(tmp_path: Path) -> None:

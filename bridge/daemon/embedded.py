@@ -27,6 +27,7 @@ from bridge.core.model import EmbeddedSession, SessionSettings
 from bridge.core.signal import PUBLISHER
 from bridge.core.tokens import mint_client_token
 from bridge.daemon.port import SessionPort
+from bridge.hub.http import exposure_warnings
 from bridge.hub.local import LocalClient
 from bridge.hub.run import RunningHub, start_hub
 
@@ -53,6 +54,11 @@ class EmbeddedHub:
         """Bind and serve (OSError: address in use, no permission, TLS files)."""
         self.running = await start_hub(self.config)
         return self.running
+
+    def warnings(self) -> list[str]:
+        """What ``sigbridge hub`` warns about at start for the same config (a listener beyond loopback
+        with any origin allowed: the session is then only as private as its tokens)."""
+        return exposure_warnings(self.config)
 
     def client(self, s: SessionSettings) -> SessionPort:
         running = self.running

@@ -262,6 +262,8 @@ class Daemon:
             return False
         print(f"sigbridge run: serving session {self.config.session.session_id} on {hub.url} (console "
               f"{hub.http_url}/); API credentials from {cfg.credentials_source}", file=sys.stderr, flush=True)
+        for warning in self.embedded.warnings():
+            print(f"sigbridge run: warning: {warning}", file=sys.stderr, flush=True)
         return True
 
     # ------------------------------------------------------------ devices
