@@ -402,6 +402,6 @@ async def test_watchdog_stop_line_within_timeout_plus_100ms(tmp_path: Path) -> N
                 # Never early; on time (the median: a timer that fired late by design, say on a coarse
                 # tick, would be late every cycle); and never badly late, even when this 2-core machine
                 # is loaded and one cycle's read of the pty is delayed by the scheduler.
-                assert all(0.25 - 0.02 <= d for d in delays), delays
+                assert all(d >= 0.25 - 0.02 for d in delays), delays
                 assert sorted(delays)[len(delays) // 2] <= 0.25 + scaled(0.1), delays
                 assert max(delays) <= 0.25 + scaled(0.4), delays
