@@ -20,9 +20,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from bridge.adapters.audit import AuditLog
-from bridge.adapters.metrics import BridgeMetrics
 from bridge.client import SignalError
 from bridge.core.engine import Audit, Command, Engine, Publish, Purge, SendSignal, WriteFrame, WriteLine
 from bridge.core.engine.actions import Notice, NoticeKind
@@ -31,8 +30,12 @@ from bridge.core.engine.outcomes import WriteRefused
 from bridge.core.engine.pacing import Pacer
 from bridge.core.model import BridgeConfig
 from bridge.daemon.port import SessionPort
-from bridge.devices.mqtt_link import MqttLink
-from bridge.devices.serial_link import SerialLink
+
+if TYPE_CHECKING:   # imported by the daemon only when its config has them (aiohttp, paho: memory, start-up)
+    from bridge.adapters.audit import AuditLog
+    from bridge.adapters.metrics import BridgeMetrics
+    from bridge.devices.mqtt_link import MqttLink
+    from bridge.devices.serial_link import SerialLink
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +101,11 @@ class Executor:
         """Would the device link take ``cmd`` now? (The engine asks before deciding a command.)"""
         link = self.links.get(cmd.device)
         if isinstance(cmd, WriteLine):
-            why = link.refusal(len(cmd.line.encode())) if isinstance(link, SerialLink) else "down"
+            why = "down" if link is None or link.kind != "serial" else link.refusal(len(cmd.line.encode()))
         elif isinstance(cmd, WriteFrame):
-            why = link.refusal(len(cmd.data)) if isinstance(link, SerialLink) else "down"
+            why = "down" if link is None or link.kind != "serial" else link.refusal(len(cmd.data))
         else:
-            why = link.refusal(cmd.qos) if isinstance(link, MqttLink) else "down"
+            why = "down" if link is None or link.kind != "mqtt" else link.refusal(cmd.qos)
         if why is None:
             return None
         self._count(cmd, False)
@@ -119,14 +122,15 @@ class Executor:
         for cmd in commands:
             if isinstance(cmd, WriteLine):
                 link = self.links.get(cmd.device)
-                taken = isinstance(link, SerialLink) and link.write_line(cmd.line, cmd.deadline)
+                taken = link is not None and link.kind == "serial" and link.write_line(cmd.line, cmd.deadline)
             elif isinstance(cmd, WriteFrame):
                 link = self.links.get(cmd.device)
-                taken = isinstance(link, SerialLink) and link.write_frame(cmd.data, cmd.deadline)
+                taken = (link is not None and link.kind == "serial"
+                         and link.write_frame(cmd.data, cmd.deadline))
             elif isinstance(cmd, Publish):
                 link = self.links.get(cmd.device)
-                taken = isinstance(link, MqttLink) and link.publish(cmd.topic, cmd.payload, cmd.qos,
-                                                                   cmd.deadline)
+                taken = link is not None and link.kind == "mqtt" and link.publish(cmd.topic, cmd.payload,
+                                                                                   cmd.qos, cmd.deadline)
             elif isinstance(cmd, SendSignal):
                 self._send_signal(cmd)
                 continue

@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from bridge.adapters.audit import AuditLog
-from bridge.adapters.metrics import BridgeMetrics
 from bridge.adapters.systemd import Notifier, watchdog_loop
 from bridge.config import load_or_report
 from bridge.core.engine import Command, Engine
@@ -52,8 +51,14 @@ from bridge.daemon.port import SessionPort
 from bridge.daemon.reload import Reloader
 from bridge.daemon.session_loop import SessionLoop
 from bridge.daemon.timer import EngineTimer
-from bridge.devices.mqtt_link import MqttLink
-from bridge.devices.serial_link import SerialLink
+
+if TYPE_CHECKING:
+    # Imported when the config asks for them (see _make_link, __init__): the metrics adapter is aiohttp +
+    # prometheus-client (~14 MB), the MQTT link aiomqtt + paho; a bridge that has no use for them pays
+    # neither the memory nor the start-up time (tests/test_lazy_imports.py).
+    from bridge.adapters.metrics import BridgeMetrics
+    from bridge.devices.mqtt_link import MqttLink
+    from bridge.devices.serial_link import SerialLink
 
 if TYPE_CHECKING:
     from bridge.daemon.embedded import EmbeddedHub
@@ -109,7 +114,10 @@ class Daemon:
         self.executor = Executor(config, self.links, None, self.timer.arm)
         #: metrics: in the config: served by run() (read from the current engine when scraped; the
         #: registry reads it once at once, so the executor comes first).
-        self.metrics = BridgeMetrics(lambda: self.engine) if config.metrics is not None else None
+        self.metrics: BridgeMetrics | None = None
+        if config.metrics is not None:
+            from bridge.adapters.metrics import BridgeMetrics
+            self.metrics = BridgeMetrics(lambda: self.engine)
         self.executor.metrics = self.metrics
         self.links.update((name, self._make_link(device)) for name, device in config.devices.items())
         self.session = SessionLoop(self.executor, self.notifier, self._stop, self.stop, self._give_up,
@@ -150,9 +158,11 @@ class Daemon:
 
     def _make_link(self, device: Device) -> SerialLink | MqttLink:
         if device.serial is not None:
+            from bridge.devices.serial_link import SerialLink
             return SerialLink(device.name, device.serial, self._line_handler(device.name), self._on_device,
                               self._bytes_handler(device.name), self._on_expired)
         assert device.mqtt is not None
+        from bridge.devices.mqtt_link import MqttLink
         topics = [t.topic for t in self.config.telemetry
                   if isinstance(t, MqttTelemetry) and t.device == device.name]
         return MqttLink(device.name, device.mqtt, topics, self._message_handler(device.name),
@@ -299,10 +309,10 @@ class Daemon:
         frame = FrameEncoder(hb.frame, {}).encode({}) if hb.frame is not None else None
         while True:
             if link.up:
-                if isinstance(link, SerialLink) and frame is not None:
+                if link.kind == "serial" and frame is not None:
                     link.write_frame(frame)
-                elif isinstance(link, SerialLink) and hb.line is not None:
+                elif link.kind == "serial" and hb.line is not None:
                     link.write_line(hb.line)
-                elif isinstance(link, MqttLink) and hb.topic is not None:
+                elif link.kind == "mqtt" and hb.topic is not None:
                     link.publish(hb.topic, hb.payload.encode(), 0)
             await asyncio.sleep(interval)

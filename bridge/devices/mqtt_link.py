@@ -33,9 +33,12 @@ import math
 import socket
 import time
 from collections.abc import Callable, Sequence
+from typing import Final, Literal
 
+from bridge.devices.paho_client import paho  # first: paho without dnspython
+
+# isort: split
 import aiomqtt
-import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -89,6 +92,9 @@ class MqttLink:
     publishes_sealed (refused after ``seal``), expired (dropped from paho's queue, never sent: their
     ``deadline`` passed while the broker was slow).
     """
+
+    #: The link kind (see bridge.devices): checked instead of isinstance, so no module imports both.
+    kind: Final[Literal["mqtt"]] = "mqtt"
 
     def __init__(self, name: str, config: MqttDeviceConfig, subscriptions: Sequence[str],
                  on_message: Callable[[str, bytes], None],

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final, Literal
 
 import serial
 
@@ -160,6 +160,9 @@ class SerialLink:
     their ``deadline`` passed while they waited for the device); for ``framing: binary`` devices
     (``on_bytes`` gets the raw reads, ``write_frame`` sends) bytes_in and frames_out.
     """
+
+    #: The link kind (see bridge.devices): checked instead of isinstance, so no module imports both.
+    kind: Final[Literal["serial"]] = "serial"
 
     def __init__(self, name: str, config: SerialDeviceConfig, on_line: Callable[[str], None],
                  on_state: Callable[[str, bool], None] | None = None,

@@ -8,6 +8,9 @@ beside them a NUL (which MQTT forbids in a topic) and, in a topic, any control c
 
 from __future__ import annotations
 
+from bridge.devices import paho_client  # noqa: F401  # first: paho without dnspython
+
+# isort: split
 from aiomqtt import Topic, Wildcard
 
 from bridge.core.controls import first_control
