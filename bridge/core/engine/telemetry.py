@@ -27,7 +27,6 @@ Shaping:
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -191,7 +190,7 @@ class TelemetryShaper:
             except ValueError:
                 self.bad += 1
                 continue
-            self._offer(index, "", _dumps(fields), now, out)
+            self._offer(index, "", jsontext.dumps(fields), now, out)
         if not matched:
             self.unmatched += 1
         return out
@@ -205,7 +204,7 @@ class TelemetryShaper:
         parser, indexes = entry
         before = parser.bad_checksum
         for which, fields in parser.feed(data):
-            self._offer(indexes[which], "", _dumps(fields), now, out)
+            self._offer(indexes[which], "", jsontext.dumps(fields), now, out)
         self.frames_bad_checksum += parser.bad_checksum - before
         return out
 
@@ -227,7 +226,7 @@ class TelemetryShaper:
             if not topic_matches(filter_levels, levels):
                 continue
             if data is None:
-                data = _dumps({"topic": topic, "payload": _payload_value(payload)})
+                data = jsontext.dumps({"topic": topic, "payload": _payload_value(payload)})
             self._offer(index, topic, data, now, out)
         if data is None:
             self.unmatched += 1
@@ -280,6 +279,3 @@ def _payload_value(payload: bytes) -> Any:
     except ValueError:
         return text
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

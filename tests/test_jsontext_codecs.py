@@ -1,0 +1,125 @@
+"""bridge.core.jsontext answers the same with orjson (the ``fast`` extra) and with the stdlib alone.
+
+Both codecs run in this process (``std_loads`` is the stdlib path, ``_fast_loads`` the orjson one), on
+generated JSON and on hostile text: NaN / Infinity, numbers that overflow a double, integers beyond 64
+bits, lone surrogate escapes, duplicate keys, nesting around MAX_DEPTH. "The same" is the same value of
+the same types (repr: 1 is not 1.0, -0.0 is not 0.0), or a ValueError from both."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.core import jsontext
+
+
+def test_orjson_is_installed_here() -> None:
+    """The comparisons below need both codecs: orjson is in the test extra (pyproject.toml)."""
+    assert jsontext.FAST
+
+
+def _outcome(fn: Any, arg: Any) -> tuple[str, str]:
+    try:
+        return "ok", repr(fn(arg))
+    except ValueError:
+        return "ValueError", ""
+    except TypeError:
+        return "TypeError", ""
+
+
+def same_loads(text: str) -> tuple[str, str]:
+    a, b = _outcome(jsontext.std_loads, text), _outcome(jsontext._fast_loads, text)
+    assert a == b, (text[:200], a, b)
+    return a
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+           | st.text(st.characters(codec=None)))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.text(max_size=5), inner, max_size=4), max_leaves=20)
+# Fragments an attacker would splice into JSON text.
+HOSTILE = ["NaN", "-Infinity", "Infinity", "1e400", "-1e400", "1e-400", "123456789012345678901",
+           "18446744073709551616", "-9223372036854775809", '"\\ud800"', '"\\udfff\\ud800"',
+           '"\\ud83d\\ude00"', '"\\u0000"', "-0", "-0.0", "1E5", "[1,]", '{"a":1,"a":[2]}', "\ufeff1",
+           '"\x01"', "01", ".5", "1.", "tru", "[", "{}", "[[]]"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(values)
+def test_generated_json_decodes_to_the_same_value(value: Any) -> None:
+    for text in (json.dumps(value), json.dumps(value, ensure_ascii=False), json.dumps(value, indent=1)):
+        assert same_loads(text)[0] == "ok"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(HOSTILE) | st.text(max_size=6), min_size=1, max_size=5), st.booleans())
+def test_hostile_text_gets_the_same_answer(parts: list[str], as_array: bool) -> None:
+    same_loads("[" + ",".join(parts) + "]" if as_array else "".join(parts))
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_each_hostile_fragment_alone(text: str) -> None:
+    same_loads(text)
+    same_loads('{"k":' + text + "}")
+
+
+def test_nan_infinity_refused_and_overflow_kept_as_the_stdlib_does() -> None:
+    for text in ("NaN", "[Infinity]", '{"x":-Infinity}'):
+        assert same_loads(text)[0] == "ValueError"
+    assert jsontext.loads("1e400") == math.inf          # the stdlib's answer; a range check refuses it
+    assert jsontext.loads("123456789012345678901") == 123456789012345678901   # exact, not a float
+    assert jsontext.loads('"\\ud800"') == "\ud800"
+
+
+@pytest.mark.parametrize("depth", [jsontext.MAX_DEPTH - 1, jsontext.MAX_DEPTH, jsontext.MAX_DEPTH + 1,
+                                   1000, 1024, 1025, 4000])
+@pytest.mark.parametrize("open_, close", [("[", "]"), ('{"a":', "}")])
+def test_nesting_limit_is_the_same(depth: int, open_: str, close: str) -> None:
+    got = same_loads(open_ * depth + "1" + close * depth)[0]
+    assert got == ("ok" if depth <= jsontext.MAX_DEPTH else "ValueError")
+
+
+def test_many_shallow_brackets_are_not_deep() -> None:
+    text = "[" + ",".join(["[]"] * 2000) + "]"
+    assert same_loads(text)[0] == "ok"
+
+
+dump_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(st.characters(codec=None)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dump_values)
+def test_dumps_same_refusals_and_same_values(value: Any) -> None:
+    a, b = _outcome(jsontext.std_dumps, value), _outcome(jsontext.dumps, value)
+    assert a[0] == b[0], (value, a, b)
+    if a[0] == "ok":
+        text_a, text_b = jsontext.std_dumps(value), jsontext.dumps(value)
+        assert repr(json.loads(text_a)) == repr(json.loads(text_b))
+
+
+@pytest.mark.parametrize("value", [math.nan, [1.0, math.inf], {"x": -math.inf}, {"a": [{"b": math.nan}]}])
+def test_dumps_refuses_nan_and_infinities(value: Any) -> None:
+    with pytest.raises(ValueError):
+        jsontext.dumps(value)
+
+
+def test_the_stdlib_is_used_when_orjson_is_absent() -> None:
+    code = ("import sys; sys.modules['orjson'] = None\n"
+            "from bridge.core import jsontext as j\n"
+            "assert not j.FAST and 'orjson' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+            "assert j.loads('{\"x\": [1, 2.5]}') == {'x': [1, 2.5]}\n"
+            "assert j.dumps({'x': 'é'}) == '{\"x\":\"é\"}'\n"
+            "for bad in ('NaN', '[' * 4000 + ']' * 4000, '[1,]'):\n"
+            "    try:\n        j.loads(bad)\n    except ValueError:\n        continue\n"
+            "    raise SystemExit('accepted: ' + bad[:10])\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
