@@ -123,3 +123,47 @@ def test_the_stdlib_is_used_when_orjson_is_absent() -> None:
             "    try:\n        j.loads(bad)\n    except ValueError:\n        continue\n"
             "    raise SystemExit('accepted: ' + bad[:10])\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---------------------------------------------------------------- the wire's codec (frame_loads/dumps)
+
+def same_frame_loads(text: str | bytes) -> tuple[str, str]:
+    a, b = _outcome(jsontext.std_frame_loads, text), _outcome(jsontext._fast_frame_loads, text)
+    assert a == b, (text[:200], a, b)
+    return a
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(HOSTILE) | st.text(max_size=6), min_size=1, max_size=5), st.booleans())
+def test_frames_get_the_same_answer_as_json_loads(parts: list[str], as_bytes: bool) -> None:
+    text = '{"op":"signal","id":1,"type":"t","data":"x","extra":[' + ",".join(parts) + "]}"
+    if as_bytes:
+        with_surrogates = any("\ud800" <= c <= "\udfff" for c in text)
+        same_frame_loads(text.encode("utf-8", "surrogatepass") if with_surrogates else text.encode())
+    else:
+        same_frame_loads(text)
+
+
+@pytest.mark.parametrize("text", ["NaN", '{"id":NaN}', '{"id":Infinity}', "[1e400]",
+                                  '{"id":123456789012345678901234}', '"\\udfff"'])
+def test_frames_keep_json_loads_leniency(text: str) -> None:
+    """The wire type-checks its fields after decoding: what json.loads decoded, it still does."""
+    assert same_frame_loads(text)[0] == "ok"
+    assert repr(jsontext.frame_loads(text)) == repr(json.loads(text))
+
+
+def test_frames_in_utf16_bytes_decode_as_json_loads_does() -> None:
+    assert same_frame_loads('{"op":"ping","id":1}'.encode("utf-16"))[0] == "ok"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), st.none() | st.booleans() | st.integers()
+                       | st.text(st.characters(codec=None)), max_size=6))
+def test_floatless_frames_encode_to_the_same_text(frame: dict[str, Any]) -> None:
+    assert jsontext.frame_dumps_floatless(frame) == jsontext.std_frame_dumps(frame)
+    assert jsontext.frame_dumps(frame) == jsontext.std_frame_dumps(frame)
+
+
+@pytest.mark.parametrize("value", [{"x": math.nan}, [math.inf], {"a": [1.5, -math.inf]}])
+def test_frame_dumps_writes_non_finite_floats_as_the_stdlib(value: Any) -> None:
+    assert jsontext.frame_dumps(value) == jsontext.std_frame_dumps(value)

@@ -12,8 +12,8 @@ value, and everything it refuses is decided again by the stdlib. Where they diff
 
 - orjson refuses what the stdlib accepts (lone surrogate escapes ``"\\ud800"``, numbers that overflow
   a double such as ``1e400``): the stdlib decides;
-- orjson turns integers beyond 64 bits into floats, the stdlib keeps them exact: text with a run of
-  19 digits or more goes to the stdlib;
+- orjson turns integers beyond 64 bits into floats, the stdlib keeps them exact: a result holding a
+  float of magnitude 2**63 or more is decoded again by the stdlib;
 - orjson accepts 1,024 levels, the stdlib as many as its recursion limit allows from where it is
   called: both are held to ``MAX_DEPTH``.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 try:
@@ -39,7 +38,9 @@ except ImportError:     # the stdlib alone: same behaviour, slower
 #: Deepest nesting accepted (arrays and objects); deeper is a ValueError with either codec.
 MAX_DEPTH = 512
 
-_BIG_INT = re.compile(r"[0-9]{19}")
+#: orjson decodes an integer beyond 64 bits as a float (the stdlib: an exact int), so a decoded float
+#: this large may have been one: the stdlib decides again (a float literal that large is rare).
+_BIG = 2.0**63
 
 
 def _refuse_constant(name: str) -> Any:
@@ -73,19 +74,38 @@ def std_loads(text: str) -> Any:
     return _checked_depth(text, value)
 
 
-def _checked_depth(text: str, value: Any) -> Any:
+def _checked_depth(text: str | bytes, value: Any) -> Any:
     # Deeper than MAX_DEPTH needs more than MAX_DEPTH brackets: two C-speed counts spare the walk.
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+    if isinstance(text, str):
+        brackets = text.count("[") + text.count("{")
+    else:
+        brackets = text.count(b"[") + text.count(b"{")
+    if brackets > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
     return value
 
 
+def _has_big_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is float:
+            if v >= _BIG or v <= -_BIG:
+                return True
+        elif t is dict:
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+    return False
+
+
 def _fast_loads(text: str) -> Any:
-    if _BIG_INT.search(text) is not None:
-        return std_loads(text)
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
+        return std_loads(text)
+    if _has_big_float(value):
         return std_loads(text)
     return _checked_depth(text, value)
 
@@ -95,18 +115,76 @@ def loads(text: str) -> Any:
     return _fast_loads(text) if FAST else std_loads(text)
 
 
+def std_frame_loads(text: str | bytes) -> Any:
+    """``json.loads`` held to MAX_DEPTH (the reference for ``frame_loads``)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    return _checked_depth(text, value)
+
+
+def _fast_frame_loads(text: str | bytes) -> Any:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:      # NaN, surrogates, not UTF-8 (json.loads reads UTF-16/32 bytes)
+        return std_frame_loads(text)
+    if _has_big_float(value):
+        return std_frame_loads(text)
+    return _checked_depth(text, value)
+
+
+def frame_loads(text: str | bytes) -> Any:
+    """The wire's decoder: ``json.loads`` as it is (NaN and Infinity decode to floats; the frame's
+    fields are type-checked after), nesting held to MAX_DEPTH; ValueError on anything else."""
+    return _fast_frame_loads(text) if FAST else std_frame_loads(text)
+
+
+_FRAME_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def std_frame_dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` (the reference)."""
+    return _FRAME_ENCODE(value)
+
+
+def frame_dumps(value: Any) -> str:
+    """The wire's encoder: the same text as ``std_frame_dumps`` for the frames' strings, ints, bools
+    and None (a non-finite float is written as the stdlib writes it, NaN; floats may be spelt
+    differently, never with another value)."""
+    if not FAST or not _finite(value):
+        return _FRAME_ENCODE(value)
+    return frame_dumps_floatless(value)
+
+
+def frame_dumps_floatless(value: Any) -> str:
+    """``frame_dumps`` for a value known to hold no float (a signal frame: ints, strings, bools), which
+    spares the walk looking for NaN: the same text as ``std_frame_dumps``."""
+    if not FAST:
+        return _FRAME_ENCODE(value)
+    try:
+        return orjson.dumps(value).decode()
+    except (orjson.JSONEncodeError, UnicodeDecodeError):    # big ints, lone surrogates: the stdlib's text
+        return _FRAME_ENCODE(value)
+
+
 def std_dumps(value: Any) -> str:
     """The stdlib encoder (the reference; what ``dumps`` is without orjson)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return all(_finite(v) for v in value)
+    """No NaN or infinity anywhere in ``value`` (orjson would write them as null)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                return False
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
     return True
 
 

@@ -12,11 +12,11 @@ never crashes the link). Per signal received: one ``json.loads`` and a few type 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bridge.core import jsontext
 from bridge.core.events import ConnectionCreated, ConnectionDestroyed, Signal
 from bridge.core.signal import MAX_DATA_BYTES, MAX_FRAME_BYTES, MAX_TYPE_CHARS, Connection
 from bridge.core.wire.common import ProtocolError, dumps, utf8_len
@@ -290,7 +290,7 @@ def parse_hub_frame(text: str | bytes, hub_now_ms: float | None = None) -> HubFr
     protocol v1. ``hub_now_ms``: the receiver's estimate of the hub's clock now (a signal's ``age_ms``
     is that minus its ``ts``; None: 0)."""
     try:
-        frame = json.loads(text)
+        frame = jsontext.frame_loads(text)   # orjson when installed (the fast extra)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[" * 100000
         raise ProtocolError(f"frame is not JSON: {type(exc).__name__}: {exc}"[:200]) from None
     if not isinstance(frame, dict):
