@@ -11,6 +11,8 @@ import json
 import math
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -75,7 +77,43 @@ def test_nan_infinity_refused_and_overflow_kept_as_the_stdlib_does() -> None:
         assert same_loads(text)[0] == "ValueError"
     assert jsontext.loads("1e400") == math.inf          # the stdlib's answer; a range check refuses it
     assert jsontext.loads("123456789012345678901") == 123456789012345678901   # exact, not a float
-    assert jsontext.loads('"\\ud800"') == "\ud800"
+    for text in ('"\\ud800"', '{"tag":"ok\\udfff"}', '{"\\udc00":1}', '["\ud800"]'):
+        assert same_loads(text)[0] == "ValueError"
+    assert jsontext.loads('"\\ud83d\\ude00"') == "\U0001f600"     # a proper pair is one character
+
+
+def test_a_lone_surrogate_in_signal_data_is_refused_not_raised_when_the_line_is_encoded() -> None:
+    """Before: the stdlib decoded "\\ud800" into a param a permissive pattern let through, and the
+    executor's gate raised UnicodeEncodeError encoding the line (a crash in the session handler)."""
+    from bridge.config import load_config
+    from bridge.core.engine import Engine, WriteLine
+    from bridge.core.events import Signal
+
+    config = tmp_config()
+    engine = Engine(load_config(str(config)))
+
+    def gate(cmd: Any) -> None:
+        cmd.line.encode()       # what the executor's gate does first (len of the encoded line)
+
+    engine.gate = gate
+    out = engine.signal(Signal("robot.say", '{"tag":"\\ud800"}', "op1", 1, 0), 1.0)
+    assert not [c for c in out if isinstance(c, WriteLine)]
+    ok = engine.signal(Signal("robot.say", '{"tag":"hi"}', "op1", 2, 0), 1.0)
+    assert [c.line for c in ok if isinstance(c, WriteLine)] == ["S hi"]
+
+
+def tmp_config() -> Path:
+    path = Path(tempfile.mkdtemp()) / "bridge.yaml"
+    path.write_text("""\
+session: {url: "ws://127.0.0.1:9", session_id: s, token: x}
+devices:
+  base: {serial: {port: /dev/null}}
+rules:
+  - signal: robot.say
+    params: {tag: {type: string, pattern: '.{1,8}'}}
+    send: {device: base, line: "S {tag}"}
+""")
+    return path
 
 
 @pytest.mark.parametrize("depth", [jsontext.MAX_DEPTH - 1, jsontext.MAX_DEPTH, jsontext.MAX_DEPTH + 1,

@@ -1,17 +1,19 @@
 """The one strict JSON decoder for text that comes from outside (signal data, MQTT payloads).
 
 ``loads(text)`` is ``json.loads`` that refuses the NaN / Infinity / -Infinity literals (JSON has no
-such numbers, and a NaN compares false with every limit, so it would slip through range checks) and
-refuses nesting deeper than ``MAX_DEPTH`` with the same ``ValueError`` as any other bad JSON, never a
-``RecursionError`` that would end the caller (``"[" * 4000`` fits in an 8 KB signal).
+such numbers, and a NaN compares false with every limit, so it would slip through range checks), a
+string holding a lone surrogate (no UTF-8 line or payload can carry one) and nesting deeper than
+``MAX_DEPTH``, each with the same ``ValueError`` as any other bad JSON, never a ``RecursionError``
+that would end the caller (``"[" * 4000`` fits in an 8 KB signal).
 
-With orjson installed (the ``fast`` extra) it decodes first, at 0.2-0.6x the stdlib's cost (issue 16);
+With orjson installed (the ``fast`` extra) it decodes first, at 0.2-0.75x the stdlib's CPU (issue 16);
 the stdlib stays the reference and the fallback, and the answer is the same whichever is installed
 (tests/test_jsontext_codecs.py runs both): orjson is trusted only where it provably gives the stdlib's
 value, and everything it refuses is decided again by the stdlib. Where they differ:
 
-- orjson refuses what the stdlib accepts (lone surrogate escapes ``"\\ud800"``, numbers that overflow
-  a double such as ``1e400``): the stdlib decides;
+- orjson refuses what the stdlib accepts (numbers that overflow a double such as ``1e400``): the
+  stdlib decides; lone surrogates (``"\\ud800"``), which the stdlib decodes, are refused by both
+  (no UTF-8 line or payload can hold one);
 - orjson turns integers beyond 64 bits into floats, the stdlib keeps them exact: a result holding a
   float of magnitude 2**63 or more is decoded again by the stdlib;
 - orjson accepts 1,024 levels, the stdlib as many as its recursion limit allows from where it is
@@ -65,12 +67,31 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii() and any("\ud800" <= c <= "\udfff" for c in v):
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
 def std_loads(text: str) -> Any:
     """The stdlib decoder with this module's rules (the reference; what ``loads`` is without orjson)."""
     try:
         value = _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+    # A lone surrogate ("\ud800" escaped, or raw in the text) is no character: no UTF-8 line or
+    # payload can hold it, so it is refused here rather than raise when a command is encoded.
+    if ("\\u" in text or not text.isascii()) and _has_lone_surrogate(value):
+        raise ValueError("JSON string holds a lone surrogate")
     return _checked_depth(text, value)
 
 
