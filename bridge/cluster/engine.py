@@ -40,6 +40,7 @@ from bridge.cluster.notes import (
     JoinNote,
     LeaveNote,
     Note,
+    Receipt,
     Resync,
     SignalBody,
     SignalNote,
@@ -86,6 +87,11 @@ class _Chain:
         self._queue.append(step)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def drained(self) -> None:
+        """Return once every step added so far has run."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
 
     async def _run(self) -> None:
         try:
@@ -155,6 +161,13 @@ class RedisEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def drain(self, member: Member) -> None:
+        """Wait until the calls made for ``member`` so far have been answered (its link is closed only
+        then, so that the answers of its last frames, ``disconnected`` included, reach it)."""
+        chain = self._chains.get(id(member))
+        if chain is not None:
+            await chain.drained()
+
     def _chain(self, member: Member) -> _Chain:
         chain = self._chains.get(id(member))
         if chain is None:
@@ -217,7 +230,7 @@ class RedisEngine:
         try:
             await self.store.subscribe(req.session_id)
             out = await self.store.resume(req.session_id, req.connection_id, req.secret, new_secret,
-                                          req.token_id, req.last_seq)
+                                          req.token_id, req.last_seq, (req.role, req.data))
         except StoreError as e:
             self._early.pop(key, None)
             if e.code == 404:
@@ -269,14 +282,17 @@ class RedisEngine:
 
         async def run() -> None:
             try:
-                await self.store.signal(session_id, None if sender is None else sender.connection.id, to,
-                                        stored, retry, frame_id)
+                receipts = await self.store.signal(session_id, None if sender is None
+                                                   else sender.connection.id, to, stored, retry, frame_id)
             except StoreError as e:
                 refusal = NO_SUCH_CONNECTION if e.code == 404 else self._failed(e)
                 if sender is not None:
                     sender.answered(frame_id, refusal)
                 done(sender, frame_id, refusal)
                 return
+            # This hub's receivers next in line get it now (the sender's own copy before its ack);
+            # any other waits for its notification, which comes in the store's order.
+            self._deliver(session_id, receipts, body, contiguous=True)
             if sender is not None:
                 sender.answered(frame_id)
             done(sender, frame_id, None)
@@ -354,7 +370,8 @@ class RedisEngine:
 
     def _note(self, note: Note) -> None:
         if isinstance(note, SignalNote):
-            self._deliver(note)
+            b = note.body
+            self._deliver(note.session_id, note.receivers, wire.SignalBody(b.type, b.data, b.sender, b.ts))
         elif isinstance(note, JoinNote):
             self._tell(note.session_id, note.member.id, wire.connection_created(_connection(note.member)))
         elif isinstance(note, LeaveNote):
@@ -373,22 +390,24 @@ class RedisEngine:
             else:
                 self._spawn(self._resync())
 
-    def _deliver(self, note: SignalNote) -> None:
+    def _deliver(self, session_id: str, receivers: tuple[Receipt, ...], body: wire.SignalBody,
+                 contiguous: bool = False) -> None:
+        """Hand a stored signal to the receivers this hub owns, each at most once by seq (a seq at or
+        below the member's last is a duplicate: replayed, or delivered from the script's reply).
+        ``contiguous``: only to those whose seq is the next one (from a reply, which may overtake
+        the notifications of earlier signals)."""
         me = self.store.hub_id
-        body: wire.SignalBody | None = None
-        for r in note.receivers:
+        for r in receivers:
             if r.hub_id != me:
                 continue
-            if body is None:
-                b = note.body
-                body = wire.SignalBody(b.type, b.data, b.sender, b.ts)
-            early = self._early.get((note.session_id, r.connection_id))
+            early = self._early.get((session_id, r.connection_id))
             if early is not None:
-                early.frames.append((r.seq, body.frame(r.seq)))
+                if not contiguous:
+                    early.frames.append((r.seq, body.frame(r.seq)))
                 continue
-            member = self.find(note.session_id, r.connection_id)
-            if member is None or r.seq <= member.seq:
-                continue  # replayed already (resume), or not ours any more
+            member = self.find(session_id, r.connection_id)
+            if member is None or r.seq <= member.seq or (contiguous and r.seq != member.seq + 1):
+                continue  # replayed already (resume), not ours any more, or not next in line
             member.seq = r.seq
             link = member.link
             if link is None:

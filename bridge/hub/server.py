@@ -214,6 +214,8 @@ class Hub:
                 if verdict == PONG:
                     await ws.pong(msg.data)
         finally:
+            if self.cluster is not None:  # answers still due from the shared store go out first
+                await self.cluster.drain(member)
             if not self.closing and self.state.link_lost(member, link, loop.time()):
                 # A hair after the deadline, so that the timer never runs just before it.
                 handle = loop.call_later(self.config.reconnect_grace_s + 0.005, self._expire)
