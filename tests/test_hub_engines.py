@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
         yield ("redis", r.urls)
 
 
-async def _recv_op(c: RawClient, op: str) -> dict[str, object]:
+async def _recv_op(c: RawClient, op: str) -> dict[str, Any]:
     """The next frame of kind ``op`` (frames of other kinds before it fail the test)."""
     f = await c.recv()
     assert f["op"] == op, f
@@ -43,8 +44,8 @@ async def test_connection_events_and_signals_to_one_and_to_all(engine: Engine) -
     async with engine_hubs(*engine) as (h1, h2):
         a = await raw_connect(h1, "ev", "moderator")
         b = await raw_connect(h2, "ev")
-        assert [c["id"] for c in b.connected["connections"]] == [a.id]  # type: ignore[index]
-        assert (await _recv_op(a, "connection_created"))["connection"]["id"] == b.id  # type: ignore[index]
+        assert [c["id"] for c in b.connected["connections"]] == [a.id]
+        assert (await _recv_op(a, "connection_created"))["connection"]["id"] == b.id
         fid = await a.signal("one", "x", to=b.id)
         assert await a.recv() == {"op": "ack", "id": fid}
         got = await b.recv()
@@ -59,7 +60,7 @@ async def test_connection_events_and_signals_to_one_and_to_all(engine: Engine) -
         await b.send(op="disconnect")
         assert (await _recv_op(b, "disconnected"))["reason"] == "clientDisconnected"
         gone = await _recv_op(a, "connection_destroyed")
-        assert gone["connection"]["id"] == b.id and gone["reason"] == "clientDisconnected"  # type: ignore[index]
+        assert gone["connection"]["id"] == b.id and gone["reason"] == "clientDisconnected"
         await a.close()
 
 
@@ -72,7 +73,7 @@ async def test_seq_is_contiguous_per_receiver_and_order_kept_per_sender(engine: 
         for i in range(n):
             await s1.signal("a", str(i), to=r.id)
             await s2.signal("b", str(i), to=r.id)
-        got = []
+        got: list[dict[str, Any]] = []
         while len(got) < 2 * n:
             f = await r.recv()
             if f["op"] == "signal":
@@ -105,8 +106,8 @@ async def test_resume_on_another_hub_replays_retry_signals_with_last_id_and_nack
         b2 = await _resume(h1, "res", b, last_seq=1)
         c = b2.connected
         assert c["op"] == "connected" and c["resumed"] is True, c
-        assert c["connection"]["id"] == b.id and c["last_id"] == bad  # type: ignore[index]
-        assert [n["id"] for n in c["nacks"]] == [bad]  # type: ignore[union-attr]
+        assert c["connection"]["id"] == b.id and c["last_id"] == bad
+        assert [n["id"] for n in c["nacks"]] == [bad]
         got = [await b2.recv() for _ in range(2)]
         # A retry: false signal to a member without a link may or may not take a seq (a hole): seqs
         # only count up.
@@ -130,11 +131,11 @@ async def test_grace_expiry_destroys_a_dropped_member_once(engine: Engine) -> No
         await _recv_op(a, "connection_created")
         b.ws.transport.abort()
         gone = await _recv_op(a, "connection_destroyed")
-        assert gone["connection"]["id"] == b.id and gone["reason"] == "networkDisconnected"  # type: ignore[index]
+        assert gone["connection"]["id"] == b.id and gone["reason"] == "networkDisconnected"
         # b cannot resume any more: it joins afresh
         b2 = await _resume(h1, "gr", b, last_seq=0)
-        assert b2.connected["resumed"] is False and b2.connected["connection"]["id"] != b.id  # type: ignore[index]
-        assert (await _recv_op(a, "connection_created"))["connection"]["id"] == b2.id  # type: ignore[index]
+        assert b2.connected["resumed"] is False and b2.connected["connection"]["id"] != b.id
+        assert (await _recv_op(a, "connection_created"))["connection"]["id"] == b2.id
         await asyncio.sleep(0.3)
         await a.send(op="ping", id=1)
         assert (await a.recv())["op"] == "pong"   # no second connection_destroyed came first
@@ -147,7 +148,7 @@ async def test_rate_limit_and_caps_hold_on_every_hub(engine: Engine) -> None:
                            max_connections_per_token=2) as (h1, h2):
         a = await raw_connect(h1, "cap")
         ids = [await a.signal("t") for _ in range(8)]
-        answers = {}
+        answers: dict[object, object] = {}
         while len(answers) < len(ids):
             f = await a.recv()
             if f["op"] in ("ack", "nack"):
