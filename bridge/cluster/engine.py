@@ -369,6 +369,10 @@ class RedisEngine:
     # ---- notifications -----------------------------------------------------------------------------
 
     def _note(self, note: Note) -> None:
+        if self.store.fenced:
+            # Frozen past its lease (notifications piled up in the socket meanwhile): deliver nothing.
+            self._fence()
+            return
         if isinstance(note, SignalNote):
             b = note.body
             self._deliver(note.session_id, note.receivers, wire.SignalBody(b.type, b.data, b.sender, b.ts))
