@@ -16,13 +16,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import websockets
 
 from tests.helpers.redis import RedisSetup, require_redis, running_redis
 
 require_redis(module=True)
 
 from bridge.session import ConnectionDestroyed, Reconnected, SessionClient, Signal  # noqa: E402
-from tests.helpers.client import FAST, next_of  # noqa: E402
+from tests.helpers.client import FAST  # noqa: E402
 from tests.helpers.clusterhub import engine_hubs, ready  # noqa: E402
 from tests.helpers.clusterproc import cluster_hubs  # noqa: E402
 from tests.helpers.hub import HubHandle, RawClient, raw_connect  # noqa: E402
@@ -47,7 +48,8 @@ def _http(h: HubHandle, method: str, path: str, body: dict[str, Any] | None = No
         return e.code, e.read()
 
 
-async def _rest(h: HubHandle, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+async def _rest(h: HubHandle, method: str, path: str,
+                body: dict[str, Any] | None = None) -> tuple[int, bytes]:
     return await asyncio.to_thread(_http, h, method, f"/v2/project/{h.api_key}/session/{path}", body)
 
 
@@ -97,8 +99,8 @@ async def test_sigkill_of_the_robots_hub_resumes_on_another_with_every_retry_sig
         redis_cluster: RedisSetup) -> None:
     with cluster_hubs(redis_cluster.urls, 2) as (ha, hb):
         async with LoadBalancer([("127.0.0.1", hb.port), ("127.0.0.1", ha.port)], mode="first-alive") as lb:
-            robot = SessionClient(f"ws://127.0.0.1:{lb.port}", "k", hb.token("k", data="robot"),
-                                  **dict(FAST, give_up_s=30.0))
+            opts: dict[str, Any] = dict(FAST, give_up_s=30.0)
+            robot = SessionClient(f"ws://127.0.0.1:{lb.port}", "k", hb.token("k", data="robot"), **opts)
             await robot.connect()
             assert robot.connection is not None
             rid = robot.connection.id
@@ -179,7 +181,7 @@ async def test_a_frozen_hub_is_fenced_delivers_nothing_more_and_closes_its_links
         finally:
             os.kill(hb.pid or 0, signal.SIGCONT)
         frames = []
-        with pytest.raises(Exception):  # noqa: B017, PT011 (the link ends: closed by the fenced hub)
+        with pytest.raises(websockets.ConnectionClosed):  # the fenced hub closes the link
             while True:
                 frames.append(await robot.recv(timeout=10))
         assert not [f for f in frames if f["op"] == "signal"], frames
