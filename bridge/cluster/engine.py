@@ -213,7 +213,7 @@ class RedisEngine:
         self.sessions.setdefault(req.session_id, {})[conn.id] = member
         others = [_connection(m) for m in result.members if m.id != conn.id]
         done(Admitted(member, others))
-        self._flush(member, early, 0)
+        self._flush(member, early)
 
     def resume(self, req: ResumeRequest, link: Link,
                done: Callable[[Admitted | Refusal | None], None]) -> None:
@@ -264,9 +264,10 @@ class RedisEngine:
         nacks = tuple((int(n["id"]), int(n["code"]), str(n["message"])) for n in out.nacks)
         others = [_connection(m) for m in out.members if m.id != me.id]
         done(Admitted(member, others, True, out.last_id, nacks, replay))
-        self._flush(member, early, member.seq)
+        self._flush(member, early)
 
-    def _flush(self, member: Member, early: _Early, above: int) -> None:
+    def _flush(self, member: Member, early: _Early) -> None:
+        """The frames held while ``member`` was being admitted, after its ``connected`` (and replay)."""
         for seq, frame in early.frames:
             if seq == 0 or seq > member.seq:
                 if seq:
