@@ -108,37 +108,39 @@ async def test_sigkill_of_the_robots_hub_resumes_on_another_with_every_retry_sig
             received: list[Signal] = []
             destroyed: list[Any] = []
             reconnected = asyncio.Event()
+            times: list[float] = []
 
             def on_event(ev: object) -> None:
                 if isinstance(ev, Signal):
                     received.append(ev)
                 elif isinstance(ev, Reconnected):
+                    times.append(time.monotonic())
                     reconnected.set()
                 elif isinstance(ev, ConnectionDestroyed):
                     destroyed.append(ev)
 
             robot.set_event_handler(on_event)
-            total, kill_at = 600, 150
-            killed_index = resumed_index = -1
+            total, kill_at = 1000, 300
+            killed_index = -1
+            killed_at = 0.0
             for i in range(total):
                 await op.signal("cmd", str(i), to=rid, retry=i % 2 == 0)
                 if i == kill_at:
                     _kill(hb.pid or 0)
-                    killed_index = i
-                if reconnected.is_set() and resumed_index < 0:
-                    resumed_index = i
-                await asyncio.sleep(0.002)   # ~400/s
+                    killed_index, killed_at = i, time.monotonic()
+                await asyncio.sleep(0.002)   # at most 500/s
             await asyncio.wait_for(reconnected.wait(), 15)
+            print(f"resumed on the other hub {1000 * (times[0] - killed_at):.0f} ms after the kill")
             await op.signal("end", "end", to=rid)
             await until(lambda: any(s.type == "end" for s in received), 15)
             assert robot.connection is not None and robot.connection.id == rid
             got = [int(s.data) for s in received if s.type == "cmd"]
             assert got == sorted(set(got)), "out of order or duplicated"
             assert {i for i in range(total) if i % 2 == 0} <= set(got), "a retry signal was lost"
-            lost_window = range(killed_index + 1, resumed_index if resumed_index > 0 else total)
-            late = [i for i in got if i % 2 == 1 and i in lost_window]
-            assert not late, f"late retry:false signals {late} (killed at {killed_index}, resumed at " \
-                             f"{resumed_index})"
+            # retry: false: those the store took while it was away are gone (a gap after the kill, empty
+            # when the resume beat the operator's hub to them), every one after arrives (the tail).
+            after = [i for i in got if i % 2 == 1 and i > killed_index]
+            assert after and after == list(range(after[0], total, 2)), after
             assert not destroyed
             # the operator never saw the robot leave
             await op.send(op="ping", id=10**6)
