@@ -51,7 +51,7 @@ from bridge.cluster.notes import (
 from bridge.cluster.notes import Member as StoreMember
 from bridge.cluster.store import RedisSessionStore, ResumeGap, StoreConfig
 from bridge.core import wire
-from bridge.core.hub.admission import NO_SUCH_CONNECTION
+from bridge.core.hub.admission import NO_SUCH_CONNECTION, cap_message
 from bridge.core.hub.counters import Metrics
 from bridge.core.hub.engine import Admitted, Answer, JoinRequest, Refusal, ResumeRequest
 from bridge.core.hub.member import EXPIRED, GONE, LEFT, LINK_LOST, RESUMED, Link, Member
@@ -65,13 +65,19 @@ UNAVAILABLE = 503
 STORE_DOWN: Refusal = (UNAVAILABLE, "the hub's session store (Redis) is unreachable: try again shortly")
 FENCED: Refusal = (UNAVAILABLE, "this hub lost its lease in the session store: resume on another hub")
 _RETRY_START_S = 0.5
+_RESUME_REFUSALS: dict[str, Refusal] = {
+    "forbidden": (403, "cannot resume this connection: wrong resume secret, or a token for another "
+                       "role or data"),
+    "blocked": (429, "too many wrong resume secrets: wait and try again"),
+}
 
 
 @dataclass
 class _Early:
-    """Frames for a member whose join or resume is in flight: (seq, frame); seq 0 = not a signal."""
+    """Frames for a member whose join or resume is in flight: (seq, frame, about, created); seq 0 = a
+    connection event about connection ``about`` (``created``: connection_created)."""
 
-    frames: list[tuple[int, str]] = field(default_factory=list)
+    frames: list[tuple[int, str, str, bool]] = field(default_factory=list)
 
 
 class _Chain:
@@ -206,14 +212,17 @@ class RedisEngine:
         except StoreError as e:
             self._early.pop(key, None)
             if e.code == 429:
-                self.metrics.refused_cap("session" if e.reason == "full" else "token")
+                cap = "session" if e.reason == "full" else "token"
+                self.metrics.refused_cap(cap)
+                done(cap_message(cap))
+                return
             done(self._failed(e))
             return
         self._early.pop(key, None)
         self.sessions.setdefault(req.session_id, {})[conn.id] = member
         others = [_connection(m) for m in result.members if m.id != conn.id]
         done(Admitted(member, others))
-        self._flush(member, early)
+        self._flush(member, early, others)
 
     def resume(self, req: ResumeRequest, link: Link,
                done: Callable[[Admitted | Refusal | None], None]) -> None:
@@ -237,7 +246,7 @@ class RedisEngine:
                 done(None)
                 return
             self.metrics.resume_refused += 1
-            done(self._failed(e))
+            done(_RESUME_REFUSALS.get(e.reason) or self._failed(e))
             return
         self._early.pop(key, None)
         if isinstance(out, ResumeGap):
@@ -264,14 +273,23 @@ class RedisEngine:
         nacks = tuple((int(n["id"]), int(n["code"]), str(n["message"])) for n in out.nacks)
         others = [_connection(m) for m in out.members if m.id != me.id]
         done(Admitted(member, others, True, out.last_id, nacks, replay))
-        self._flush(member, early)
+        self._flush(member, early, others)
 
-    def _flush(self, member: Member, early: _Early) -> None:
-        """The frames held while ``member`` was being admitted, after its ``connected`` (and replay)."""
-        for seq, frame in early.frames:
-            if seq == 0 or seq > member.seq:
-                if seq:
+    def _flush(self, member: Member, early: _Early, others: list[Connection]) -> None:
+        """The frames held while ``member`` was being admitted, after its ``connected`` (and replay):
+        signals above its seq; connection events unless ``connected`` told it already (a member
+        in ``others`` is known, one not in it unknown), so each member is announced once."""
+        known = {c.id for c in others}
+        for seq, frame, about, created in early.frames:
+            if seq:
+                if seq > member.seq:
                     member.seq = seq
+                    member.send(frame)
+            elif created and about not in known:
+                known.add(about)
+                member.send(frame)
+            elif not created and about in known:
+                known.discard(about)
                 member.send(frame)
 
     # ---- signals -----------------------------------------------------------------------------------
@@ -349,13 +367,22 @@ class RedisEngine:
         for m in gone:
             self._drop(m, EXPIRED)
 
-            async def run(m: Member = m) -> None:
-                # 409: resumed on another hub meanwhile (not ours to destroy); its TakeoverNote drops it.
-                with contextlib.suppress(StoreError):
-                    await self.store.leave(m.session_id, m.connection.id, NETWORK_DISCONNECTED)
-
-            self._spawn(run())
+            self._spawn(self._expire_in_store(m.session_id, m.connection.id))
         return gone
+
+    async def _expire_in_store(self, session_id: str, connection_id: str) -> None:
+        """Destroy a member whose grace ended here; while Redis cannot be reached, try again (else it
+        would stay in the session for as long as this hub lives)."""
+        while not self._closed:
+            try:
+                await self.store.leave(session_id, connection_id, NETWORK_DISCONNECTED)
+                return
+            except (Unavailable, Fenced):
+                if self.store.fenced:
+                    return  # a fenced hub's members are the sweepers' now
+                await asyncio.sleep(_RETRY_START_S)
+            except StoreError:
+                return  # 409: resumed on another hub meanwhile (its TakeoverNote dropped it here)
 
     def _drop(self, member: Member, event: str) -> None:
         """Forget this hub's handle on ``member`` (the store has or will have removed it)."""
@@ -378,7 +405,8 @@ class RedisEngine:
             b = note.body
             self._deliver(note.session_id, note.receivers, wire.SignalBody(b.type, b.data, b.sender, b.ts))
         elif isinstance(note, JoinNote):
-            self._tell(note.session_id, note.member.id, wire.connection_created(_connection(note.member)))
+            self._tell(note.session_id, note.member.id, wire.connection_created(_connection(note.member)),
+                       True)
         elif isinstance(note, LeaveNote):
             self._left(note)
         elif isinstance(note, TakeoverNote):
@@ -408,7 +436,7 @@ class RedisEngine:
             early = self._early.get((session_id, r.connection_id))
             if early is not None:
                 if not contiguous:
-                    early.frames.append((r.seq, body.frame(r.seq)))
+                    early.frames.append((r.seq, body.frame(r.seq), "", False))
                 continue
             member = self.find(session_id, r.connection_id)
             if member is None or r.seq <= member.seq or (contiguous and r.seq != member.seq + 1):
@@ -421,14 +449,14 @@ class RedisEngine:
                 link.send(body.frame(r.seq))
                 self.metrics.signals_delivered += 1
 
-    def _tell(self, session_id: str, about: str, frame: str) -> None:
+    def _tell(self, session_id: str, about: str, frame: str, created: bool) -> None:
         """A connection event for every member of this hub in the session but ``about``."""
         for cid, m in (self.sessions.get(session_id) or {}).items():
             if cid != about:
                 m.send(frame)
         for (sid, cid), early in self._early.items():
             if sid == session_id and cid != about:
-                early.frames.append((0, frame))
+                early.frames.append((0, frame, about, created))
 
     def _left(self, note: LeaveNote) -> None:
         cid = note.member.id
@@ -439,7 +467,8 @@ class RedisEngine:
             if link is not None and note.reason == FORCE_DISCONNECTED:
                 link.send(wire.disconnected(FORCE_DISCONNECTED))
                 link.close()
-        self._tell(note.session_id, cid, wire.connection_destroyed(_connection(note.member), note.reason))
+        self._tell(note.session_id, cid, wire.connection_destroyed(_connection(note.member), note.reason),
+                   False)
 
     async def _resync(self) -> None:
         """Notifications may have been lost: catch each local member up from its stream, and drop
