@@ -30,11 +30,20 @@ import contextlib
 import logging
 import secrets
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import Any
 
+from bridge.cluster.engine_parts import (
+    FENCED,
+    RESUME_REFUSALS,
+    RETRY_S,
+    STORE_DOWN,
+    Chain,
+    Early,
+    connection_of,
+    frame_of,
+    placeholder,
+)
 from bridge.cluster.notes import (
     Fenced,
     JoinNote,
@@ -60,56 +69,6 @@ from bridge.core.tokenbucket import TokenBucket
 
 log = logging.getLogger("bridge.cluster")
 
-UNAVAILABLE = 503
-#: What a client is told while the store cannot be reached (it retries, on this hub or another).
-STORE_DOWN: Refusal = (UNAVAILABLE, "the hub's session store (Redis) is unreachable: try again shortly")
-FENCED: Refusal = (UNAVAILABLE, "this hub lost its lease in the session store: resume on another hub")
-_RETRY_START_S = 0.5
-_RESUME_REFUSALS: dict[str, Refusal] = {
-    "forbidden": (403, "cannot resume this connection: wrong resume secret, or a token for another "
-                       "role or data"),
-    "blocked": (429, "too many wrong resume secrets: wait and try again"),
-}
-
-
-@dataclass
-class _Early:
-    """Frames for a member whose join or resume is in flight: (seq, frame, about, created); seq 0 = a
-    connection event about connection ``about`` (``created``: connection_created)."""
-
-    frames: list[tuple[int, str, str, bool]] = field(default_factory=list)
-
-
-class _Chain:
-    """Coroutines of one member run one after the other (order per sender), in one task at a time."""
-
-    __slots__ = ("_queue", "_task")
-
-    def __init__(self) -> None:
-        self._queue: deque[Callable[[], Awaitable[None]]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, step: Callable[[], Awaitable[None]]) -> None:
-        self._queue.append(step)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def drained(self) -> None:
-        """Return once every step added so far has run."""
-        while self._task is not None:
-            await asyncio.shield(self._task)
-
-    async def _run(self) -> None:
-        try:
-            while self._queue:
-                step = self._queue.popleft()
-                try:
-                    await step()
-                except Exception:  # a step's own failure must not stop the member's later calls
-                    log.exception("cluster engine step failed")
-        finally:
-            self._task = None
-
 
 class RedisEngine:
     """The hub engine on Redis. ``grace_s``, ``rate``/``burst`` and the caps as for the memory engine;
@@ -124,8 +83,8 @@ class RedisEngine:
         self.metrics = metrics if metrics is not None else Metrics()
         self.store = RedisSessionStore(config, self._note)
         self.sessions: dict[str, dict[str, Member]] = {}
-        self._early: dict[tuple[str, str], _Early] = {}
-        self._chains: dict[int, _Chain] = {}
+        self._early: dict[tuple[str, str], Early] = {}
+        self._chains: dict[int, Chain] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
         self._renewing = False
@@ -149,7 +108,7 @@ class RedisEngine:
 
     async def _start_later(self) -> None:
         while not self._closed and not self._started:
-            await asyncio.sleep(_RETRY_START_S)
+            await asyncio.sleep(RETRY_S)
             with contextlib.suppress(Unavailable):
                 await self.store.start()
                 self._started = True
@@ -174,10 +133,10 @@ class RedisEngine:
         if chain is not None:
             await chain.drained()
 
-    def _chain(self, member: Member) -> _Chain:
+    def _chain(self, member: Member) -> Chain:
         chain = self._chains.get(id(member))
         if chain is None:
-            chain = self._chains[id(member)] = _Chain()
+            chain = self._chains[id(member)] = Chain()
         return chain
 
     def _new_member(self, session_id: str, conn: Connection, link: Link, now: float) -> Member:
@@ -204,7 +163,7 @@ class RedisEngine:
         conn = Connection(str(uuid.uuid4()), req.data, req.role, req.now_ms, req.token_id)
         member = self._new_member(req.session_id, conn, link, req.now)
         key = (req.session_id, conn.id)
-        self._early[key] = early = _Early()
+        self._early[key] = early = Early()
         try:
             await self.store.subscribe(req.session_id)
             result = await self.store.join(req.session_id, StoreMember(
@@ -220,7 +179,7 @@ class RedisEngine:
             return
         self._early.pop(key, None)
         self.sessions.setdefault(req.session_id, {})[conn.id] = member
-        others = [_connection(m) for m in result.members if m.id != conn.id]
+        others = [connection_of(m) for m in result.members if m.id != conn.id]
         done(Admitted(member, others))
         self._flush(member, early, others)
 
@@ -234,7 +193,7 @@ class RedisEngine:
     async def _resume(self, req: ResumeRequest, link: Link,
                       done: Callable[[Admitted | Refusal | None], None]) -> None:
         key = (req.session_id, req.connection_id)
-        self._early[key] = early = _Early()
+        self._early[key] = early = Early()
         new_secret = secrets.token_urlsafe(24)
         try:
             await self.store.subscribe(req.session_id)
@@ -246,7 +205,7 @@ class RedisEngine:
                 done(None)
                 return
             self.metrics.resume_refused += 1
-            done(_RESUME_REFUSALS.get(e.reason) or self._failed(e))
+            done(RESUME_REFUSALS.get(e.reason) or self._failed(e))
             return
         self._early.pop(key, None)
         if isinstance(out, ResumeGap):
@@ -260,22 +219,22 @@ class RedisEngine:
             return
         member = self.find(req.session_id, req.connection_id)
         if member is None or member.state == GONE:
-            member = self._new_member(req.session_id, _connection(me), link, req.now)
+            member = self._new_member(req.session_id, connection_of(me), link, req.now)
             self.sessions.setdefault(req.session_id, {})[me.id] = member
         else:
             member.to(RESUMED, link)
         member.secret = new_secret
         member.last_id = out.last_id
         member.nacks.clear()
-        replay = tuple(_frame(body, seq) for seq, body in out.replay if seq > req.last_seq)
+        replay = tuple(frame_of(body, seq) for seq, body in out.replay if seq > req.last_seq)
         member.seq = max([req.last_seq, *(seq for seq, _ in out.replay)])
         self.metrics.resumes += 1
         nacks = tuple((int(n["id"]), int(n["code"]), str(n["message"])) for n in out.nacks)
-        others = [_connection(m) for m in out.members if m.id != me.id]
+        others = [connection_of(m) for m in out.members if m.id != me.id]
         done(Admitted(member, others, True, out.last_id, nacks, replay))
         self._flush(member, early, others)
 
-    def _flush(self, member: Member, early: _Early, others: list[Connection]) -> None:
+    def _flush(self, member: Member, early: Early, others: list[Connection]) -> None:
         """The frames held while ``member`` was being admitted, after its ``connected`` (and replay):
         signals above its seq; connection events unless ``connected`` told it already (a member
         in ``others`` is known, one not in it unknown), so each member is announced once."""
@@ -352,7 +311,7 @@ class RedisEngine:
                 done(None)
                 return
             # A handle for a member held by another hub: only its link (none here) is looked at.
-            done(member if member is not None else _placeholder(session_id, connection_id, self.metrics))
+            done(member if member is not None else placeholder(session_id, connection_id, self.metrics))
             if member is not None:
                 self._drop(member, LEFT)
 
@@ -380,7 +339,7 @@ class RedisEngine:
             except (Unavailable, Fenced):
                 if self.store.fenced:
                     return  # a fenced hub's members are the sweepers' now
-                await asyncio.sleep(_RETRY_START_S)
+                await asyncio.sleep(RETRY_S)
             except StoreError:
                 return  # 409: resumed on another hub meanwhile (its TakeoverNote dropped it here)
 
@@ -405,7 +364,7 @@ class RedisEngine:
             b = note.body
             self._deliver(note.session_id, note.receivers, wire.SignalBody(b.type, b.data, b.sender, b.ts))
         elif isinstance(note, JoinNote):
-            self._tell(note.session_id, note.member.id, wire.connection_created(_connection(note.member)),
+            self._tell(note.session_id, note.member.id, wire.connection_created(connection_of(note.member)),
                        True)
         elif isinstance(note, LeaveNote):
             self._left(note)
@@ -467,7 +426,7 @@ class RedisEngine:
             if link is not None and note.reason == FORCE_DISCONNECTED:
                 link.send(wire.disconnected(FORCE_DISCONNECTED))
                 link.close()
-        self._tell(note.session_id, cid, wire.connection_destroyed(_connection(note.member), note.reason),
+        self._tell(note.session_id, cid, wire.connection_destroyed(connection_of(note.member), note.reason),
                    False)
 
     async def _resync(self) -> None:
@@ -490,7 +449,7 @@ class RedisEngine:
                     for seq, body in await self.store.stream_after(session_id, cid, member.seq):
                         if seq > member.seq:
                             member.seq = seq
-                            member.send(_frame(body, seq))
+                            member.send(frame_of(body, seq))
 
     def _fence(self) -> None:
         """This hub's lease lapsed: it may deliver nothing more. Close every link (its clients resume
@@ -517,7 +476,7 @@ class RedisEngine:
                     return
                 except StoreError as e:
                     log.warning("cannot start again as a new hub yet: %s", e)
-                    await asyncio.sleep(_RETRY_START_S)
+                    await asyncio.sleep(RETRY_S)
         finally:
             self._renewing = False
 
@@ -534,7 +493,7 @@ class RedisEngine:
             out = []
             for cid, (m, _owner) in members.items():
                 local = self.find(session_id, cid)
-                out.append((_connection(m), local is None or local.link is not None))
+                out.append((connection_of(m), local is None or local.link is not None))
             done(out)
 
         self._spawn(run())
@@ -546,26 +505,3 @@ class RedisEngine:
     @property
     def buffered_bytes(self) -> int:
         return 0  # resume buffers are in Redis
-
-
-def _connection(m: StoreMember) -> Connection:
-    return Connection(m.id, m.data, m.role, m.creation_time, m.token_id)
-
-
-def _frame(body: SignalBody, seq: int) -> str:
-    return wire.SignalBody(body.type, body.data, body.sender, body.ts).frame(seq)
-
-
-def _placeholder(session_id: str, connection_id: str, metrics: Metrics) -> Member:
-    m = Member(session_id, Connection(connection_id, "", "", 0), _NoLink(), TokenBucket(0, 0, 0.0), 0,
-               metrics)
-    m.link = None
-    return m
-
-
-class _NoLink:
-    def send(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
