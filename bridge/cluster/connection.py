@@ -60,7 +60,9 @@ class RedisLink:
                 "socket_connect_timeout": self._timeout, "health_check_interval": 0}
 
     async def open(self) -> None:
-        """Connect (raises RedisError/OSError when Redis cannot be reached) and start the supervisor."""
+        """Connect (raises RedisError/OSError when Redis cannot be reached) and start the supervisor.
+        May be called again after a failed attempt or a ``close``."""
+        self._closed = False
         probe = Redis.from_url(self.urls[0], **self._opts())
         try:
             info = await probe.info("cluster")

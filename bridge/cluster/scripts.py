@@ -96,7 +96,8 @@ return {'ok', out}
 """
 
 # ARGV: pub, channel, hub, conn, secret_digest, new_secret_digest, token_id, last_seq, ttl, lease, prefix,
-#       block_base_ms, block_max_ms, max_replay
+#       block_base_ms, block_max_ms, max_replay, by_grant '1'|'0', role, data (by_grant: any token granting
+#       the member's role and data may resume it, as on one hub; else only the token it joined with)
 RESUME = _PRELUDE + r"""
 local pub, ch, hub, conn, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[11]
 local st = lease(hub)
@@ -105,7 +106,10 @@ local member = redis.call('HGET', M, conn)
 if not member then return {'nomember'} end
 local blk, nxt = prefix..'rb:'..ARGV[7], prefix..'rn:'..ARGV[7]
 if redis.call('PTTL', blk) > 0 then return {'blocked'} end
-if cjson.decode(member)['token_id'] ~= ARGV[7] then return {'forbidden'} end
+local mj = cjson.decode(member)
+if ARGV[15] == '1' then
+  if mj['role'] ~= ARGV[16] or mj['data'] ~= ARGV[17] then return {'forbidden'} end
+elseif mj['token_id'] ~= ARGV[7] then return {'forbidden'} end
 if redis.call('HGET', C, 'h:'..conn) ~= ARGV[5] then
   local d = tonumber(redis.call('GET', nxt) or ARGV[12])
   redis.call('SET', blk, '1', 'PX', d)

@@ -207,19 +207,21 @@ class RedisSessionStore:
         return JoinResult(tuple(Member.from_json(m) for m in out[1]))
 
     async def resume(self, session_id: str, connection_id: str, secret: str, new_secret: str,
-                     token_id: str, last_seq: int) -> ResumeResult | ResumeGap:
+                     token_id: str, last_seq: int,
+                     grant: tuple[str, str] | None = None) -> ResumeResult | ResumeGap:
         """Take a member over (from any hub, alive or dead) if ``secret`` is its latest one and the
         token is the member's (else 403; 429 while a wrong secret's back-off runs, which doubles per
         wrong secret and holds on every hub). In the same step: the owner becomes this hub, the epoch
         increments, ``new_secret`` replaces the secret, a ``TakeoverNote`` goes out, and the retry
-        signals after ``last_seq`` are read. ``ResumeGap`` (nothing changed) when they are not whole."""
+        signals after ``last_seq`` are read. ``ResumeGap`` (nothing changed) when they are not whole.
+        ``grant`` (role, data): instead of the same token, any token granting these (a refreshed one)."""
         sk = SessionKeys.of(session_id)
         await self._track(session_id)
         c = self.config
         out = await self._session_call("RESUME", sk, [
             self._link.publish_command, sk.channel, self.hub_id, connection_id, digest(secret),
             digest(new_secret), token_id, last_seq, c.ttl_ms, c.lease_ms, sk.prefix, c.block_base_ms,
-            c.block_max_ms, c.resume_buffer])
+            c.block_max_ms, c.resume_buffer, "0" if grant is None else "1", *(grant or ("", ""))])
         if out[0] == "gap":
             return ResumeGap(str(out[1]))
         if out[0] != "ok":

@@ -30,7 +30,7 @@ import yaml
 
 from bridge.config.apps import AppError, Application, load_applications
 from bridge.config.loader import read_document
-from bridge.config.schema import Block, Custom, Int, Key, Nested, Num, Str, mapping, read_fields
+from bridge.config.schema import Block, Choice, Custom, Int, Key, Nested, Num, Str, mapping, read_fields
 from bridge.config.tree import ConfigError, Reader, join
 from bridge.core.tokens import mint_client_token
 
@@ -45,6 +45,18 @@ BOUND_KEYS = ("outbox_bytes", "resume_buffer_bytes", "buffer_budget_bytes", "max
 
 class HubConfigError(ValueError):
     """A hub.yaml or flag problem, worded for the person who wrote it (names the file and key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """hub.yaml ``cluster:``: where sessions live. ``engine`` ``memory`` (this process alone) or
+    ``redis`` (shared by every hub on the same Redis, docs/cluster.md); ``url`` one ``redis://`` URL
+    (standalone Redis) or the seed nodes of a Redis Cluster; ``lease_ms`` how long a hub counts as
+    alive without renewing its lease (a hub frozen longer is fenced)."""
+
+    engine: str = "memory"
+    url: tuple[str, ...] = ()
+    lease_ms: int = 3000
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +98,8 @@ class HubConfig:
     credentials_source: str = "config"
     #: Vonage-style applications (id + RSA public key), beside the API key and secret.
     applications: tuple[Application, ...] = ()
-
+    #: The session engine (memory, or Redis shared by a fleet of hubs).
+    cluster: ClusterConfig = ClusterConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +115,14 @@ class _RateLimit:
 
 
 _SECONDS = Num(minimum=0)
+_URLS = Custom("URL or list of URLs", {"oneOf": [
+    {"type": "string", "pattern": "^rediss?://"},
+    {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^rediss?://"}}]})
+CLUSTER = Block("cluster", (
+    Key("engine", Choice(("memory", "redis")), "`redis`: sessions shared by every hub on the same Redis"),
+    Key("url", _URLS, "`redis://HOST:PORT`, or a list of a Redis Cluster's nodes", default="none"),
+    Key("lease_ms", Int(minimum=300), "a hub silent this long is taken for dead (and fenced)"),
+), ClusterConfig)
 #: hub.yaml's keys, declared once (docs/schema/hub.schema.json is generated from them). A new section
 #: is one `Nested` key here (its Block tied to a dataclass) and a HubConfig field of the same name.
 TOP = Block("", (
@@ -129,6 +150,8 @@ TOP = Block("", (
     Key("applications", Custom("mapping APPLICATION_ID -> PEM file", {
         "type": "object", "additionalProperties": {"type": "string"}}), "Vonage-style applications",
         default="`{}`"),
+    Key("cluster", Nested(CLUSTER), "the session engine: one process, or a fleet sharing Redis",
+        default="memory"),
 ), HubConfig)
 BLOCKS = {"": TOP}
 
@@ -203,7 +226,8 @@ def _read(r: Reader, top: dict[str, yaml.Node]) -> tuple[dict[str, Any], object]
     """The HubConfig fields given in the file (errors recorded in ``r``), and the raw applications."""
     kw = read_fields(r, top, "", TOP, {"listen": lambda n, p: _listen(r, n, p),
                                        "allowed_origins": lambda n, p: _origins(r, n, p),
-                                       "applications": lambda n, p: r.freeform(n, p, lambda *_: None)})
+                                       "applications": lambda n, p: r.freeform(n, p, lambda *_: None),
+                                       "cluster": lambda n, p: _cluster(r, n, p)})
     if "listen" in kw:
         kw["host"], kw["port"] = kw.pop("listen")
     apps = kw.pop("applications", None)
@@ -224,6 +248,31 @@ def _read(r: Reader, top: dict[str, yaml.Node]) -> tuple[dict[str, Any], object]
         r.error(top.get("api_key", top.get("api_secret")), "api_key",
                 "set both api_key and api_secret, or neither")
     return kw, apps
+
+
+def _cluster(r: Reader, node: yaml.Node, path: str) -> ClusterConfig | None:
+    m = mapping(r, node, path, CLUSTER)
+    if m is None:
+        return None
+
+    def urls(n: yaml.Node, p: str) -> tuple[str, ...] | None:
+        items = r.sequence(n, p) if isinstance(n, yaml.SequenceNode) else [n]
+        values = [r.string(x, p) for x in items or []]
+        if not values or None in values:
+            return None
+        if not all(str(v).startswith(("redis://", "rediss://")) for v in values):
+            r.error(n, p, "expected redis://HOST:PORT (or a list of them for a Redis Cluster)")
+            return None
+        return tuple(str(v) for v in values)
+
+    kw = read_fields(r, m, path, CLUSTER, {"url": urls})
+    if len(kw) < len(m):
+        return None
+    cfg = replace(ClusterConfig(), **kw)
+    if cfg.engine == "redis" and not cfg.url:
+        r.error(node, path, "engine redis needs url: redis://HOST:PORT")
+        return None
+    return cfg
 
 
 def _listen(r: Reader, node: yaml.Node, path: str) -> tuple[str, int] | None:

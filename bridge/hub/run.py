@@ -67,6 +67,8 @@ def build_app(config: HubConfig) -> web.Application:
     app = web.Application(client_max_size=MAX_FRAME_BYTES)
     hub = Hub(config)
     app[HUB_KEY] = hub
+    app.on_startup.append(hub.start_engine)
+    app.on_cleanup.append(hub.close_engine)
     app.on_response_prepare.append(security_headers)
     app.router.add_get("/v1/session/{session_id}", hub.websocket)
     app.router.add_get("/healthz", hub.healthz)
@@ -127,6 +129,9 @@ async def _serve_forever(config: HubConfig) -> int:
                     nofile, config.max_connections)
     try:
         hub = await start_hub(config)
+    except HubConfigError as e:  # cluster.engine redis without the cluster extra
+        print(f"sigbridge hub: {e}", file=sys.stderr)
+        return 2
     except OSError as e:  # address in use, no permission, TLS files missing or invalid (SSLError)
         print(f"sigbridge hub: cannot start on {config.host}:{config.port}: {e}", file=sys.stderr)
         return 1

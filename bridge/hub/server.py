@@ -16,12 +16,13 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bridge.config.hub import BOUND_KEYS, HubConfig
+from bridge.config.hub import BOUND_KEYS, HubConfig, HubConfigError
 from bridge.core import wire
-from bridge.core.hub import FLOODED, PONG, STOP, Budget, HubState, Member, MemoryEngine
+from bridge.core.hub import FLOODED, PONG, STOP, Budget, HubEngine, HubState, Member, MemoryEngine
 from bridge.core.signal import MAX_FRAME_BYTES
 from bridge.hub.guard import QuietLog
 from bridge.hub.links import CLOSE_FLOOD, CLOSE_LINGER_S, LinkPool, WsLink
@@ -43,6 +44,23 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _redis_engine(config: HubConfig) -> Any:
+    """The Redis engine; imported only when configured (the ``cluster`` extra: redis, hiredis)."""
+    try:
+        from bridge.cluster.engine import RedisEngine
+        from bridge.cluster.store import StoreConfig
+    except ImportError as e:
+        raise HubConfigError(f"cluster.engine redis needs the cluster extra (pip install "
+                             f"'signal-bridge[cluster]'): {e}") from None
+    c = config.cluster
+    store = StoreConfig(urls=c.url, lease_ms=c.lease_ms, grace_ms=int(config.reconnect_grace_s * 1000),
+                        resume_buffer=config.resume_buffer,
+                        max_per_session=config.max_connections_per_session,
+                        max_per_token=config.max_connections_per_token)
+    return RedisEngine(store, grace_s=config.reconnect_grace_s, rate=config.rate_limit,
+                       burst=config.rate_burst)
+
+
 class _Log:
     """:class:`bridge.core.hub.state.HubLog` for this process: refusals through a :class:`QuietLog`."""
 
@@ -59,11 +77,17 @@ class Hub:
     def __init__(self, config: HubConfig) -> None:
         self.config = config
         budget = Budget(config.buffer_budget_bytes)
-        engine = MemoryEngine(grace_s=config.reconnect_grace_s, replay_size=config.resume_buffer,
-                              rate=config.rate_limit, burst=config.rate_burst,
-                              replay_bytes=config.resume_buffer_bytes, budget=budget,
-                              max_per_session=config.max_connections_per_session,
-                              max_per_token=config.max_connections_per_token)
+        engine: HubEngine
+        #: The shared engine (hub.yaml cluster.engine redis), started and closed with the app.
+        self.cluster: Any = None
+        if config.cluster.engine == "redis":
+            engine = self.cluster = _redis_engine(config)
+        else:
+            engine = MemoryEngine(grace_s=config.reconnect_grace_s, replay_size=config.resume_buffer,
+                                  rate=config.rate_limit, burst=config.rate_burst,
+                                  replay_bytes=config.resume_buffer_bytes, budget=budget,
+                                  max_per_session=config.max_connections_per_session,
+                                  max_per_token=config.max_connections_per_token)
         self.quiet = QuietLog()
         # The per-connection rate limit, announced in 'connected' (clients pace themselves under it).
         limits = {**wire.LIMITS, "rate": config.rate_limit, "burst": config.rate_burst} \
@@ -76,6 +100,14 @@ class Hub:
         self.links = self.pool.links  # every open WebSocket (a link leaves once its writer is done)
         self.expiry: set[asyncio.TimerHandle] = set()
         self.closing = False
+
+    async def start_engine(self, app: web.Application) -> None:
+        if self.cluster is not None:
+            await self.cluster.start()
+
+    async def close_engine(self, app: web.Application) -> None:
+        if self.cluster is not None:
+            await self.cluster.close()
 
     async def shutdown(self) -> None:
         self.closing = True
@@ -182,6 +214,8 @@ class Hub:
                 if verdict == PONG:
                     await ws.pong(msg.data)
         finally:
+            if self.cluster is not None:  # answers still due from the shared store go out first
+                await self.cluster.drain(member)
             if not self.closing and self.state.link_lost(member, link, loop.time()):
                 # A hair after the deadline, so that the timer never runs just before it.
                 handle = loop.call_later(self.config.reconnect_grace_s + 0.005, self._expire)
@@ -195,6 +229,8 @@ class Hub:
     # ---- plain HTTP ------------------------------------------------------------------------------
 
     async def healthz(self, request: web.Request) -> web.Response:
+        if self.cluster is not None and not self.cluster.ready:
+            return web.Response(status=503, text="not ready: the session store (Redis) is unreachable\n")
         return web.Response(text="ok\n")
 
     async def metrics(self, request: web.Request) -> web.Response:

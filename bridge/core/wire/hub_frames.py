@@ -120,6 +120,12 @@ class SignalBody:
     def frame(self, seq: int) -> str:
         return '{"op":"signal","seq":' + str(seq) + self._tail
 
+    def fields(self) -> dict[str, Any]:
+        """``type``, ``data``, ``from`` and ``ts`` decoded again (a shared store keeps them; not the
+        hot path of the in-memory hub, which never calls it)."""
+        out: dict[str, Any] = json.loads("{" + self._tail[1:])
+        return out
+
 
 # ---- the frames, parsed by the client ----------------------------------------------------------
 
