@@ -123,7 +123,7 @@ class SignalBody:
     def fields(self) -> dict[str, Any]:
         """``type``, ``data``, ``from`` and ``ts`` decoded again (a shared store keeps them; not the
         hot path of the in-memory hub, which never calls it)."""
-        out: dict[str, Any] = json.loads("{" + self._tail[1:])
+        out: dict[str, Any] = jsontext.frame_loads("{" + self._tail[1:])
         return out
 
 
