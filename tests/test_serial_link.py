@@ -366,3 +366,20 @@ async def test_purge_drops_the_queued_whole_lines_never_half_a_line_then_seal_re
         assert len(got) < n
         await asyncio.sleep(0.1)
         assert dev.pending() == b""
+
+
+async def test_a_second_link_cannot_open_a_port_in_use_so_no_line_is_stolen(dev: PtyPair) -> None:
+    # A second bridge on the same port (e.g. a stale one reopening a /dev/pts/N name the kernel gave to a
+    # new device) would share the tty: each read takes lines from the other, and its open flushes input.
+    async with running(dev.path) as first:
+        assert await first.state() is True
+        async with running(dev.path) as second:
+            await until(lambda: second.link.stats["open_failures"] >= 2, 10)
+            assert not second.link.up
+            for i in range(20):
+                dev.write_line(f"T {i} 0.5")
+            assert [await first.line() for _ in range(20)] == [f"T {i} 0.5" for i in range(20)]
+            assert second.lines.empty() and second.link.stats["lines_in"] == 0
+        # The first one's port stays its own; once it lets go, another link opens it.
+    async with running(dev.path) as third:
+        assert await third.state() is True

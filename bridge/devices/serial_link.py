@@ -3,7 +3,7 @@
 The port is anything pyserial's ``serial_for_url`` opens (/dev/tty*, /dev/serial/by-id/..., socket://,
 rfc2217://), driven as an asyncio transport by ``pyserial-asyncio-fast`` (no thread, no byte-wise
 ``readline``; ``serial_transport.SerialTransport`` works around two of its back-pressure bugs and knows
-where each line it holds ends). The link owns three things and nothing else:
+where each line it holds ends). The link owns four things and nothing else:
 
 * framing: ``LineFramer`` cuts incoming bytes into lines with ``bytes.find`` on a ``bytearray``, never
   buffers more than ``max_line`` bytes, and counts what it throws away;
@@ -12,6 +12,9 @@ where each line it holds ends). The link owns three things and nothing else:
   decoded from one read of the session costs one syscall, not one per line (the ``os.write`` per line
   was 31 % of the bridge's samples in the throughput bench), and a lone command still leaves in the same
   loop iteration. The transport never blocks; it buffers what the port cannot take yet, up to a bound;
+* owning the port: it is opened with an exclusive lock (pyserial's ``exclusive=True``, an ``flock``):
+  while one link holds it, another (a second bridge on the same port) cannot open it and retries, so
+  no line the device sends is read by someone else;
 * staying open: ``run`` opens the port, waits for it to be lost, and reopens it with a capped exponential
   backoff, logging the loss once (warning) and the recovery once (info, when the port has stayed open
   for twice ``reopen_max_s``), however long the outage and however often the port flaps meanwhile.
@@ -338,8 +341,11 @@ class SerialLink:
     async def _open(self) -> _LinkProtocol:
         self._framer.reset()
         loop = asyncio.get_running_loop()
+        # exclusive (flock): two readers of one tty each get a random share of its lines, and a stale
+        # bridge reopening a reused name (/dev/pts/N) would take them; the second opener retries instead.
         transport, protocol = await open_transport(
-            loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate)
+            loop, lambda: _LinkProtocol(self._framer), self.config.port, baudrate=self.config.baudrate,
+            exclusive=True)
         assert isinstance(protocol, _LinkProtocol)
         if isinstance(transport, SerialTransport):
             transport.on_expired = self._expired
