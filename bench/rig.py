@@ -200,6 +200,7 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
     hub, hub_port = await start_hub(workdir)
     pty = Pty()
     side_box: list[Side] = []
+    bridge: Child | None = None
     try:
         sid, (op_token, br_token) = hub_session_and_tokens(("moderator", "bench-operator"),
                                                             ("publisher", BRIDGE_DATA))
@@ -247,6 +248,11 @@ async def start_bridge_side(workdir: Path, mqtt_port: int) -> Side:
         side_box.append(side)
         return side
     except BaseException:
+        # The bridge child too: left running, it would keep reopening this pty's name after the pty is
+        # gone, and read (steal) the lines of whatever later takes the same /dev/pts number.
+        if bridge is not None:
+            with contextlib.suppress(Exception):
+                await bridge.stop()
         pty.close()
         await hub.stop()
         raise
