@@ -115,7 +115,9 @@ async def test_script_refuses_a_lapsed_lease_in_every_session(redis_urls: tuple[
 
 async def test_dead_hub_members_swept_once_each(redis_urls: tuple[str, ...]) -> None:  # noqa: F811
     async with store_hubs(redis_urls, grace_ms=300) as make:
-        a = await make(lease_ms=400)
+        # Long enough that a loaded machine cannot fence hub a while it is still joining its members
+        # (400 ms did, once); the sweep then waits this lease plus the grace window.
+        a = await make(lease_ms=1500)
         b, c = await make(sweep_s=0.05), await make(sweep_s=0.05)
         mine = [member() for _ in range(5)]
         for i, m in enumerate(mine):
