@@ -21,7 +21,7 @@ import websockets
 from playwright.async_api import Browser, Page
 
 from tests.conftest import scaled
-from tests.helpers.browser import WirePeer, running_browser
+from tests.helpers.browser import WirePeer, library_page, running_browser
 from tests.helpers.hub import HubHandle, running_hub
 from tests.helpers.proxy import TcpProxy
 
@@ -71,15 +71,8 @@ async def hub() -> AsyncIterator[HubHandle]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def page(browser: Browser, hub: HubHandle) -> AsyncIterator[Page]:
-    context = await browser.new_context()
-    pg = await context.new_page()
-    errors: list[Any] = []
-    pg.on("pageerror", lambda e: errors.append(e))
-    await pg.goto(f"{hub.http_url}/")
-    await pg.evaluate("async () => { window.sb = await import('/sigbridge.js'); }")
-    yield pg
-    await context.close()
-    assert errors == []
+    async with library_page(browser, hub) as pg:
+        yield pg
 
 
 def new_session() -> str:

@@ -159,3 +159,17 @@ async def join(page: Page, hub: HubHandle, sid: str, role: str, data: str) -> st
     await page.goto(f"{hub.http_url}/#session={sid}&token={hub.token(sid, role=role, data=data)}")
     await expect(page.locator("#link-state")).to_have_text("connected")
     return str(await page.evaluate("() => sigbridgeConsole.session.connection.id"))
+
+
+@contextlib.asynccontextmanager
+async def library_page(browser: Browser, hub: HubHandle) -> AsyncIterator[Page]:
+    """A page on the hub with the browser client imported as ``window.sb``; fails on any page error."""
+    context = await browser.new_context()
+    pg = await context.new_page()
+    errors: list[Any] = []
+    pg.on("pageerror", lambda e: errors.append(e))
+    await pg.goto(f"{hub.http_url}/")
+    await pg.evaluate("async () => { window.sb = await import('/sigbridge.js'); }")
+    yield pg
+    await context.close()
+    assert errors == []
